@@ -1,0 +1,114 @@
+"""The admin listener: /healthz, /readyz, /metrics, /config. Loopback by default; never on a
+data-plane port."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.context import ProxyContext
+from gateway.listeners import ListenerSet
+from gateway.reload import Reloader
+from routing.table import RoutingTable
+
+__all__ = ["build_admin_app"]
+
+CTX = web.AppKey("ctx", ProxyContext)
+LISTENERS = web.AppKey("listeners", ListenerSet)
+RELOADER = web.AppKey("reloader", Reloader)
+
+
+def build_admin_app(ctx: ProxyContext, listeners: ListenerSet, reloader: Reloader) -> web.Application:
+    app = web.Application()
+    app[CTX] = ctx
+    app[LISTENERS] = listeners
+    app[RELOADER] = reloader
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/config", _config)
+    app.router.add_post("/reload", _reload)
+    return app
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    ctx, listeners = request.app[CTX], request.app[LISTENERS]
+    wanted = set(ctx.holder.table.ports)
+    ready = wanted.issubset(listeners.ports)
+    body = {"ready": ready, "generation": ctx.holder.generation, "ports": sorted(listeners.ports)}
+    return web.json_response(body, status=200 if ready else 503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    data = generate_latest(request.app[CTX].metrics.registry)
+    return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _reload(request: web.Request) -> web.Response:
+    result = await request.app[RELOADER].reload()
+    body = {
+        "ok": result.ok,
+        "generation": result.generation,
+        "issues": [str(i) for i in result.issues],
+    }
+    return web.json_response(body, status=200 if result.ok else 400)
+
+
+async def _config(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    body = {"generation": ctx.holder.generation, **effective_config(ctx.holder.table)}
+    return web.Response(
+        text=json.dumps(body, indent=2, default=_json_default), content_type="application/json"
+    )
+
+
+def effective_config(table: RoutingTable) -> dict[str, object]:
+    """The config in force: resources as parsed, plus what attached where."""
+    listeners = [
+        {
+            "gateway": lt.gateway,
+            "listener": lt.name,
+            "port": lt.port,
+            "hostname": lt.hostname,
+            "virtual_hosts": [
+                {
+                    "hostname": vh.hostname,
+                    "rules": [f"{e.rule.route}#{e.rule.index}" for e in vh.entries],
+                }
+                for vh in (*lt.exact.values(), *lt.wildcards, *([lt.any_host] if lt.any_host else []))
+            ],
+        }
+        for pt in table.ports.values()
+        for lt in pt.listeners
+    ]
+    backends = {
+        b.target.name: {
+            "kind": type(b.target).__name__,
+            "endpoints": [e.key for e in getattr(b.target, "endpoints", ())],
+            "reason": getattr(b.target, "reason", None),
+        }
+        for rule in table.rules
+        for b in rule.backends
+    }
+    return {
+        "listeners": listeners,
+        "backends": backends,
+        "resources": dataclasses.asdict(table.config),
+        "warnings": list(table.warnings),
+    }
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, frozenset | set):
+        return sorted(value)
+    return str(value)

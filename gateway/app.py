@@ -1,0 +1,122 @@
+"""Assemble a running gateway: context, listeners, reloader, admin site, signals.
+
+``running_gateway`` is the composition root used by ``sluice serve`` and by the component
+tests (with port 0 for the admin site); nothing is registered at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.admin import build_admin_app
+from gateway.configload import LoadedConfig, load_config
+from gateway.context import Limits, ProxyContext, TableHolder
+from gateway.listeners import ListenerSet
+from gateway.metrics import Metrics
+from gateway.reload import Reloader
+from gateway.upstream import make_session
+
+__all__ = ["RunningGateway", "running_gateway", "serve_forever"]
+
+log = logging.getLogger("sluice")
+
+
+@dataclass(slots=True, kw_only=True)
+class RunningGateway:
+    ctx: ProxyContext
+    listeners: ListenerSet
+    reloader: Reloader
+    admin_port: int
+    watcher: asyncio.Task[None] | None
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(
+    paths: Sequence[str],
+    *,
+    address: str = "0.0.0.0",
+    admin_address: str = "127.0.0.1",
+    admin_port: int = 9901,
+    limits: Limits | None = None,
+    watch_interval_s: float | None = 1.0,
+    seed: int | None = None,
+    loaded: LoadedConfig | None = None,
+) -> AsyncIterator[RunningGateway]:
+    """Start a gateway on ``paths``; raises ``ConfigError`` if the config is invalid."""
+    limits = limits or Limits()
+    loaded = loaded or load_config(paths)
+    metrics = Metrics.create()
+    session = make_session(connect_timeout_s=limits.upstream_connect_timeout_s)
+    ctx = ProxyContext(
+        holder=TableHolder(table=loaded.table),
+        session=session,
+        metrics=metrics,
+        limits=limits,
+        rng=random.Random(seed),
+    )
+    listeners = ListenerSet(ctx, address=address)
+    reloader = Reloader(ctx, listeners, paths)
+    runner: web.AppRunner | None = None
+    watcher = None
+    try:
+        await listeners.apply(loaded.table)
+        metrics.reloads.labels("ok").inc()
+        metrics.config_timestamp.set(time.time())
+        runner = web.AppRunner(
+            build_admin_app(ctx, listeners, reloader), access_log=None, handle_signals=False
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, admin_address, admin_port, reuse_address=True)
+        await site.start()
+        bound_admin = runner.addresses[0][1] if runner.addresses else admin_port
+        if watch_interval_s:
+            watcher = asyncio.create_task(reloader.watch(watch_interval_s))
+        yield RunningGateway(
+            ctx=ctx,
+            listeners=listeners,
+            reloader=reloader,
+            admin_port=bound_admin,
+            watcher=watcher,
+        )
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        await listeners.close(limits.shutdown_grace_s)
+        if runner is not None:
+            await runner.cleanup()
+        for task in list(ctx.background):
+            task.cancel()
+        await session.close()
+
+
+async def serve_forever(gateway: RunningGateway) -> None:
+    """Run until SIGTERM or SIGINT; reload on SIGHUP."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def on_hup() -> None:
+        log.info("SIGHUP: reloading config")
+        task = asyncio.create_task(gateway.reloader.reload())
+        gateway.ctx.background.add(task)
+        task.add_done_callback(gateway.ctx.background.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    try:
+        await stop.wait()
+        log.info("stopping: draining connections")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,79 @@
+"""Read config files (a path may be a folder) into YAML documents and build a routing table.
+
+The only place config bytes are read and YAML is decoded; ``routing.parse_config`` does the
+rest. Errors carry the file and document index, like every other config issue.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import yaml
+
+from routing import RawDocument, RoutingTable, build_table, parse_config
+from routing.errors import ConfigError, ConfigIssue
+
+__all__ = ["LoadedConfig", "config_files", "load_config"]
+
+_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadedConfig:
+    table: RoutingTable
+    warnings: tuple[ConfigIssue, ...]
+    files: tuple[str, ...]
+
+
+def config_files(paths: Sequence[str]) -> tuple[str, ...]:
+    """Every config file named by ``paths``: files as given, folders' YAML files sorted."""
+    out: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            for root, _dirs, names in sorted(os.walk(path)):
+                out.extend(os.path.join(root, n) for n in sorted(names) if n.endswith(_SUFFIXES))
+        else:
+            out.append(path)
+    return tuple(out)
+
+
+def read_documents(files: Sequence[str]) -> list[RawDocument]:
+    docs: list[RawDocument] = []
+    issues: list[ConfigIssue] = []
+    for file in files:
+        try:
+            with open(file, encoding="utf-8") as fh:
+                text = fh.read()
+            docs.extend(
+                RawDocument(file=file, index=i, data=data)
+                for i, data in enumerate(yaml.safe_load_all(text))
+            )
+        except OSError as exc:
+            issues.append(ConfigIssue(file=file, document=0, path="", message=exc.strerror or str(exc)))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            issues.append(
+                ConfigIssue(file=file, document=0, path="", message=f"invalid YAML: {where}{exc}")
+            )
+    if issues:
+        raise ConfigError(tuple(issues))
+    return docs
+
+
+def load_config(paths: Sequence[str]) -> LoadedConfig:
+    """Read, parse and compile; raises ``ConfigError`` listing every problem."""
+    files = config_files(paths)
+    if not files:
+        raise ConfigError(
+            (ConfigIssue(file=", ".join(paths), document=0, path="", message="no config files"),)
+        )
+    config, warnings = parse_config(read_documents(files))
+    table = build_table(config)
+    extra = tuple(
+        ConfigIssue(file="", document=0, path="", message=w, severity="warning")
+        for w in table.warnings
+    )
+    return LoadedConfig(table=table, warnings=warnings + extra, files=files)

@@ -1,0 +1,59 @@
+"""What one gateway process shares across requests, passed explicitly (no globals).
+
+``TableHolder`` holds the routing table in force; a reload swaps ``holder.table`` in one
+assignment, and each request reads it once at its start, so it finishes on the table it
+started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from gateway.metrics import Metrics
+from routing.table import RoutingTable
+
+__all__ = ["Limits", "ProxyContext", "TableHolder"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Overload- and abuse-relevant defaults; docs/limits.md lists each one."""
+
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_request_line_bytes: int = 8190
+    max_header_field_bytes: int = 8190
+    max_headers: int = 100
+    header_read_timeout_s: float = 10.0
+    body_read_timeout_s: float = 30.0
+    keepalive_timeout_s: float = 60.0
+    upstream_connect_timeout_s: float = 5.0
+    mirror_max_in_flight: int = 64
+    mirror_timeout_s: float = 30.0
+    retry_backoff_base_s: float = 0.025
+    retry_backoff_max_s: float = 0.25
+    shutdown_grace_s: float = 30.0
+
+
+@dataclass(slots=True)
+class TableHolder:
+    table: RoutingTable
+    generation: int = 1
+
+
+@dataclass(slots=True, kw_only=True)
+class ProxyContext:
+    holder: TableHolder
+    session: aiohttp.ClientSession
+    metrics: Metrics
+    limits: Limits
+    rng: random.Random
+    # the gateway's own count of requests in flight per endpoint key ("host:port")
+    in_flight: dict[str, int] = field(default_factory=dict)
+    mirrors_in_flight: int = 0
+    # fire-and-forget tasks (mirrors), referenced so they are not collected mid-flight
+    background: set[asyncio.Task[Any]] = field(default_factory=set)

@@ -1,0 +1,83 @@
+"""The set of listening sockets, one per Gateway listener port, kept in step with the table.
+
+Applying a new table first binds every new port; if any bind fails, the new ones are closed
+again and the error is raised, so a reload either takes effect whole or not at all. Ports
+that are gone stop accepting; their open connections finish their requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from gateway.context import ProxyContext
+from gateway.proxy import Handler, make_handler
+from gateway.server import GatewayServer
+from routing.table import RoutingTable
+
+__all__ = ["ListenerSet"]
+
+log = logging.getLogger("sluice.listeners")
+
+
+@dataclass(slots=True)
+class _Bound:
+    server: GatewayServer
+    socket_server: asyncio.Server
+
+
+class ListenerSet:
+    def __init__(
+        self,
+        ctx: ProxyContext,
+        *,
+        address: str,
+        handler_factory: Callable[[ProxyContext, int], Handler] = make_handler,
+    ) -> None:
+        self._ctx = ctx
+        self._address = address
+        self._factory = handler_factory
+        self._bound: dict[int, _Bound] = {}
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return tuple(sorted(self._bound))
+
+    async def apply(self, table: RoutingTable) -> None:
+        wanted = set(table.ports)
+        new: dict[int, _Bound] = {}
+        try:
+            for port in sorted(wanted - set(self._bound)):
+                new[port] = await self._bind(port)
+        except OSError:
+            await _close_all(new.values())
+            raise
+        self._bound.update(new)
+        gone = [self._bound.pop(port) for port in set(self._bound) - wanted]
+        await _close_all(gone)
+
+    async def _bind(self, port: int) -> _Bound:
+        server = GatewayServer(self._factory(self._ctx, port), limits=self._ctx.limits)
+        loop = asyncio.get_running_loop()
+        sock_server = await loop.create_server(
+            server, self._address, port, reuse_address=True, backlog=1024
+        )
+        log.info("listening on %s:%d", self._address, port)
+        return _Bound(server=server, socket_server=sock_server)
+
+    async def close(self, grace_s: float) -> None:
+        bound = list(self._bound.values())
+        self._bound.clear()
+        await _close_all(bound, grace_s=grace_s)
+
+
+async def _close_all(bound: Iterable[_Bound], grace_s: float = 30.0) -> None:
+    items = list(bound)
+    for b in items:
+        b.socket_server.close()
+    for b in items:
+        await b.server.shutdown(grace_s)
+        await b.socket_server.wait_closed()
+

@@ -1,0 +1,103 @@
+"""Every metric Sluice exports, on a registry owned by one gateway (never the global one).
+
+Label sets are bounded: routes, backends and pools come from the config (bounded by it);
+status is a class (2xx, 4xx...) or a reason from a fixed list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics", "code_class"]
+
+LATENCY_BUCKETS_S = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+)  # fmt: skip
+
+
+def code_class(status: int) -> str:
+    return f"{status // 100}xx"
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    registry: CollectorRegistry
+    requests: Counter
+    request_duration: Histogram
+    upstream_errors: Counter
+    in_flight: Gauge
+    stream_aborts: Counter
+    retries: Counter
+    mirrors: Counter
+    reloads: Counter
+    reload_failures: Counter
+    config_timestamp: Gauge
+    rejected_requests: Counter
+
+    @classmethod
+    def create(cls) -> Metrics:
+        r = CollectorRegistry(auto_describe=True)
+        return cls(
+            registry=r,
+            requests=Counter(
+                "sluice_requests",
+                "Requests answered, by route, backend and status class.",
+                ["route", "backend", "code"],
+                registry=r,
+            ),
+            request_duration=Histogram(
+                "sluice_request_duration_seconds",
+                "Time from request start to the end of the response, by route.",
+                ["route"],
+                buckets=LATENCY_BUCKETS_S,
+                registry=r,
+            ),
+            upstream_errors=Counter(
+                "sluice_upstream_errors",
+                "Failed upstream attempts, by backend and reason.",
+                ["backend", "reason"],
+                registry=r,
+            ),
+            in_flight=Gauge(
+                "sluice_in_flight_requests", "Requests being proxied now.", registry=r
+            ),
+            stream_aborts=Counter(
+                "sluice_stream_aborts",
+                "Responses cut after their first byte, by reason.",
+                ["reason"],
+                registry=r,
+            ),
+            retries=Counter(
+                "sluice_retries", "Upstream attempts retried, by route.", ["route"], registry=r
+            ),
+            mirrors=Counter(
+                "sluice_mirror_requests",
+                "Mirrored copies, by result (sent, dropped, failed).",
+                ["result"],
+                registry=r,
+            ),
+            reloads=Counter(
+                "sluice_config_reloads",
+                "Config loads, by result (ok, invalid).",
+                ["result"],
+                registry=r,
+            ),
+            reload_failures=Counter(
+                "sluice_config_reload_failures",
+                "Config reloads refused because the new config was invalid.",
+                registry=r,
+            ),
+            config_timestamp=Gauge(
+                "sluice_config_last_reload_success_timestamp_seconds",
+                "When the config in force was loaded.",
+                registry=r,
+            ),
+            rejected_requests=Counter(
+                "sluice_rejected_requests",
+                "Requests refused before routing, by reason.",
+                ["reason"],
+                registry=r,
+            ),
+        )

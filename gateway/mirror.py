@@ -1,0 +1,67 @@
+"""RequestMirror: send a copy of the request to another backend and discard the answer.
+
+The primary path never waits for a mirror: copies run as background tasks, bounded in number
+(``Limits.mirror_max_in_flight``) and time; a copy that does not fit is dropped and counted.
+A fraction below 1 samples requests with the gateway's RNG.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from multidict import CIMultiDict
+from yarl import URL
+
+from gateway.context import ProxyContext
+from gateway.forward import RequestPlan
+from gateway.upstream import UpstreamError, map_exceptions
+from routing.backends import InvalidTarget
+from routing.splits import choose_endpoint
+from routing.table import MirrorTarget
+
+__all__ = ["send_mirrors"]
+
+def send_mirrors(
+    ctx: ProxyContext, mirrors: tuple[MirrorTarget, ...], plan: RequestPlan, body: bytes | None
+) -> None:
+    for mirror in mirrors:
+        if mirror.numerator < mirror.denominator:
+            if ctx.rng.randrange(mirror.denominator) >= mirror.numerator:
+                continue
+        if isinstance(mirror.target, InvalidTarget):
+            continue
+        endpoint = choose_endpoint(mirror.target.endpoints, ctx.in_flight, ctx.rng)
+        if endpoint is None or ctx.mirrors_in_flight >= ctx.limits.mirror_max_in_flight:
+            ctx.metrics.mirrors.labels("dropped").inc()
+            continue
+        url = URL.build(
+            scheme="http",
+            host=endpoint.address,
+            port=endpoint.port,
+            path=plan.path,
+            query_string=plan.query,
+            encoded=True,
+        )
+        ctx.mirrors_in_flight += 1
+        task = asyncio.create_task(_send(ctx, plan, url, body))
+        ctx.background.add(task)
+        task.add_done_callback(ctx.background.discard)
+
+
+async def _send(ctx: ProxyContext, plan: RequestPlan, url: URL, body: bytes | None) -> None:
+    try:
+        async with asyncio.timeout(ctx.limits.mirror_timeout_s):
+            with map_exceptions(str(url.origin())):
+                async with ctx.session.request(
+                    plan.method,
+                    url,
+                    headers=CIMultiDict(plan.headers),
+                    data=body,
+                    allow_redirects=False,
+                ) as response:
+                    await response.read()
+        ctx.metrics.mirrors.labels("sent").inc()
+    except (UpstreamError, TimeoutError):
+        ctx.metrics.mirrors.labels("failed").inc()
+    finally:
+        ctx.mirrors_in_flight -= 1

@@ -1,0 +1,235 @@
+"""The data-plane handler: match a request to a rule, apply the rule's filters, choose a
+backend by weight and forward. Decisions come from ``routing``; this module performs them.
+
+Order, per the Gateway API: listener → route match → CORS preflight → redirect → header
+and URL filters → mirrors → weighted backendRef (→ its own filters) → endpoint → forward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from multidict import MultiDict
+
+from gateway.context import ProxyContext
+from gateway.errors import RequestError, response_for
+from gateway.forward import Body, RequestPlan, forward
+from gateway.headers import forwarded_request_headers
+from gateway.metrics import code_class
+from gateway.mirror import send_mirrors
+from gateway.websocket import is_websocket_upgrade, proxy_websocket
+from routing import model as m
+from routing.backends import InvalidTarget
+from routing.errors import InvalidBackendError, SluiceError
+from routing.hostnames import host_of
+from routing.matching import RequestFacts, match_request
+from routing.rewrite import (
+    apply_header_modifier,
+    cors_preflight,
+    cors_response_headers,
+    redirect_location,
+    rewrite_path,
+)
+from routing.splits import choose_weighted
+from routing.table import FilterSet, MatchEntry
+
+__all__ = ["Handler", "make_handler"]
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+@dataclass(slots=True)
+class Record:
+    """What the request ended up as, for metrics."""
+
+    route: str = ""
+    backend: str = ""
+
+
+def make_handler(ctx: ProxyContext, port: int) -> Handler:
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        record = Record()
+        ctx.metrics.in_flight.inc()
+        status = 500
+        try:
+            response = await _route(ctx, port, request, record)
+            status = response.status
+            return response
+        except SluiceError as exc:
+            response = response_for(exc)
+            status = response.status
+            return response
+        finally:
+            ctx.metrics.in_flight.dec()
+            ctx.metrics.requests.labels(record.route, record.backend, code_class(status)).inc()
+            ctx.metrics.request_duration.labels(record.route).observe(loop.time() - started)
+
+    return handle
+
+
+def _facts(request: web.BaseRequest) -> RequestFacts:
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():
+        key = name.lower()
+        headers[key] = f"{headers[key]},{value}" if key in headers else value
+    query: dict[str, str] = {}
+    for name, value in request.query.items():
+        query.setdefault(name, value)
+    return RequestFacts(
+        method=request.method,
+        path=request.raw_path.split("?", 1)[0],
+        query=query,
+        headers=headers,
+        host=host_of(request.headers.get("Host", "")),
+    )
+
+
+async def _route(
+    ctx: ProxyContext, port: int, request: web.BaseRequest, record: Record
+) -> web.StreamResponse:
+    table = ctx.holder.table  # read once: the request finishes on this table
+    entry = match_request(table, port, _facts(request))
+    rule = entry.rule
+    record.route = rule.route
+    filters = rule.filters
+    if filters.unsupported:
+        raise InvalidBackendError(filters.unsupported)
+    origin = request.headers.get("Origin")
+    if filters.cors is not None and origin and _is_preflight(request):
+        return _preflight(filters.cors, origin, request)
+    prefix = entry.path if entry.path_kind is m.PathKind.PREFIX else None
+    if filters.redirect is not None:
+        return _redirect(filters.redirect, request, port, prefix)
+    path, _, query = request.raw_path.partition("?")
+    headers = forwarded_request_headers(
+        request.headers, client_ip=request.remote, scheme=request.scheme
+    )
+    plan = _apply(filters, RequestPlan(method=request.method, path=path, query=query, headers=headers), prefix)
+    chosen = choose_weighted(rule.backends, rule.cumulative, ctx.rng)
+    if chosen is None:
+        raise InvalidBackendError("the matched rule has no backend with a weight above 0")
+    record.backend = chosen.target.name
+    if isinstance(chosen.target, InvalidTarget):
+        raise InvalidBackendError(f"backend {chosen.target.name}: {chosen.target.reason}")
+    if chosen.filters.unsupported:
+        raise InvalidBackendError(chosen.filters.unsupported)
+    if chosen.filters.redirect is not None:
+        return _redirect(chosen.filters.redirect, request, port, prefix)
+    plan = _apply(chosen.filters, plan, prefix)
+    if is_websocket_upgrade(request):
+        return await proxy_websocket(ctx, request, plan, chosen.target.endpoints)
+    mirrors = filters.mirrors + chosen.filters.mirrors
+    buffer = bool(mirrors) or (rule.retry is not None and rule.retry.attempts > 0)
+    body = await _body(ctx, request, buffer=buffer)
+    if mirrors:
+        send_mirrors(ctx, mirrors, plan, body if isinstance(body, bytes) else None)
+    return await forward(
+        ctx,
+        request,
+        plan=plan,
+        endpoints=chosen.target.endpoints,
+        body=body,
+        timeouts=rule.timeouts,
+        retry=rule.retry,
+        on_response=_response_hook(filters, chosen.filters, origin),
+        route=rule.route,
+    )
+
+
+def _apply(filters: FilterSet, plan: RequestPlan, prefix: str | None) -> RequestPlan:
+    headers = plan.headers
+    if filters.request_headers is not None:
+        headers = apply_header_modifier(headers, filters.request_headers)
+    path = plan.path
+    rewrite = filters.rewrite
+    if rewrite is not None:
+        if rewrite.path is not None:
+            path = rewrite_path(rewrite.path, prefix, path)
+        if rewrite.hostname is not None:
+            headers = [(k, v) for k, v in headers if k.lower() != "host"]
+            headers.append(("Host", rewrite.hostname))
+    return RequestPlan(method=plan.method, path=path, query=plan.query, headers=headers)
+
+
+def _response_hook(
+    rule_filters: FilterSet, backend_filters: FilterSet, origin: str | None
+) -> Callable[[web.StreamResponse], None]:
+    def hook(response: web.StreamResponse) -> None:
+        for mod in (rule_filters.response_headers, backend_filters.response_headers):
+            if mod is not None:
+                items = apply_header_modifier(response.headers.items(), mod)
+                response.headers.clear()
+                response.headers.extend(MultiDict(items))
+        if rule_filters.cors is not None and origin:
+            for name, value in cors_response_headers(rule_filters.cors, origin):
+                response.headers[name] = value
+
+    return hook
+
+
+def _is_preflight(request: web.BaseRequest) -> bool:
+    return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+
+
+def _preflight(policy: m.CorsPolicy, origin: str, request: web.BaseRequest) -> web.Response:
+    requested = request.headers.get("Access-Control-Request-Headers", "")
+    answer = cors_preflight(
+        policy,
+        origin,
+        request.headers.get("Access-Control-Request-Method", ""),
+        [h.strip() for h in requested.split(",") if h.strip()],
+    )
+    return web.Response(status=204, headers=MultiDict(answer))
+
+
+def _redirect(
+    redirect: m.RequestRedirect, request: web.BaseRequest, port: int, prefix: str | None
+) -> web.Response:
+    path, _, query = request.raw_path.partition("?")
+    location = redirect_location(
+        redirect,
+        scheme=request.scheme,
+        host=host_of(request.headers.get("Host", "")) or request.host,
+        listener_port=port,
+        path=path,
+        query=query,
+        matched_prefix=prefix,
+    )
+    return web.Response(status=redirect.status_code, headers={"Location": location})
+
+
+async def _body(ctx: ProxyContext, request: web.BaseRequest, *, buffer: bool) -> Body:
+    """The request body: None, all of it (when it may be sent twice), or a streaming reader."""
+    if not request.body_exists:
+        return None
+    limit = ctx.limits.max_body_bytes
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise RequestError(413, "request_too_large", f"the body exceeds {limit} bytes")
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    if buffer:
+        chunks = [chunk async for chunk in _read_body(ctx, request)]
+        return b"".join(chunks)
+    return lambda: _read_body(ctx, request)
+
+
+async def _read_body(ctx: ProxyContext, request: web.BaseRequest) -> AsyncIterator[bytes]:
+    limit, total = ctx.limits.max_body_bytes, 0
+    while True:
+        try:
+            async with asyncio.timeout(ctx.limits.body_read_timeout_s):
+                chunk = await request.content.readany()
+        except TimeoutError as exc:
+            raise RequestError(408, "body_timeout", "the request body arrived too slowly") from exc
+        if not chunk:
+            return
+        total += len(chunk)
+        if total > limit:
+            raise RequestError(413, "request_too_large", f"the body exceeds {limit} bytes")
+        yield chunk

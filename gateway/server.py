@@ -1,0 +1,114 @@
+"""The HTTP/1.1 server under every listener: aiohttp's low-level server with Sluice's answers
+to bad input (JSON bodies, 431 for oversized headers, 400 for malformed requests, a header
+read deadline against slow clients). Every such answer closes the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+
+from gateway.context import Limits
+from gateway.errors import error_response
+
+__all__ = ["GatewayServer"]
+
+_TIMEOUT_BODY = json.dumps(
+    {"error": {"code": "header_timeout", "message": "request headers arrived too slowly",
+               "type": "invalid_request_error"}}
+).encode()  # fmt: skip
+_TIMEOUT_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    + f"Content-Length: {len(_TIMEOUT_BODY)}\r\n\r\n".encode()
+    + _TIMEOUT_BODY
+)
+
+
+class GatewayProtocol(RequestHandler):
+    """One client connection. Adds a deadline for request heads and JSON error answers."""
+
+    def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._header_timeout_s = manager.limits.header_read_timeout_s
+        self._head_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._messages or self._current_request is not None:
+            self._disarm()  # a whole request head arrived
+        elif self._head_deadline is None:
+            self._arm()  # bytes of a new request head on a kept-alive connection
+
+    def _arm(self) -> None:
+        self._disarm()
+        loop = asyncio.get_running_loop()
+        self._head_deadline = loop.call_later(self._header_timeout_s, self._on_head_timeout)
+
+    def _disarm(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _on_head_timeout(self) -> None:
+        self._head_deadline = None
+        if self._messages or self._current_request is not None or self.transport is None:
+            return
+        self.transport.write(_TIMEOUT_RESPONSE)
+        self.transport.close()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot send an error")
+        if isinstance(exc, LineTooLong):
+            resp = error_response(431, "headers_too_large", str(exc.message), close=True)
+        elif isinstance(exc, BadHttpMessage):
+            text = str(exc.message)
+            if "Too many headers" in text:
+                resp = error_response(431, "too_many_headers", text, close=True)
+            else:
+                resp = error_response(400, "bad_request", f"malformed request: {text}", close=True)
+        elif status == 500:
+            self.log_exception("unhandled error", exc_info=exc)
+            resp = error_response(500, "internal_error", "internal error", close=True)
+        else:
+            resp = error_response(status, "bad_request", message or "bad request", close=True)
+        return resp
+
+
+class GatewayServer(web.Server):
+    """``web.Server`` that makes ``GatewayProtocol`` connections."""
+
+    def __init__(self, handler: Any, *, limits: Limits, **kwargs: Any) -> None:
+        super().__init__(
+            handler,
+            handler_cancellation=True,  # a client that leaves cancels its upstream request
+            keepalive_timeout=limits.keepalive_timeout_s,
+            max_line_size=limits.max_request_line_bytes,
+            max_field_size=limits.max_header_field_bytes,
+            max_headers=limits.max_headers,
+            auto_decompress=False,  # bodies pass through byte for byte
+            **kwargs,
+        )
+        self.limits = limits
+
+    def __call__(self) -> RequestHandler:
+        return GatewayProtocol(self, loop=self._loop, **self._kwargs)

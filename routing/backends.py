@@ -1,0 +1,178 @@
+"""Resolve backendRefs to targets, the Kubernetes way, outside a cluster.
+
+Service: backendRef port → Service port (its name) → EndpointSlices labelled
+``kubernetes.io/service-name`` in the same namespace → the slice port with the same name →
+ready addresses × that port. The Service's targetPort is not where the backend listens.
+InferencePool: EndpointSlices whose labels match the pool's selector stand in for its Pods;
+each ready address is a pod, served on the slice's ports when the slice lists any, else on
+the pool's targetPorts (one endpoint per port, as for data-parallel ranks).
+Cross-namespace references need a ReferenceGrant in the target namespace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from routing import model as m
+
+__all__ = [
+    "Endpoint",
+    "InvalidTarget",
+    "PoolTarget",
+    "Resolver",
+    "ServiceTarget",
+    "Target",
+]
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+ENGINE_LABEL = "inference.networking.k8s.io/engine-type"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    address: str
+    port: int
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
+    def label(self, name: str, default: str = "") -> str:
+        for k, v in self.labels:
+            if k == name:
+                return v
+        return default
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceTarget:
+    name: str
+    endpoints: tuple[Endpoint, ...]
+    app_protocol: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolTarget:
+    name: str
+    endpoints: tuple[Endpoint, ...]
+    pool: m.InferencePool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvalidTarget:
+    name: str
+    reason: str
+
+
+Target = ServiceTarget | PoolTarget | InvalidTarget
+
+
+class Resolver:
+    """Indexes services, slices, pools and grants of one config for reference resolution."""
+
+    def __init__(self, config: m.Config) -> None:
+        self._services = {s.meta.key: s for s in config.services}
+        self._pools = {p.meta.key: p for p in config.pools}
+        self._slices = config.slices
+        self._grants = config.grants
+        self._cache: dict[tuple[str, m.ObjectRef], Target] = {}
+
+    def resolve(self, ref: m.ObjectRef, *, from_kind: str, from_ns: str) -> Target:
+        """The target of ``ref`` written in a ``from_kind`` object of namespace ``from_ns``."""
+        cache_key = (f"{from_kind}/{from_ns}", ref)
+        if cache_key not in self._cache:
+            self._cache[cache_key] = self._resolve(ref, from_kind, from_ns)
+        return self._cache[cache_key]
+
+    def _resolve(self, ref: m.ObjectRef, from_kind: str, from_ns: str) -> Target:
+        ns = ref.namespace or from_ns
+        label = f"{ns}/{ref.name}"
+        if ns != from_ns and not self.is_permitted(ref, ns, from_kind=from_kind, from_ns=from_ns):
+            return InvalidTarget(name=label, reason=f"no ReferenceGrant in {ns} allows {label}")
+        if ref.group == "" and ref.kind == "Service":
+            return self._service(ref, ns)
+        if ref.kind == "InferencePool" and ref.group in (m.INFERENCE_GROUP, m.INFERENCE_X_GROUP):
+            return self._pool(label)
+        return InvalidTarget(name=label, reason=f"unsupported backend kind {ref.group}/{ref.kind}")
+
+    def is_permitted(self, ref: m.ObjectRef, ns: str, *, from_kind: str, from_ns: str) -> bool:
+        for grant in self._grants:
+            if grant.meta.namespace != ns:
+                continue
+            source_ok = any(
+                g == m.GATEWAY_GROUP and k == from_kind and n == from_ns
+                for g, k, n in grant.grants_from
+            )
+            target_ok = any(
+                g == ref.group and k == ref.kind and (n is None or n == ref.name)
+                for g, k, n in grant.grants_to
+            )
+            if source_ok and target_ok:
+                return True
+        return False
+
+    def _service(self, ref: m.ObjectRef, ns: str) -> Target:
+        label = f"{ns}/{ref.name}"
+        service = self._services.get(label)
+        if service is None:
+            return InvalidTarget(name=label, reason=f"Service {label} not found")
+        if ref.port is None:
+            return InvalidTarget(name=label, reason="a Service backendRef needs a port")
+        port = next((p for p in service.ports if p.port == ref.port), None)
+        if port is None:
+            return InvalidTarget(name=label, reason=f"Service {label} has no port {ref.port}")
+        endpoints = []
+        for slice_ in self._slices:
+            labels = slice_.meta.label_map()
+            if slice_.meta.namespace != ns or labels.get(SERVICE_NAME_LABEL) != ref.name:
+                continue
+            slice_port = next((p for p in slice_.ports if p.name == port.name), None)
+            if slice_port is None:
+                continue
+            endpoints.extend(
+                Endpoint(address=address, port=slice_port.port, labels=ep.labels)
+                for ep in slice_.endpoints
+                if ep.ready
+                for address in ep.addresses
+            )
+        return ServiceTarget(
+            name=f"{label}:{ref.port}",
+            endpoints=_unique(endpoints),
+            app_protocol=port.app_protocol,
+        )
+
+    def _pool(self, label: str) -> Target:
+        pool = self._pools.get(label)
+        if pool is None:
+            return InvalidTarget(name=label, reason=f"InferencePool {label} not found")
+        # endpointPickerRef is not followed: Sluice is the endpoint picker (DESIGN.md).
+        return PoolTarget(name=label, endpoints=self.pool_endpoints(pool), pool=pool)
+
+    def pool_endpoints(self, pool: m.InferencePool) -> tuple[Endpoint, ...]:
+        endpoints: list[Endpoint] = []
+        for slice_ in self._slices:
+            if slice_.meta.namespace != pool.meta.namespace:
+                continue
+            if not pool.selector.match_labels and not pool.selector.match_expressions:
+                continue
+            labels = slice_.meta.label_map()
+            if not pool.selector.matches(labels):
+                continue
+            ports = [p.port for p in slice_.ports] or list(pool.target_ports)
+            for ep in slice_.endpoints:
+                if not ep.ready:
+                    continue
+                merged = tuple(sorted({**labels, **dict(ep.labels)}.items()))
+                endpoints.extend(
+                    Endpoint(address=a, port=p, labels=merged) for a in ep.addresses for p in ports
+                )
+        return _unique(endpoints)
+
+
+def _unique(endpoints: list[Endpoint]) -> tuple[Endpoint, ...]:
+    seen: dict[str, Endpoint] = {}
+    for ep in endpoints:
+        seen.setdefault(ep.key, ep)
+    return tuple(seen.values())

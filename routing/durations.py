@@ -1,0 +1,29 @@
+"""Gateway API durations (GEP-2257): ``^([0-9]{1,5}(h|m|s|ms)){1,4}$``, e.g. ``1h30m``, ``500ms``."""
+
+from __future__ import annotations
+
+import re
+
+_PART = re.compile(r"([0-9]{1,5})(h|ms|m|s)")
+_WHOLE = re.compile(r"^(?:[0-9]{1,5}(?:h|ms|m|s)){1,4}$")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``; raises ``ValueError`` naming the accepted form."""
+    if not _WHOLE.match(text):
+        raise ValueError(f"{text!r} is not a Gateway API duration such as '500ms', '10s' or '1m30s'")
+    return sum(float(n) * _UNIT_S[unit] for n, unit in _PART.findall(text))
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest Gateway API spelling of ``seconds`` (millisecond precision)."""
+    ms = round(seconds * 1000)
+    if ms == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        count, ms = divmod(ms, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)

@@ -1,0 +1,360 @@
+"""Frozen model of the Kubernetes resources Sluice reads.
+
+These are the parsed resources, one class per kind, in Python spelling. Only
+``routing/config.py`` knows the YAML spelling; only ``routing/table.py`` turns them into the
+compiled routing table. Nothing here does I/O or holds live state.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+__all__ = [
+    "AllowedFrom",
+    "BackendRef",
+    "Config",
+    "CorsPolicy",
+    "EndpointSlice",
+    "Gateway",
+    "GatewayClass",
+    "HTTPRoute",
+    "HeaderMatch",
+    "HeaderModifier",
+    "InferencePool",
+    "Listener",
+    "MatchKind",
+    "Meta",
+    "Namespace",
+    "ObjectRef",
+    "ParentRef",
+    "PathMatch",
+    "PathModifier",
+    "PathKind",
+    "QueryMatch",
+    "ReferenceGrant",
+    "RequestMirror",
+    "RequestRedirect",
+    "RetryPolicy",
+    "RouteFilter",
+    "RouteMatch",
+    "RouteRule",
+    "Service",
+    "ServicePort",
+    "SlicePort",
+    "SliceEndpoint",
+    "Timeouts",
+    "URLRewrite",
+]
+
+CORE_GROUP = ""
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+INFERENCE_GROUP = "inference.networking.k8s.io"
+INFERENCE_X_GROUP = "inference.networking.x-k8s.io"
+
+
+class PathKind(enum.StrEnum):
+    EXACT = "Exact"
+    PREFIX = "PathPrefix"
+    REGEX = "RegularExpression"
+
+
+class MatchKind(enum.StrEnum):
+    EXACT = "Exact"
+    REGEX = "RegularExpression"
+
+
+class AllowedFrom(enum.StrEnum):
+    SAME = "Same"
+    ALL = "All"
+    SELECTOR = "Selector"
+
+
+class PathModifierKind(enum.StrEnum):
+    FULL = "ReplaceFullPath"
+    PREFIX = "ReplacePrefixMatch"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Meta:
+    """Object identity plus where it came from (file, document index) for error messages."""
+
+    name: str
+    namespace: str
+    labels: tuple[tuple[str, str], ...] = ()
+    creation: str = ""
+    source: str = ""
+    document: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LabelSelector:
+    match_labels: tuple[tuple[str, str], ...] = ()
+    # (key, operator, values) with operator In, NotIn, Exists, DoesNotExist
+    match_expressions: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        if any(labels.get(k) != v for k, v in self.match_labels):
+            return False
+        for key, op, values in self.match_expressions:
+            present = key in labels
+            if op == "In" and not (present and labels[key] in values):
+                return False
+            if op == "NotIn" and present and labels[key] in values:
+                return False
+            if op == "Exists" and not present:
+                return False
+            if op == "DoesNotExist" and present:
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Namespace:
+    meta: Meta
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayClass:
+    meta: Meta
+    controller_name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listener:
+    name: str
+    port: int
+    protocol: str
+    hostname: str | None = None
+    allowed_from: AllowedFrom = AllowedFrom.SAME
+    allowed_selector: LabelSelector | None = None
+    allowed_kinds: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Gateway:
+    meta: Meta
+    class_name: str
+    listeners: tuple[Listener, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParentRef:
+    group: str = GATEWAY_GROUP
+    kind: str = "Gateway"
+    name: str
+    namespace: str | None = None
+    section_name: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PathMatch:
+    kind: PathKind = PathKind.PREFIX
+    value: str = "/"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeaderMatch:
+    kind: MatchKind = MatchKind.EXACT
+    name: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryMatch:
+    kind: MatchKind = MatchKind.EXACT
+    name: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteMatch:
+    path: PathMatch = field(default_factory=PathMatch)
+    headers: tuple[HeaderMatch, ...] = ()
+    query_params: tuple[QueryMatch, ...] = ()
+    method: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeaderModifier:
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PathModifier:
+    kind: PathModifierKind
+    value: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestRedirect:
+    scheme: str | None = None
+    hostname: str | None = None
+    path: PathModifier | None = None
+    port: int | None = None
+    status_code: int = 302
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class URLRewrite:
+    hostname: str | None = None
+    path: PathModifier | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ObjectRef:
+    """A backendRef-like reference: group/kind/namespace/name/port."""
+
+    group: str = CORE_GROUP
+    kind: str = "Service"
+    name: str
+    namespace: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestMirror:
+    backend: ObjectRef
+    # fraction of requests mirrored, as numerator/denominator (percent p → p/100)
+    numerator: int = 100
+    denominator: int = 100
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CorsPolicy:
+    allow_origins: tuple[str, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    allow_credentials: bool = False
+    max_age_s: int = 5
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteFilter:
+    """One HTTPRoute filter; exactly one of the optional fields is set, per ``type``."""
+
+    type: str
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
+    redirect: RequestRedirect | None = None
+    rewrite: URLRewrite | None = None
+    mirror: RequestMirror | None = None
+    cors: CorsPolicy | None = None
+    extension: ObjectRef | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackendRef:
+    ref: ObjectRef
+    weight: int = 1
+    filters: tuple[RouteFilter, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timeouts:
+    request_s: float | None = None  # None: no limit set; 0 disables
+    backend_request_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    attempts: int = 1
+    codes: tuple[int, ...] = ()
+    backoff_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteRule:
+    name: str | None = None
+    matches: tuple[RouteMatch, ...] = ()
+    filters: tuple[RouteFilter, ...] = ()
+    backend_refs: tuple[BackendRef, ...] = ()
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    retry: RetryPolicy | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HTTPRoute:
+    meta: Meta
+    parent_refs: tuple[ParentRef, ...]
+    hostnames: tuple[str, ...]
+    rules: tuple[RouteRule, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReferenceGrant:
+    meta: Meta
+    # (group, kind, namespace)
+    grants_from: tuple[tuple[str, str, str], ...]
+    # (group, kind, name or None for every name)
+    grants_to: tuple[tuple[str, str, str | None], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServicePort:
+    name: str
+    port: int
+    target_port: int | str | None = None
+    app_protocol: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Service:
+    meta: Meta
+    ports: tuple[ServicePort, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SliceEndpoint:
+    addresses: tuple[str, ...]
+    ready: bool = True
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlicePort:
+    name: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointSlice:
+    meta: Meta
+    address_type: str
+    endpoints: tuple[SliceEndpoint, ...]
+    ports: tuple[SlicePort, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InferencePool:
+    meta: Meta
+    selector: LabelSelector
+    target_ports: tuple[int, ...]
+    endpoint_picker: ObjectRef | None = None
+    failure_mode: str = "FailClose"
+    api_version: str = "v1"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """Every resource read from the config files, in file order."""
+
+    namespaces: tuple[Namespace, ...] = ()
+    gateway_classes: tuple[GatewayClass, ...] = ()
+    gateways: tuple[Gateway, ...] = ()
+    routes: tuple[HTTPRoute, ...] = ()
+    grants: tuple[ReferenceGrant, ...] = ()
+    services: tuple[Service, ...] = ()
+    slices: tuple[EndpointSlice, ...] = ()
+    pools: tuple[InferencePool, ...] = ()

@@ -1,0 +1,369 @@
+"""Compile a parsed ``Config`` into the ``RoutingTable`` the data plane looks things up in.
+
+Everything that can be decided before a request arrives is decided here: which routes attach
+to which listeners (parentRefs, sectionName, port, allowedRoutes, hostname intersection),
+backend resolution, and the match order of every listener, per the HTTPRoute precedence rules
+(``apis/v1/httproute_types.go``). Request-time code only looks things up.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from routing import model as m
+from routing.backends import InvalidTarget, Resolver, Target
+from routing.hostnames import intersect_hostnames, specificity
+
+__all__ = [
+    "ACCEPTED_CONTROLLERS",
+    "CompiledRule",
+    "FilterSet",
+    "ListenerTable",
+    "MatchEntry",
+    "MirrorTarget",
+    "PortTable",
+    "RoutingTable",
+    "VirtualHost",
+    "WeightedBackend",
+    "build_table",
+]
+
+ACCEPTED_CONTROLLERS = frozenset({"sluice.dev/gateway-controller", "sluice/gateway-controller"})
+_PATH_RANK = {m.PathKind.EXACT: 0, m.PathKind.REGEX: 1, m.PathKind.PREFIX: 2}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MirrorTarget:
+    target: Target
+    numerator: int
+    denominator: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FilterSet:
+    request_headers: m.HeaderModifier | None = None
+    response_headers: m.HeaderModifier | None = None
+    redirect: m.RequestRedirect | None = None
+    rewrite: m.URLRewrite | None = None
+    mirrors: tuple[MirrorTarget, ...] = ()
+    cors: m.CorsPolicy | None = None
+    unsupported: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WeightedBackend:
+    target: Target
+    weight: int
+    filters: FilterSet
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompiledRule:
+    route: str
+    index: int
+    name: str | None
+    filters: FilterSet
+    backends: tuple[WeightedBackend, ...]
+    cumulative: tuple[int, ...]
+    timeouts: m.Timeouts
+    retry: m.RetryPolicy | None
+
+    @property
+    def total_weight(self) -> int:
+        return self.cumulative[-1] if self.cumulative else 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ValueMatch:
+    name: str
+    exact: str | None
+    regex: re.Pattern[str] | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MatchEntry:
+    rule: CompiledRule
+    path_kind: m.PathKind
+    path: str
+    path_regex: re.Pattern[str] | None
+    headers: tuple[ValueMatch, ...]
+    query: tuple[ValueMatch, ...]
+    method: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VirtualHost:
+    hostname: str | None
+    entries: tuple[MatchEntry, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerTable:
+    gateway: str
+    name: str
+    port: int
+    hostname: str | None
+    exact: Mapping[str, VirtualHost]
+    wildcards: tuple[VirtualHost, ...]
+    any_host: VirtualHost | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PortTable:
+    port: int
+    listeners: tuple[ListenerTable, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoutingTable:
+    ports: Mapping[int, PortTable]
+    config: m.Config
+    warnings: tuple[str, ...] = ()
+    rules: tuple[CompiledRule, ...] = field(default=())
+
+
+@dataclass(slots=True)
+class _Attached:
+    route: m.HTTPRoute
+    hostnames: tuple[str, ...]
+    rules: tuple[CompiledRule, ...]
+
+
+def build_table(config: m.Config) -> RoutingTable:
+    resolver = Resolver(config)
+    warnings: list[str] = []
+    gateways = _served_gateways(config, warnings)
+    ns_labels = {n.meta.name: n.meta.label_map() for n in config.namespaces}
+    compiled = {r.meta.key: _compile_route(r, resolver) for r in config.routes}
+    per_listener: dict[tuple[str, str], list[_Attached]] = {}
+    for route in config.routes:
+        attached = _attach(route, gateways, ns_labels)
+        if not attached and route.parent_refs:
+            warnings.append(f"HTTPRoute {route.meta.key} is not attached to any served listener")
+        for (gw, listener), hostnames in attached.items():
+            per_listener.setdefault((gw.meta.key, listener.name), []).append(
+                _Attached(route=route, hostnames=hostnames, rules=compiled[route.meta.key])
+            )
+    ports: dict[int, list[ListenerTable]] = {}
+    for gw in gateways:
+        for listener in gw.listeners:
+            if listener.protocol != "HTTP":
+                continue
+            attached_here = per_listener.get((gw.meta.key, listener.name), [])
+            ports.setdefault(listener.port, []).append(_listener_table(gw, listener, attached_here))
+    return RoutingTable(
+        ports={
+            port: PortTable(
+                port=port, listeners=tuple(sorted(ls, key=lambda t: specificity(t.hostname)))
+            )
+            for port, ls in ports.items()
+        },
+        config=config,
+        warnings=tuple(warnings),
+        rules=tuple(rule for rules in compiled.values() for rule in rules),
+    )
+
+
+def _served_gateways(config: m.Config, warnings: list[str]) -> list[m.Gateway]:
+    classes = {c.meta.name: c for c in config.gateway_classes}
+    served = []
+    for gw in config.gateways:
+        cls = classes.get(gw.class_name)
+        if cls is not None and cls.controller_name not in ACCEPTED_CONTROLLERS:
+            warnings.append(
+                f"Gateway {gw.meta.key}: class {gw.class_name} belongs to {cls.controller_name}"
+            )
+            continue
+        served.append(gw)
+    return served
+
+
+def _attach(
+    route: m.HTTPRoute, gateways: list[m.Gateway], ns_labels: dict[str, dict[str, str]]
+) -> dict[tuple[m.Gateway, m.Listener], tuple[str, ...]]:
+    out: dict[tuple[m.Gateway, m.Listener], tuple[str, ...]] = {}
+    for ref in route.parent_refs:
+        if ref.group != m.GATEWAY_GROUP or ref.kind != "Gateway":
+            continue
+        ns = ref.namespace or route.meta.namespace
+        for gw in gateways:
+            if gw.meta.name != ref.name or gw.meta.namespace != ns:
+                continue
+            for listener in gw.listeners:
+                if ref.section_name is not None and listener.name != ref.section_name:
+                    continue
+                if ref.port is not None and listener.port != ref.port:
+                    continue
+                if not _allows(gw, listener, route, ns_labels):
+                    continue
+                hostnames = intersect_hostnames(listener.hostname, route.hostnames)
+                if hostnames is None:
+                    continue
+                key = (gw, listener)
+                out[key] = tuple(dict.fromkeys(out.get(key, ()) + hostnames))
+    return out
+
+
+def _allows(
+    gw: m.Gateway,
+    listener: m.Listener,
+    route: m.HTTPRoute,
+    ns_labels: dict[str, dict[str, str]],
+) -> bool:
+    if listener.allowed_kinds and not any(
+        g == m.GATEWAY_GROUP and k == "HTTPRoute" for g, k in listener.allowed_kinds
+    ):
+        return False
+    match listener.allowed_from:
+        case m.AllowedFrom.ALL:
+            return True
+        case m.AllowedFrom.SAME:
+            return route.meta.namespace == gw.meta.namespace
+        case m.AllowedFrom.SELECTOR:
+            selector = listener.allowed_selector
+            labels = ns_labels.get(route.meta.namespace, {})
+            return selector is not None and selector.matches(labels)
+
+
+def _compile_route(route: m.HTTPRoute, resolver: Resolver) -> tuple[CompiledRule, ...]:
+    return tuple(
+        _compile_rule(route, i, rule, resolver) for i, rule in enumerate(route.rules)
+    )
+
+
+def _compile_rule(
+    route: m.HTTPRoute, index: int, rule: m.RouteRule, resolver: Resolver
+) -> CompiledRule:
+    ns = route.meta.namespace
+    backends = tuple(
+        WeightedBackend(
+            target=resolver.resolve(b.ref, from_kind="HTTPRoute", from_ns=ns),
+            weight=b.weight,
+            filters=_compile_filters(b.filters, resolver, ns),
+        )
+        for b in rule.backend_refs
+    )
+    cumulative: list[int] = []
+    total = 0
+    for b in backends:
+        total += b.weight
+        cumulative.append(total)
+    return CompiledRule(
+        route=route.meta.key,
+        index=index,
+        name=rule.name,
+        filters=_compile_filters(rule.filters, resolver, ns),
+        backends=backends,
+        cumulative=tuple(cumulative),
+        timeouts=rule.timeouts,
+        retry=rule.retry,
+    )
+
+
+def _compile_filters(
+    filters: tuple[m.RouteFilter, ...], resolver: Resolver, ns: str
+) -> FilterSet:
+    mirrors = []
+    unsupported = None
+    for f in filters:
+        if f.mirror is not None:
+            target = resolver.resolve(f.mirror.backend, from_kind="HTTPRoute", from_ns=ns)
+            # An unresolvable mirror is skipped: the spec never lets a mirror fail the request.
+            if not isinstance(target, InvalidTarget):
+                mirrors.append(
+                    MirrorTarget(
+                        target=target,
+                        numerator=f.mirror.numerator,
+                        denominator=f.mirror.denominator,
+                    )
+                )
+        elif f.extension is not None:
+            unsupported = f"ExtensionRef {f.extension.kind}/{f.extension.name} is not supported"
+    by_type = {f.type: f for f in filters}
+    empty = m.RouteFilter(type="")
+    return FilterSet(
+        request_headers=by_type.get("RequestHeaderModifier", empty).request_headers,
+        response_headers=by_type.get("ResponseHeaderModifier", empty).response_headers,
+        redirect=by_type.get("RequestRedirect", empty).redirect,
+        rewrite=by_type.get("URLRewrite", empty).rewrite,
+        cors=by_type.get("CORS", empty).cors,
+        mirrors=tuple(mirrors),
+        unsupported=unsupported,
+    )
+
+
+def _listener_table(
+    gw: m.Gateway, listener: m.Listener, attached: list[_Attached]
+) -> ListenerTable:
+    """Group the listener's rules into virtual hosts by effective hostname, each sorted."""
+    by_host: dict[str | None, list[tuple[tuple[object, ...], MatchEntry]]] = {}
+    for att in attached:
+        for rule in att.rules:
+            for mi, match in enumerate(rule_matches(att.route, rule.index)):
+                entry = _entry(rule, match)
+                key = (*_precedence(match), att.route.meta.creation, att.route.meta.key, rule.index, mi)
+                for host in att.hostnames or (None,):
+                    by_host.setdefault(host, []).append((key, entry))
+    vhosts = {
+        host: VirtualHost(
+            hostname=host, entries=tuple(e for _, e in sorted(items, key=lambda t: t[0]))
+        )
+        for host, items in by_host.items()
+    }
+    wildcards = sorted(
+        (v for h, v in vhosts.items() if h is not None and h.startswith("*.")),
+        key=lambda v: specificity(v.hostname),
+    )
+    return ListenerTable(
+        gateway=gw.meta.key,
+        name=listener.name,
+        port=listener.port,
+        hostname=listener.hostname,
+        exact={h: v for h, v in vhosts.items() if h is not None and not h.startswith("*.")},
+        wildcards=tuple(wildcards),
+        any_host=vhosts.get(None),
+    )
+
+
+def rule_matches(route: m.HTTPRoute, index: int) -> tuple[m.RouteMatch, ...]:
+    return route.rules[index].matches
+
+
+def _precedence(match: m.RouteMatch) -> tuple[object, ...]:
+    """Spec order: Exact path; longest prefix; method; most headers; most query params."""
+    value = match.path.value
+    if match.path.kind is m.PathKind.PREFIX:
+        value = _normalise_prefix(value)
+    return (
+        _PATH_RANK[match.path.kind],
+        -len(value),
+        0 if match.method else 1,
+        -len(match.headers),
+        -len(match.query_params),
+    )
+
+
+def _normalise_prefix(value: str) -> str:
+    # "/abc/" and "/abc" are the same prefix: a trailing slash is ignored (Ingress semantics).
+    return value.rstrip("/") or "/"
+
+
+def _entry(rule: CompiledRule, match: m.RouteMatch) -> MatchEntry:
+    path = match.path
+    return MatchEntry(
+        rule=rule,
+        path_kind=path.kind,
+        path=_normalise_prefix(path.value) if path.kind is m.PathKind.PREFIX else path.value,
+        path_regex=re.compile(path.value) if path.kind is m.PathKind.REGEX else None,
+        headers=tuple(_value_match(h.name.lower(), h.kind, h.value) for h in match.headers),
+        query=tuple(_value_match(q.name, q.kind, q.value) for q in match.query_params),
+        method=match.method,
+    )
+
+
+def _value_match(name: str, kind: m.MatchKind, value: str) -> ValueMatch:
+    if kind is m.MatchKind.REGEX:
+        return ValueMatch(name=name, exact=None, regex=re.compile(value))
+    return ValueMatch(name=name, exact=value, regex=None)
