@@ -38,7 +38,9 @@ def _add_serve_args(p: argparse.ArgumentParser, *, config_required: bool) -> Non
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sluice", description="Sluice inference gateway")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_serve_args(sub.add_parser("serve", help="serve the Gateways in the config"), config_required=True)
+    _add_serve_args(
+        sub.add_parser("serve", help="serve the Gateways in the config"), config_required=True
+    )
     check = sub.add_parser("check", help="validate config files")
     check.add_argument("--config", action="append", required=True)
     demo = sub.add_parser("demo", help="simulated fleet + gateway on the quickstart config")
@@ -106,9 +108,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             watch_interval_s=None if args.no_watch else 1.0,
             loaded=loaded,
         ) as gw:
-            logging.getLogger("sluice").info(
-                "admin on http://%s:%d", admin_host, gw.admin_port
-            )
+            logging.getLogger("sluice").info("admin on http://%s:%d", admin_host, gw.admin_port)
             await serve_forever(gw)
 
     try:

@@ -22,7 +22,9 @@ LISTENERS = web.AppKey("listeners", ListenerSet)
 RELOADER = web.AppKey("reloader", Reloader)
 
 
-def build_admin_app(ctx: ProxyContext, listeners: ListenerSet, reloader: Reloader) -> web.Application:
+def build_admin_app(
+    ctx: ProxyContext, listeners: ListenerSet, reloader: Reloader
+) -> web.Application:
     app = web.Application()
     app[CTX] = ctx
     app[LISTENERS] = listeners
@@ -83,7 +85,11 @@ def effective_config(table: RoutingTable) -> dict[str, object]:
                     "hostname": vh.hostname,
                     "rules": [f"{e.rule.route}#{e.rule.index}" for e in vh.entries],
                 }
-                for vh in (*lt.exact.values(), *lt.wildcards, *([lt.any_host] if lt.any_host else []))
+                for vh in (
+                    *lt.exact.values(),
+                    *lt.wildcards,
+                    *([lt.any_host] if lt.any_host else []),
+                )
             ],
         }
         for pt in table.ports.values()

@@ -51,7 +51,9 @@ def read_documents(files: Sequence[str]) -> list[RawDocument]:
                 for i, data in enumerate(yaml.safe_load_all(text))
             )
         except OSError as exc:
-            issues.append(ConfigIssue(file=file, document=0, path="", message=exc.strerror or str(exc)))
+            issues.append(
+                ConfigIssue(file=file, document=0, path="", message=exc.strerror or str(exc))
+            )
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

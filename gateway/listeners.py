@@ -80,4 +80,3 @@ async def _close_all(bound: Iterable[_Bound], grace_s: float = 30.0) -> None:
     for b in items:
         await b.server.shutdown(grace_s)
         await b.socket_server.wait_closed()
-

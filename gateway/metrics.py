@@ -60,9 +60,7 @@ class Metrics:
                 ["backend", "reason"],
                 registry=r,
             ),
-            in_flight=Gauge(
-                "sluice_in_flight_requests", "Requests being proxied now.", registry=r
-            ),
+            in_flight=Gauge("sluice_in_flight_requests", "Requests being proxied now.", registry=r),
             stream_aborts=Counter(
                 "sluice_stream_aborts",
                 "Responses cut after their first byte, by reason.",

@@ -21,13 +21,14 @@ from routing.table import MirrorTarget
 
 __all__ = ["send_mirrors"]
 
+
 def send_mirrors(
     ctx: ProxyContext, mirrors: tuple[MirrorTarget, ...], plan: RequestPlan, body: bytes | None
 ) -> None:
     for mirror in mirrors:
-        if mirror.numerator < mirror.denominator:
-            if ctx.rng.randrange(mirror.denominator) >= mirror.numerator:
-                continue
+        sampled_out = ctx.rng.randrange(mirror.denominator) >= mirror.numerator
+        if mirror.numerator < mirror.denominator and sampled_out:
+            continue
         if isinstance(mirror.target, InvalidTarget):
             continue
         endpoint = choose_endpoint(mirror.target.endpoints, ctx.in_flight, ctx.rng)

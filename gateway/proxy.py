@@ -34,7 +34,7 @@ from routing.rewrite import (
     rewrite_path,
 )
 from routing.splits import choose_weighted
-from routing.table import FilterSet, MatchEntry
+from routing.table import FilterSet
 
 __all__ = ["Handler", "make_handler"]
 
@@ -109,7 +109,9 @@ async def _route(
     headers = forwarded_request_headers(
         request.headers, client_ip=request.remote, scheme=request.scheme
     )
-    plan = _apply(filters, RequestPlan(method=request.method, path=path, query=query, headers=headers), prefix)
+    plan = _apply(
+        filters, RequestPlan(method=request.method, path=path, query=query, headers=headers), prefix
+    )
     chosen = choose_weighted(rule.backends, rule.cumulative, ctx.rng)
     if chosen is None:
         raise InvalidBackendError("the matched rule has no backend with a weight above 0")

@@ -20,7 +20,13 @@ from routing.splits import choose_endpoint
 __all__ = ["is_websocket_upgrade", "proxy_websocket"]
 
 _HANDSHAKE = frozenset(
-    {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol", "host"}
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "host",
+    }
 )
 
 
@@ -59,7 +65,7 @@ async def proxy_websocket(
         upstream = await ctx.session.ws_connect(url, headers=headers, protocols=protocols)
     try:
         client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else ())
-        await client.prepare(request)  # type: ignore[arg-type]
+        await client.prepare(request)
         await asyncio.gather(_relay(client, upstream), _relay(upstream, client))
         return client
     finally:

@@ -123,7 +123,7 @@ class Resolver:
         port = next((p for p in service.ports if p.port == ref.port), None)
         if port is None:
             return InvalidTarget(name=label, reason=f"Service {label} has no port {ref.port}")
-        endpoints = []
+        endpoints: list[Endpoint] = []
         for slice_ in self._slices:
             labels = slice_.meta.label_map()
             if slice_.meta.namespace != ns or labels.get(SERVICE_NAME_LABEL) != ref.name:

@@ -93,8 +93,8 @@ def _parse_document(doc: RawDocument, order: int, sink: IssueSink) -> object | N
 def _parse_meta(r: Reader, doc: RawDocument, order: int, *, cluster_scoped: bool) -> m.Meta:
     r.ignore(*_META_IGNORED)
     name = r.req_str("name")
-    namespace = r.str("namespace") or ("" if cluster_scoped else DEFAULT_NAMESPACE)
-    creation = r.str("creationTimestamp") or ""
+    namespace = r.string("namespace") or ("" if cluster_scoped else DEFAULT_NAMESPACE)
+    creation = r.string("creationTimestamp") or ""
     meta = m.Meta(
         name=name,
         namespace=namespace,
@@ -137,15 +137,15 @@ def _parse_gateway(r: Reader, meta: m.Meta) -> m.Gateway:
 
 def _parse_listener(r: Reader) -> m.Listener:
     name = r.req_str("name")
-    port = r.int("port", 0, lo=1, hi=65535) or 0
+    port = r.number("port", 0, lo=1, hi=65535) or 0
     protocol = r.req_str("protocol")
     if protocol and protocol not in ("HTTP", "HTTPS"):
         r.sink.warn(r.sub("protocol"), f"protocol {protocol} is not served; listener skipped")
-    hostname = r.str("hostname")
+    hostname = r.string("hostname")
     r.ignore("tls")
     allowed = r.mapping("allowedRoutes")
     ns = allowed.mapping("namespaces")
-    raw_from = ns.str("from", "Same") or "Same"
+    raw_from = ns.string("from", "Same") or "Same"
     try:
         allowed_from = m.AllowedFrom(raw_from)
     except ValueError:
@@ -169,7 +169,7 @@ def _parse_listener(r: Reader) -> m.Listener:
 
 
 def _parse_route_kind(r: Reader) -> tuple[str, str]:
-    return (r.str("group", m.GATEWAY_GROUP) or m.GATEWAY_GROUP, r.req_str("kind"))
+    return (r.string("group", m.GATEWAY_GROUP) or m.GATEWAY_GROUP, r.req_str("kind"))
 
 
 def _parse_selector(r: Reader) -> m.LabelSelector:
@@ -191,10 +191,10 @@ def _parse_reference_grant(r: Reader, meta: m.Meta) -> m.ReferenceGrant:
     spec = r.mapping("spec")
 
     def source(e: Reader) -> tuple[str, str, str]:
-        return (e.str("group", "") or "", e.req_str("kind"), e.req_str("namespace"))
+        return (e.string("group", "") or "", e.req_str("kind"), e.req_str("namespace"))
 
     def target(e: Reader) -> tuple[str, str, str | None]:
-        return (e.str("group", "") or "", e.req_str("kind"), e.str("name"))
+        return (e.string("group", "") or "", e.req_str("kind"), e.string("name"))
 
     grant = m.ReferenceGrant(
         meta=meta, grants_from=spec.list_of("from", source), grants_to=spec.list_of("to", target)
@@ -209,10 +209,10 @@ def _parse_service(r: Reader, meta: m.Meta) -> m.Service:
     def port(e: Reader) -> m.ServicePort:
         target = e.raw("targetPort")
         sp = m.ServicePort(
-            name=e.str("name", "") or "",
-            port=e.int("port", 0, lo=1, hi=65535) or 0,
+            name=e.string("name", "") or "",
+            port=e.number("port", 0, lo=1, hi=65535) or 0,
             target_port=target if isinstance(target, int | str) else None,
-            app_protocol=e.str("appProtocol"),
+            app_protocol=e.string("appProtocol"),
         )
         e.ignore("protocol", "nodePort")
         return sp
@@ -221,7 +221,8 @@ def _parse_service(r: Reader, meta: m.Meta) -> m.Service:
     spec.ignore(
         "selector", "type", "clusterIP", "clusterIPs", "sessionAffinity", "ipFamilies",
         "ipFamilyPolicy", "externalName", "externalTrafficPolicy", "internalTrafficPolicy",
-        "publishNotReadyAddresses", "loadBalancerIP", "sessionAffinityConfig", "healthCheckNodePort",
+        "publishNotReadyAddresses", "loadBalancerIP", "sessionAffinityConfig",
+        "healthCheckNodePort",
         "allocateLoadBalancerNodePorts", "loadBalancerClass", "loadBalancerSourceRanges",
         "externalIPs", "trafficDistribution",
     )  # fmt: skip
@@ -232,7 +233,7 @@ def _parse_service(r: Reader, meta: m.Meta) -> m.Service:
 def _parse_endpoint_slice(r: Reader, meta: m.Meta) -> m.EndpointSlice:
     def endpoint(e: Reader) -> m.SliceEndpoint:
         cond = e.mapping("conditions")
-        ready = cond.bool("ready", True)
+        ready = cond.flag("ready", True)
         cond.ignore("serving", "terminating")
         cond.finish()
         e.ignore("hostname", "nodeName", "zone", "targetRef", "hints", "deprecatedTopology")
@@ -242,11 +243,11 @@ def _parse_endpoint_slice(r: Reader, meta: m.Meta) -> m.EndpointSlice:
 
     def port(e: Reader) -> m.SlicePort:
         e.ignore("protocol", "appProtocol")
-        return m.SlicePort(name=e.str("name", "") or "", port=e.int("port", 0, lo=1) or 0)
+        return m.SlicePort(name=e.string("name", "") or "", port=e.number("port", 0, lo=1) or 0)
 
     slice_ = m.EndpointSlice(
         meta=meta,
-        address_type=r.str("addressType", "IPv4") or "IPv4",
+        address_type=r.string("addressType", "IPv4") or "IPv4",
         endpoints=r.list_of("endpoints", endpoint),
         ports=r.list_of("ports", port),
     )
@@ -264,10 +265,10 @@ def _parse_inference_pool(r: Reader, meta: m.Meta) -> m.InferencePool:
     ports: list[int] = []
     for path, item in spec.items("targetPorts"):
         pr = Reader(item, path, spec.sink)
-        ports.append(pr.int("number", 0, lo=1, hi=65535) or 0)
+        ports.append(pr.number("number", 0, lo=1, hi=65535) or 0)
         pr.finish()
     if spec.has("targetPortNumber"):  # v1alpha2
-        ports.append(spec.int("targetPortNumber", 0, lo=1, hi=65535) or 0)
+        ports.append(spec.number("targetPortNumber", 0, lo=1, hi=65535) or 0)
     else:
         spec.raw("targetPortNumber")
     if not ports:
@@ -290,19 +291,19 @@ def _parse_picker_ref(spec: Reader) -> tuple[m.ObjectRef | None, str]:
     if not spec.has(key):
         return None, "FailClose"
     r = spec.mapping(key)
-    failure = r.str("failureMode", "FailClose") or "FailClose"
+    failure = r.string("failureMode", "FailClose") or "FailClose"
     if failure not in ("FailOpen", "FailClose"):
         r.sink.error(r.sub("failureMode"), "must be FailOpen or FailClose")
     port_reader = r.opt_mapping("port")
     port = None
     if port_reader is not None:
-        port = port_reader.int("number", None, lo=1, hi=65535)
+        port = port_reader.number("number", None, lo=1, hi=65535)
         port_reader.finish()
     ref = m.ObjectRef(
-        group=r.str("group", "") or "",
-        kind=r.str("kind", "Service") or "Service",
+        group=r.string("group", "") or "",
+        kind=r.string("kind", "Service") or "Service",
         name=r.req_str("name"),
-        port=port if port is not None else r.int("portNumber", None, lo=1, hi=65535),
+        port=port if port is not None else r.number("portNumber", None, lo=1, hi=65535),
     )
     r.finish()
     return ref, failure

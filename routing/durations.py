@@ -1,4 +1,7 @@
-"""Gateway API durations (GEP-2257): ``^([0-9]{1,5}(h|m|s|ms)){1,4}$``, e.g. ``1h30m``, ``500ms``."""
+"""Gateway API durations (GEP-2257).
+
+Form: ``^([0-9]{1,5}(h|m|s|ms)){1,4}$``, e.g. ``1h30m``, ``500ms``.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 def parse_duration(text: str) -> float:
     """Seconds in ``text``; raises ``ValueError`` naming the accepted form."""
     if not _WHOLE.match(text):
-        raise ValueError(f"{text!r} is not a Gateway API duration such as '500ms', '10s' or '1m30s'")
+        raise ValueError(
+            f"{text!r} is not a Gateway API duration such as '500ms', '10s' or '1m30s'"
+        )
     return sum(float(n) * _UNIT_S[unit] for n, unit in _PART.findall(text))
 
 

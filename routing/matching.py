@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from routing import model as m
 from routing.errors import NoRouteMatchedError
 from routing.hostnames import hostname_matches
-from routing.table import ListenerTable, MatchEntry, PortTable, RoutingTable, ValueMatch, VirtualHost
+from routing.table import (
+    ListenerTable,
+    MatchEntry,
+    PortTable,
+    RoutingTable,
+    ValueMatch,
+    VirtualHost,
+)
 
 __all__ = ["RequestFacts", "match_request", "select_listener", "select_vhost"]
 
@@ -84,7 +91,9 @@ def _path_matches(entry: MatchEntry, path: str) -> bool:
             if prefix == "/":
                 return True
             # element-wise: /abc matches /abc, /abc/ and /abc/def, never /abcd
-            return path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/")
+            return path.startswith(prefix) and (
+                len(path) == len(prefix) or path[len(prefix)] == "/"
+            )
         case m.PathKind.REGEX:
             return entry.path_regex is not None and entry.path_regex.fullmatch(path) is not None
 

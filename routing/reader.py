@@ -77,7 +77,7 @@ class Reader:
         self.sink.error(self.sub(key), f"expected {label}, got {type(value).__name__}")
         return None
 
-    def str(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
+    def string(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
         value = self._typed(key, str, "a string")
         if value is None and required:
             if not self.has(key):
@@ -86,9 +86,9 @@ class Reader:
         return default if value is None else value
 
     def req_str(self, key: str) -> str:
-        return self.str(key, required=True) or ""
+        return self.string(key, required=True) or ""
 
-    def int(
+    def number(
         self, key: str, default: int | None = None, *, lo: int | None = None, hi: int | None = None
     ) -> int | None:
         value = self._typed(key, int, "an integer")
@@ -99,7 +99,7 @@ class Reader:
             return default
         return value
 
-    def bool(self, key: str, default: bool) -> bool:
+    def flag(self, key: str, default: bool) -> bool:
         value = self._typed(key, bool, "true or false")
         return default if value is None else value
 

@@ -43,12 +43,12 @@ def parse_httproute(r: Reader, meta: m.Meta) -> m.HTTPRoute:
 
 def _parse_parent_ref(r: Reader) -> m.ParentRef:
     return m.ParentRef(
-        group=r.str("group", m.GATEWAY_GROUP) or "",
-        kind=r.str("kind", "Gateway") or "Gateway",
+        group=r.string("group", m.GATEWAY_GROUP) or "",
+        kind=r.string("kind", "Gateway") or "Gateway",
         name=r.req_str("name"),
-        namespace=r.str("namespace"),
-        section_name=r.str("sectionName"),
-        port=r.int("port", None, lo=1, hi=65535),
+        namespace=r.string("namespace"),
+        section_name=r.string("sectionName"),
+        port=r.number("port", None, lo=1, hi=65535),
     )
 
 
@@ -59,7 +59,7 @@ def _parse_rule(r: Reader) -> m.RouteRule:
     backends = r.list_of("backendRefs", _parse_backend_ref)
     r.ignore("sessionPersistence")
     return m.RouteRule(
-        name=r.str("name"),
+        name=r.string("name"),
         matches=matches,
         filters=filters,
         backend_refs=backends,
@@ -83,7 +83,7 @@ def _parse_match(r: Reader) -> m.RouteMatch:
     if pr is not None:
         path = _parse_path_match(pr)
         pr.finish()
-    method = r.str("method")
+    method = r.string("method")
     if method is not None and not method.isupper():
         r.sink.error(r.sub("method"), f"{method!r} is not an HTTP method in upper case")
     return m.RouteMatch(
@@ -108,8 +108,8 @@ def _first_by_name(items: tuple[_Named, ...], *, fold_case: bool) -> tuple[_Name
 
 
 def _parse_path_match(r: Reader) -> m.PathMatch:
-    raw_kind = r.str("type", "PathPrefix") or "PathPrefix"
-    value = r.str("value", "/") or "/"
+    raw_kind = r.string("type", "PathPrefix") or "PathPrefix"
+    value = r.string("value", "/") or "/"
     try:
         kind = m.PathKind(raw_kind)
     except ValueError:
@@ -140,8 +140,8 @@ def _parse_query_match(r: Reader) -> m.QueryMatch:
 
 
 def _parse_value_match(r: Reader) -> tuple[m.MatchKind, str]:
-    raw_kind = r.str("type", "Exact") or "Exact"
-    value = r.str("value", required=True) or ""
+    raw_kind = r.string("type", "Exact") or "Exact"
+    value = r.string("value", required=True) or ""
     try:
         kind = m.MatchKind(raw_kind)
     except ValueError:
@@ -179,7 +179,7 @@ def _build_headers(r: Reader, kind: str) -> m.RouteFilter:
         name = e.req_str("name")
         if name and not _HEADER_NAME.match(name):
             e.sink.error(e.sub("name"), f"{name!r} is not a valid header name")
-        return (name, e.str("value", required=True) or "")
+        return (name, e.string("value", required=True) or "")
 
     mod = m.HeaderModifier(
         set=r.list_of("set", pair), add=r.list_of("add", pair), remove=r.str_list("remove")
@@ -201,23 +201,23 @@ def _parse_path_modifier(r: Reader | None) -> m.PathModifier | None:
         r.finish()
         return None
     key = "replaceFullPath" if kind is m.PathModifierKind.FULL else "replacePrefixMatch"
-    value = r.str(key, required=True) or "/"
+    value = r.string(key, required=True) or "/"
     r.finish()
     return m.PathModifier(kind=kind, value=value)
 
 
 def _build_redirect(r: Reader, kind: str) -> m.RouteFilter:
-    scheme = r.str("scheme")
+    scheme = r.string("scheme")
     if scheme is not None and scheme not in ("http", "https"):
         r.sink.error(r.sub("scheme"), "must be http or https")
-    status = r.int("statusCode", 302) or 302
+    status = r.number("statusCode", 302) or 302
     if status not in REDIRECT_CODES:
         r.sink.error(r.sub("statusCode"), f"must be one of {sorted(REDIRECT_CODES)}")
     redirect = m.RequestRedirect(
         scheme=scheme,
-        hostname=r.str("hostname"),
+        hostname=r.string("hostname"),
         path=_parse_path_modifier(r.opt_mapping("path")),
-        port=r.int("port", None, lo=1, hi=65535),
+        port=r.number("port", None, lo=1, hi=65535),
         status_code=status,
     )
     return m.RouteFilter(type=kind, redirect=redirect)
@@ -225,7 +225,7 @@ def _build_redirect(r: Reader, kind: str) -> m.RouteFilter:
 
 def _build_rewrite(r: Reader, kind: str) -> m.RouteFilter:
     rewrite = m.URLRewrite(
-        hostname=r.str("hostname"), path=_parse_path_modifier(r.opt_mapping("path"))
+        hostname=r.string("hostname"), path=_parse_path_modifier(r.opt_mapping("path"))
     )
     return m.RouteFilter(type=kind, rewrite=rewrite)
 
@@ -234,11 +234,11 @@ def _build_mirror(r: Reader, kind: str) -> m.RouteFilter:
     backend = parse_object_ref(r.mapping("backendRef"))
     num, den = 100, 100
     if r.has("percent"):
-        num = r.int("percent", 100, lo=0, hi=100) or 0
+        num = r.number("percent", 100, lo=0, hi=100) or 0
     elif r.has("fraction"):
         fr = r.mapping("fraction")
-        num = fr.int("numerator", 0, lo=0) or 0
-        den = fr.int("denominator", 100, lo=1) or 100
+        num = fr.number("numerator", 0, lo=0) or 0
+        den = fr.number("denominator", 100, lo=1) or 100
         if num > den:
             fr.sink.error(fr.sub("numerator"), "must not exceed the denominator")
         fr.finish()
@@ -255,8 +255,8 @@ def _build_cors(r: Reader, kind: str) -> m.RouteFilter:
         allow_methods=r.str_list("allowMethods"),
         allow_headers=r.str_list("allowHeaders"),
         expose_headers=r.str_list("exposeHeaders"),
-        allow_credentials=r.bool("allowCredentials", False),
-        max_age_s=r.int("maxAge", 5, lo=1) or 5,
+        allow_credentials=r.flag("allowCredentials", False),
+        max_age_s=r.number("maxAge", 5, lo=1) or 5,
     )
     if cors.allow_credentials and "*" in cors.allow_origins and len(cors.allow_origins) > 1:
         r.sink.warn(r.sub("allowOrigins"), "'*' with credentials echoes the request origin")
@@ -264,7 +264,9 @@ def _build_cors(r: Reader, kind: str) -> m.RouteFilter:
 
 
 def _build_extension(r: Reader, kind: str) -> m.RouteFilter:
-    ref = m.ObjectRef(group=r.str("group", "") or "", kind=r.req_str("kind"), name=r.req_str("name"))
+    ref = m.ObjectRef(
+        group=r.string("group", "") or "", kind=r.req_str("kind"), name=r.req_str("name")
+    )
     return m.RouteFilter(type=kind, extension=ref)
 
 
@@ -281,11 +283,11 @@ _FILTER_BUILDERS = {
 
 def parse_object_ref(r: Reader) -> m.ObjectRef:
     ref = m.ObjectRef(
-        group=r.str("group", "") or "",
-        kind=r.str("kind", "Service") or "Service",
+        group=r.string("group", "") or "",
+        kind=r.string("kind", "Service") or "Service",
         name=r.req_str("name"),
-        namespace=r.str("namespace"),
-        port=r.int("port", None, lo=1, hi=65535),
+        namespace=r.string("namespace"),
+        port=r.number("port", None, lo=1, hi=65535),
     )
     r.finish()
     return ref
@@ -293,13 +295,13 @@ def parse_object_ref(r: Reader) -> m.ObjectRef:
 
 def _parse_backend_ref(r: Reader) -> m.BackendRef:
     ref = m.ObjectRef(
-        group=r.str("group", "") or "",
-        kind=r.str("kind", "Service") or "Service",
+        group=r.string("group", "") or "",
+        kind=r.string("kind", "Service") or "Service",
         name=r.req_str("name"),
-        namespace=r.str("namespace"),
-        port=r.int("port", None, lo=1, hi=65535),
+        namespace=r.string("namespace"),
+        port=r.number("port", None, lo=1, hi=65535),
     )
-    weight = r.int("weight", 1, lo=0, hi=MAX_WEIGHT)
+    weight = r.number("weight", 1, lo=0, hi=MAX_WEIGHT)
     filters = r.list_of("filters", _parse_filter)
     return m.BackendRef(ref=ref, weight=1 if weight is None else weight, filters=filters)
 
@@ -317,7 +319,7 @@ def _parse_timeouts(r: Reader | None) -> m.Timeouts:
 
 
 def _duration(r: Reader, key: str) -> float | None:
-    text = r.str(key)
+    text = r.string(key)
     if text is None:
         return None
     try:
@@ -337,7 +339,7 @@ def _parse_retry(r: Reader | None) -> m.RetryPolicy | None:
         else:
             r.sink.error(path, "a retry code must be an integer in 400-599")
     policy = m.RetryPolicy(
-        attempts=r.int("attempts", 1, lo=0) or 0,
+        attempts=r.number("attempts", 1, lo=0) or 0,
         codes=tuple(codes),
         backoff_s=_duration(r, "backoff"),
     )

@@ -228,9 +228,7 @@ def _allows(
 
 
 def _compile_route(route: m.HTTPRoute, resolver: Resolver) -> tuple[CompiledRule, ...]:
-    return tuple(
-        _compile_rule(route, i, rule, resolver) for i, rule in enumerate(route.rules)
-    )
+    return tuple(_compile_rule(route, i, rule, resolver) for i, rule in enumerate(route.rules))
 
 
 def _compile_rule(
@@ -262,9 +260,7 @@ def _compile_rule(
     )
 
 
-def _compile_filters(
-    filters: tuple[m.RouteFilter, ...], resolver: Resolver, ns: str
-) -> FilterSet:
+def _compile_filters(filters: tuple[m.RouteFilter, ...], resolver: Resolver, ns: str) -> FilterSet:
     mirrors = []
     unsupported = None
     for f in filters:
@@ -303,7 +299,13 @@ def _listener_table(
         for rule in att.rules:
             for mi, match in enumerate(rule_matches(att.route, rule.index)):
                 entry = _entry(rule, match)
-                key = (*_precedence(match), att.route.meta.creation, att.route.meta.key, rule.index, mi)
+                key = (
+                    *_precedence(match),
+                    att.route.meta.creation,
+                    att.route.meta.key,
+                    rule.index,
+                    mi,
+                )
                 for host in att.hostnames or (None,):
                     by_host.setdefault(host, []).append((key, entry))
     vhosts = {

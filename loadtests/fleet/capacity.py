@@ -59,7 +59,7 @@ async def measure_capacity(
                 async with session.post("/v1/completions", json=body) as response:
                     await response.read()
                 done = time.monotonic()
-                if measure_from <= sent and done <= stop_at:
+                if measure_from <= done <= stop_at:
                     latencies.append(done - sent)
 
         steps_before = dataclasses.replace(fleet.replicas[0].engine.counters)

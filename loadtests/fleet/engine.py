@@ -33,6 +33,9 @@ E2E_BUCKETS_S = (
 )
 
 
+MAX_CATCH_UP_S = 0.01  # lag behind the deadline clock beyond this is forgiven, not made up
+
+
 class SeqStatus(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
@@ -178,14 +181,19 @@ class Engine:
         return tuple(running), tuple(waiting)
 
     async def _run(self) -> None:
+        # Steps are laid end to end on a deadline clock, so the event loop's late wake-ups do
+        # not accumulate: at small time scales they would otherwise cost 10-20% of throughput.
+        deadline = time.monotonic()
         while True:
             plan = self._schedule()
             if not plan.entries:
                 self._wake.clear()
                 await self._wake.wait()
+                deadline = time.monotonic()
                 continue
             seconds = self._step_seconds(plan)
-            await asyncio.sleep(seconds)
+            deadline = max(deadline, time.monotonic() - MAX_CATCH_UP_S) + seconds
+            await asyncio.sleep(max(0.0, deadline - time.monotonic()))
             self.counters.steps += 1
             self.counters.scheduled_seqs += len(plan.entries)
             self.counters.busy_s += seconds

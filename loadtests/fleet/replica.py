@@ -61,6 +61,7 @@ class ReplicaStats:
     waiting_adapters: tuple[str, ...]
     errors_injected: int
     resets_injected: int
+    fault_mode: FaultMode
 
 
 class Replica:
@@ -139,6 +140,7 @@ class Replica:
             lora_loads=c.lora_loads,
             running_adapters=running,
             waiting_adapters=waiting,
+            fault_mode=self._fault.mode,
         )
 
     def metrics_text(self) -> str:

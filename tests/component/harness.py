@@ -1,0 +1,138 @@
+"""Real servers on 127.0.0.1 for component tests: small aiohttp backends and a gateway
+started in-process on a config written to a temporary file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.app import RunningGateway, running_gateway
+from gateway.context import Limits
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Backend:
+    """A real aiohttp server; records requests and exposes events to wait on."""
+
+    port: int = 0
+    seen: list[web.Request] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    disconnected: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@contextlib.asynccontextmanager
+async def backend(handler: Handler) -> AsyncIterator[Backend]:
+    state = Backend()
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        state.seen.append(request)
+        state.arrived.set()
+        try:
+            return await handler(request)
+        except (asyncio.CancelledError, ConnectionResetError):
+            state.disconnected.set()
+            raise
+
+    app = web.Application(
+        handler_args={"handler_cancellation": True}, client_max_size=64 * 1024 * 1024
+    )
+    app.router.add_route("*", "/{tail:.*}", wrapped)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    state.port = runner.addresses[0][1]
+    try:
+        yield state
+    finally:
+        await runner.cleanup()
+
+
+def service_yaml(name: str, ports: list[int], namespace: str = "default") -> str:
+    endpoints = "\n".join(f"""
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-{i}
+  namespace: {namespace}
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+endpoints:
+- addresses: [127.0.0.1]
+ports:
+- name: http
+  port: {port}""" for i, port in enumerate(ports))
+    return f"""
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  ports:
+  - {{name: http, port: 80}}
+{endpoints}
+"""
+
+
+def gateway_yaml(port: int, routes: str, services: str) -> str:
+    return textwrap.dedent(f"""
+    apiVersion: gateway.networking.k8s.io/v1
+    kind: GatewayClass
+    metadata: {{name: sluice}}
+    spec: {{controllerName: sluice.dev/gateway-controller}}
+    ---
+    apiVersion: gateway.networking.k8s.io/v1
+    kind: Gateway
+    metadata: {{name: gw, namespace: default}}
+    spec:
+      gatewayClassName: sluice
+      listeners:
+      - {{name: http, port: {port}, protocol: HTTP}}
+    """) + textwrap.dedent(routes) + services
+
+
+def simple_route(backend_name: str = "svc", extra_rule: str = "") -> str:
+    return f"""
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: route, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - backendRefs: [{{name: {backend_name}, port: 80}}]
+{extra_rule}
+"""
+
+
+@contextlib.asynccontextmanager
+async def gateway_on(
+    tmp_path: Path, text: str, *, limits: Limits | None = None
+) -> AsyncIterator[RunningGateway]:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    async with running_gateway(
+        [str(path)],
+        address="127.0.0.1",
+        admin_port=0,
+        watch_interval_s=None,
+        limits=limits,
+        seed=1,
+    ) as gw:
+        yield gw

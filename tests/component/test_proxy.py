@@ -1,0 +1,245 @@
+"""The data plane on real sockets: streaming, disconnects, error mapping, header hygiene."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from aiohttp import web
+
+from gateway.context import Limits
+from tests.component.harness import (
+    backend,
+    free_port,
+    gateway_on,
+    gateway_yaml,
+    service_yaml,
+    simple_route,
+)
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_sse_events_reach_client_within_20ms_of_being_written(tmp_path):
+    written: list[float] = []
+
+    async def sse(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        loop = asyncio.get_running_loop()
+        for i in range(8):
+            await asyncio.sleep(0.1)  # the backend's own pacing, not test synchronisation
+            written.append(loop.time())
+            await resp.write(f"data: {{\"i\": {i}}}\n\n".encode())
+        await resp.write_eof()
+        return resp
+
+    port = free_port()
+    async with backend(sse) as be, gateway_on(
+        tmp_path, gateway_yaml(port, simple_route(), service_yaml("svc", [be.port]))
+    ):
+        arrived: list[float] = []
+        loop = asyncio.get_running_loop()
+        async with httpx.AsyncClient() as client, client.stream(
+            "GET", f"http://127.0.0.1:{port}/v1/stream"
+        ) as resp:
+            assert resp.headers["content-type"] == "text/event-stream"
+            buffer = b""
+            async for chunk in resp.aiter_raw():
+                buffer += chunk
+                while b"\n\n" in buffer:
+                    _, buffer = buffer.split(b"\n\n", 1)
+                    arrived.append(loop.time())
+    assert len(arrived) == len(written) == 8
+    lags_ms = [(a - w) * 1000 for a, w in zip(arrived, written, strict=True)]
+    assert max(lags_ms) <= 20, lags_ms
+
+
+async def test_client_disconnect_closes_upstream_within_100ms(tmp_path):
+    async def endless(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b"data: first\n\n")
+        await asyncio.Event().wait()  # hold the stream open until the connection goes
+        return resp
+
+    port = free_port()
+    async with backend(endless) as be, gateway_on(
+        tmp_path, gateway_yaml(port, simple_route(), service_yaml("svc", [be.port]))
+    ) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"data: first\n\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        loop = asyncio.get_running_loop()
+        closed_at = loop.time()
+        writer.transport.abort()
+        async with asyncio.timeout(5):
+            await be.disconnected.wait()
+        assert (loop.time() - closed_at) * 1000 <= 100
+        async with asyncio.timeout(5):
+            while gw.ctx.in_flight.get(f"127.0.0.1:{be.port}", 0):
+                await asyncio.sleep(0)  # yield until the gateway's finally blocks have run
+        assert gw.ctx.in_flight[f"127.0.0.1:{be.port}"] == 0
+
+
+async def test_connect_failure_is_502_with_json_body(tmp_path):
+    port = free_port()
+    async with gateway_on(
+        tmp_path, gateway_yaml(port, simple_route(), service_yaml("svc", [free_port()]))
+    ), httpx.AsyncClient() as client:
+        resp = await client.get(f"http://127.0.0.1:{port}/")
+    assert resp.status_code == 502
+    assert resp.json()["error"]["code"] == "upstream_connect_error"
+
+
+async def test_request_timeout_is_504(tmp_path):
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="late")
+
+    rule = "    timeouts: {request: 200ms}\n"
+    port = free_port()
+    async with backend(slow) as be, gateway_on(
+        tmp_path, gateway_yaml(port, simple_route(extra_rule=rule), service_yaml("svc", [be.port]))
+    ), httpx.AsyncClient() as client:
+        resp = await client.get(f"http://127.0.0.1:{port}/")
+        release.set()
+    assert resp.status_code == 504
+    assert resp.json()["error"]["code"] == "upstream_timeout"
+
+
+async def test_no_route_is_404_and_no_endpoint_is_503(tmp_path):
+    port = free_port()
+    routes = simple_route().replace(
+        "  - backendRefs", "  - matches: [{path: {type: Exact, value: /only}}]\n    backendRefs"
+    )
+    async with gateway_on(
+        tmp_path, gateway_yaml(port, routes, service_yaml("svc", []))
+    ), httpx.AsyncClient() as client:
+        missing = await client.get(f"http://127.0.0.1:{port}/elsewhere")
+        empty = await client.get(f"http://127.0.0.1:{port}/only")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "route_not_found"
+    assert empty.status_code == 503
+    assert empty.headers["retry-after"] == "1"
+
+
+async def test_hop_by_hop_headers_are_dropped_and_forwarded_headers_set(tmp_path):
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({k.lower(): v for k, v in request.headers.items()})
+
+    port = free_port()
+    async with backend(echo) as be, gateway_on(
+        tmp_path, gateway_yaml(port, simple_route(), service_yaml("svc", [be.port]))
+    ), httpx.AsyncClient() as client:
+        resp = await client.get(
+            f"http://127.0.0.1:{port}/h",
+            headers={
+                "Connection": "keep-alive, X-Secret-Hop",
+                "X-Secret-Hop": "1",
+                "Keep-Alive": "timeout=5",
+                "TE": "trailers",
+                "X-End-To-End": "kept",
+                "X-Forwarded-For": "10.0.0.1",
+            },
+        )
+    seen = resp.json()
+    for name in ("connection", "x-secret-hop", "keep-alive", "te"):
+        assert name not in seen
+    assert seen["x-end-to-end"] == "kept"
+    assert seen["x-forwarded-for"] == "10.0.0.1, 127.0.0.1"
+    assert seen["x-forwarded-proto"] == "http"
+
+
+async def test_request_body_streams_through_unchanged(tmp_path):
+    async def digest(request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.json_response({"len": len(body), "te": request.headers.get("Transfer-Encoding")})
+
+    payload = bytes(range(256)) * 8192  # 2 MiB
+
+    async def chunks():
+        for i in range(0, len(payload), 65536):
+            yield payload[i : i + 65536]
+
+    port = free_port()
+    async with backend(digest) as be, gateway_on(
+        tmp_path, gateway_yaml(port, simple_route(), service_yaml("svc", [be.port]))
+    ), httpx.AsyncClient() as client:
+        fixed = await client.post(f"http://127.0.0.1:{port}/up", content=payload)
+        chunked = await client.post(f"http://127.0.0.1:{port}/up", content=chunks())
+    assert fixed.json() == {"len": len(payload), "te": None}
+    assert chunked.json() == {"len": len(payload), "te": "chunked"}
+
+
+async def test_oversized_body_is_413_and_oversized_header_431(tmp_path):
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    port = free_port()
+    limits = Limits(max_body_bytes=1024)
+    async with backend(ok) as be, gateway_on(
+        tmp_path,
+        gateway_yaml(port, simple_route(), service_yaml("svc", [be.port])),
+        limits=limits,
+    ), httpx.AsyncClient() as client:
+        big_body = await client.post(f"http://127.0.0.1:{port}/", content=b"x" * 2048)
+        big_header = await client.get(f"http://127.0.0.1:{port}/", headers={"X-Big": "y" * 10_000})
+    assert big_body.status_code == 413
+    assert big_body.json()["error"]["code"] == "request_too_large"
+    assert big_header.status_code == 431
+    assert "error" in big_header.json()
+    assert be.seen == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        b"NOT-HTTP\r\n\r\n",
+    ],
+    ids=["content-length-and-chunked", "malformed-header", "garbage"],
+)
+async def test_malformed_requests_get_400_and_the_connection_closes(tmp_path, raw):
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    port = free_port()
+    async with backend(ok) as be, gateway_on(
+        tmp_path, gateway_yaml(port, simple_route(), service_yaml("svc", [be.port]))
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(raw)
+        await writer.drain()
+        async with asyncio.timeout(5):
+            answer = await reader.read()  # returns at EOF: the gateway closed the connection
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].split(b" ")[1] == b"400"
+    assert json.loads(body)["error"]["code"] == "bad_request"
+    assert be.seen == []
+
+
+async def test_slow_request_head_gets_408_and_close(tmp_path):
+    port = free_port()
+    async with gateway_on(
+        tmp_path,
+        gateway_yaml(port, simple_route(), service_yaml("svc", [])),
+        limits=Limits(header_read_timeout_s=0.2),
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # the head never ends
+        await writer.drain()
+        async with asyncio.timeout(5):
+            answer = await reader.read()
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408")
