@@ -40,6 +40,8 @@ class Reloader:
         self._paths = tuple(paths)
         self._lock = asyncio.Lock()
         self._fingerprint = self._snapshot()
+        self._done = asyncio.Condition()
+        self.attempts = 0
         self.last_result: ReloadResult | None = None
 
     async def reload(self) -> ReloadResult:
@@ -47,7 +49,15 @@ class Reloader:
             self._fingerprint = self._snapshot()
             result = await self._reload()
             self.last_result = result
-            return result
+        async with self._done:
+            self.attempts += 1
+            self._done.notify_all()
+        return result
+
+    async def wait_attempts(self, count: int) -> None:
+        """Wait until ``count`` reloads (good or bad) have completed; for tests and tools."""
+        async with self._done:
+            await self._done.wait_for(lambda: self.attempts >= count)
 
     async def _reload(self) -> ReloadResult:
         holder = self._ctx.holder
