@@ -44,7 +44,6 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate config files")
     check.add_argument("--config", action="append", required=True)
     demo = sub.add_parser("demo", help="simulated fleet + gateway on the quickstart config")
-    demo.add_argument("--port", type=int, default=8080, help="gateway listener port")
     demo.add_argument("--admin", default=DEFAULT_ADMIN)
     demo.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub.add_parser("fleet", help="the simulated model-server fleet", add_help=False)
@@ -138,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from gateway.demo import run_demo
 
         _configure_logging(args.log_level)
-        sys.exit(run_demo(port=args.port, admin=_split_hostport(args.admin)))
+        sys.exit(run_demo(admin=_split_hostport(args.admin)))
     sys.exit(2)
 
 

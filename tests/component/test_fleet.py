@@ -444,7 +444,7 @@ async def test_hang_accepts_but_never_answers() -> None:
     async with running() as fleet:
         replica = fleet.replicas[0]
         await replica.set_fault(Fault(mode=FaultMode.HANG))
-        async with client_for(replica, timeout=httpx.Timeout(5.0, read=0.3)) as client:
+        async with client_for(replica, timeout=httpx.Timeout(5.0, read=0.2)) as client:
             with pytest.raises(httpx.ReadTimeout):
                 await client.post("/v1/chat/completions", json=chat("anyone?"))
             with pytest.raises(httpx.ReadTimeout):
@@ -456,7 +456,7 @@ async def test_hang_accepts_but_never_answers() -> None:
 
 async def test_slow_multiplies_step_time() -> None:
     body = {"model": MODEL, "prompt": "x", "max_tokens": 20, "ignore_eos": True}
-    async with running(time_scale=0.5) as fleet, client_for(fleet.replicas[0]) as client:
+    async with running(time_scale=0.25) as fleet, client_for(fleet.replicas[0]) as client:
         started = time.monotonic()
         await client.post("/v1/completions", json=body)
         normal = time.monotonic() - started
