@@ -69,6 +69,7 @@ async def running_gateway(
     watcher = None
     try:
         await listeners.apply(loaded.table)
+        ctx.pools.apply(loaded.table)
         metrics.reloads.labels("ok").inc()
         metrics.config_timestamp.set(time.time())
         runner = web.AppRunner(
@@ -97,6 +98,7 @@ async def running_gateway(
             await runner.cleanup()
         for task in list(ctx.background):
             task.cancel()
+        await ctx.pools.close()
         await session.close()
 
 

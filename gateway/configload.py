@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import yaml
 
@@ -18,6 +19,17 @@ from routing.errors import ConfigError, ConfigIssue
 __all__ = ["LoadedConfig", "config_files", "load_config"]
 
 _SUFFIXES = (".yaml", ".yml", ".json")
+_CHECKOUT_PRESETS = Path(__file__).resolve().parent.parent / "config" / "presets"
+_INSTALLED_PRESETS = Path("/etc/sluice/presets")
+
+
+def builtin_preset_files() -> tuple[str, ...]:
+    """The built-in model-server presets (config/presets, or /etc/sluice/presets in the
+    image). They are read before the user's files, so a user preset of the same name wins."""
+    for folder in (_CHECKOUT_PRESETS, _INSTALLED_PRESETS):
+        if folder.is_dir():
+            return config_files([str(folder)])
+    return ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,7 +84,7 @@ def load_config(paths: Sequence[str]) -> LoadedConfig:
         raise ConfigError(
             (ConfigIssue(file=", ".join(paths), document=0, path="", message="no config files"),)
         )
-    config, warnings = parse_config(read_documents(files))
+    config, warnings = parse_config(read_documents(builtin_preset_files() + files))
     table = build_table(config)
     extra = tuple(
         ConfigIssue(file="", document=0, path="", message=w, severity="warning")

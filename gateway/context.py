@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from gateway.metrics import Metrics
+from gateway.pools import PoolRuntime
 from routing.table import RoutingTable
 
 __all__ = ["Limits", "ProxyContext", "TableHolder"]
@@ -52,6 +53,7 @@ class ProxyContext:
     metrics: Metrics
     limits: Limits
     rng: random.Random
+    pools: PoolRuntime = field(default_factory=PoolRuntime)
     # the gateway's own count of requests in flight per endpoint key ("host:port")
     in_flight: dict[str, int] = field(default_factory=dict)
     mirrors_in_flight: int = 0

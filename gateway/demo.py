@@ -41,9 +41,12 @@ async def _demo(admin: tuple[str, int]) -> None:
     from loadtests.fleet import Fleet, FleetSpec
 
     spec = FleetSpec.from_dict(yaml.safe_load(FLEET.read_text()))
-    async with Fleet(spec) as fleet, running_gateway(
-        [str(QUICKSTART)], address="127.0.0.1", admin_address=admin[0], admin_port=admin[1]
-    ) as gw:
+    async with (
+        Fleet(spec) as fleet,
+        running_gateway(
+            [str(QUICKSTART)], address="127.0.0.1", admin_address=admin[0], admin_port=admin[1]
+        ) as gw,
+    ):
         model = spec.replicas[0].model
         port = min(gw.ctx.holder.table.ports)
         print(f"\nSluice demo: {len(fleet.replicas)} simulated vLLM replicas behind the gateway.")
@@ -52,7 +55,7 @@ async def _demo(admin: tuple[str, int]) -> None:
         print(
             f"    curl -s http://127.0.0.1:{port}/v1/chat/completions "
             "-H 'Content-Type: application/json' \\\n"
-            f"      -d '{{\"model\": \"{model}\", "
+            f'      -d \'{{"model": "{model}", '
             '"messages": [{"role": "user", "content": "Hello!"}]}\''
         )
         print(f"    curl -s http://{admin[0]}:{gw.admin_port}/metrics | grep sluice_")

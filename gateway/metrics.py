@@ -35,6 +35,7 @@ class Metrics:
     reload_failures: Counter
     config_timestamp: Gauge
     rejected_requests: Counter
+    picks: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -90,6 +91,12 @@ class Metrics:
             config_timestamp=Gauge(
                 "sluice_config_last_reload_success_timestamp_seconds",
                 "When the config in force was loaded.",
+                registry=r,
+            ),
+            picks=Counter(
+                "sluice_picks",
+                "Endpoint picks for InferencePools, by pool and result (ok, none).",
+                ["pool", "result"],
                 registry=r,
             ),
             rejected_requests=Counter(

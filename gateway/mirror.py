@@ -31,7 +31,7 @@ def send_mirrors(
             continue
         if isinstance(mirror.target, InvalidTarget):
             continue
-        endpoint = choose_endpoint(mirror.target.endpoints, ctx.in_flight, ctx.rng)
+        endpoint = choose_endpoint(mirror.target.ready_endpoints, ctx.in_flight, ctx.rng)
         if endpoint is None or ctx.mirrors_in_flight >= ctx.limits.mirror_max_in_flight:
             ctx.metrics.mirrors.labels("dropped").inc()
             continue

@@ -18,11 +18,12 @@ from gateway.context import ProxyContext
 from gateway.errors import RequestError, response_for
 from gateway.forward import Body, RequestPlan, forward
 from gateway.headers import forwarded_request_headers
+from gateway.inference import serve_pool
 from gateway.metrics import code_class
 from gateway.mirror import send_mirrors
 from gateway.websocket import is_websocket_upgrade, proxy_websocket
 from routing import model as m
-from routing.backends import InvalidTarget
+from routing.backends import InvalidTarget, PoolTarget
 from routing.errors import InvalidBackendError, SluiceError
 from routing.hostnames import host_of
 from routing.matching import RequestFacts, match_request
@@ -124,21 +125,34 @@ async def _route(
         return _redirect(chosen.filters.redirect, request, port, prefix)
     plan = _apply(chosen.filters, plan, prefix)
     if is_websocket_upgrade(request):
-        return await proxy_websocket(ctx, request, plan, chosen.target.endpoints)
+        return await proxy_websocket(ctx, request, plan, chosen.target.ready_endpoints)
     mirrors = filters.mirrors + chosen.filters.mirrors
-    buffer = bool(mirrors) or (rule.retry is not None and rule.retry.attempts > 0)
+    is_pool = isinstance(chosen.target, PoolTarget)
+    buffer = is_pool or bool(mirrors) or (rule.retry is not None and rule.retry.attempts > 0)
     body = await _body(ctx, request, buffer=buffer)
     if mirrors:
         send_mirrors(ctx, mirrors, plan, body if isinstance(body, bytes) else None)
+    hook = _response_hook(filters, chosen.filters, origin)
+    if isinstance(chosen.target, PoolTarget):
+        return await serve_pool(
+            ctx,
+            request,
+            table=table,
+            rule=rule,
+            target=chosen.target,
+            plan=plan,
+            body=body if isinstance(body, bytes) else None,
+            on_response=hook,
+        )
     return await forward(
         ctx,
         request,
         plan=plan,
-        endpoints=chosen.target.endpoints,
+        endpoints=chosen.target.ready_endpoints,
         body=body,
         timeouts=rule.timeouts,
         retry=rule.retry,
-        on_response=_response_hook(filters, chosen.filters, origin),
+        on_response=hook,
         route=rule.route,
     )
 

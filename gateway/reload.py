@@ -71,6 +71,7 @@ class Reloader:
             return self._failed((issue,))
         holder.table = loaded.table
         holder.generation += 1
+        self._ctx.pools.apply(loaded.table)
         self._ctx.metrics.reloads.labels("ok").inc()
         self._ctx.metrics.config_timestamp.set(time.time())
         for warning in loaded.warnings:

@@ -198,21 +198,29 @@ def _wait_ready(gw: GatewayProcess) -> None:
         if gw.proc.poll() is not None:
             raise RuntimeError(f"sluice exited with {gw.proc.returncode}:\n{gw.log_tail()}")
         with contextlib.suppress(OSError):
-            status, _ = http_request("GET", f"{gw.admin_url}/readyz", timeout_s=1.0)
-            if status == 200:
+            if http_request("GET", f"{gw.admin_url}/readyz", timeout_s=1.0).status == 200:
                 return
         time.sleep(0.05)
     raise RuntimeError(f"sluice not ready after {READY_TIMEOUT_S} s:\n{gw.log_tail()}")
 
 
-def http_request(method: str, url: str, *, timeout_s: float = 10.0) -> tuple[int, bytes]:
-    """One plain HTTP request (urllib); non-2xx statuses are returned, not raised."""
+@dataclass(frozen=True)
+class HttpReply:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+def http_request(method: str, url: str, *, timeout_s: float = 10.0) -> HttpReply:
+    """One plain HTTP request (urllib, new connection); non-2xx is returned, not raised."""
     req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            return int(resp.status), resp.read()
+            headers = {k.lower(): v for k, v in resp.headers.items()}
+            return HttpReply(int(resp.status), resp.read(), headers)
     except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read()
+        headers = {k.lower(): v for k, v in exc.headers.items()}
+        return HttpReply(int(exc.code), exc.read(), headers)
 
 
 # ---------------------------------------------------------------------------------------------

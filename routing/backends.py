@@ -33,6 +33,9 @@ class Endpoint:
     address: str
     port: int
     labels: tuple[tuple[str, str], ...] = ()
+    # Pool endpoints keep not-ready members so a multi-host group can be judged as a whole;
+    # they are never picked.
+    ready: bool = True
 
     @property
     def key(self) -> str:
@@ -52,12 +55,20 @@ class ServiceTarget:
     endpoints: tuple[Endpoint, ...]
     app_protocol: str | None = None
 
+    @property
+    def ready_endpoints(self) -> tuple[Endpoint, ...]:
+        return self.endpoints
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PoolTarget:
     name: str
     endpoints: tuple[Endpoint, ...]
     pool: m.InferencePool
+
+    @property
+    def ready_endpoints(self) -> tuple[Endpoint, ...]:
+        return tuple(e for e in self.endpoints if e.ready)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,11 +173,11 @@ class Resolver:
                 continue
             ports = [p.port for p in slice_.ports] or list(pool.target_ports)
             for ep in slice_.endpoints:
-                if not ep.ready:
-                    continue
                 merged = tuple(sorted({**labels, **dict(ep.labels)}.items()))
                 endpoints.extend(
-                    Endpoint(address=a, port=p, labels=merged) for a in ep.addresses for p in ports
+                    Endpoint(address=a, port=p, labels=merged, ready=ep.ready)
+                    for a in ep.addresses
+                    for p in ports
                 )
         return _unique(endpoints)
 

@@ -14,6 +14,13 @@ from dataclasses import dataclass
 
 from routing import model as m
 from routing.errors import ConfigError, ConfigIssue
+from routing.inference_config import (
+    parse_inference_model,
+    parse_objective,
+    parse_pool_policy,
+    parse_preset,
+    parse_rewrite,
+)
 from routing.reader import IssueSink, Reader
 from routing.routeconfig import parse_httproute
 
@@ -64,6 +71,11 @@ def parse_config(docs: Sequence[RawDocument]) -> tuple[m.Config, tuple[ConfigIss
         services=tuple(o for o in objects if isinstance(o, m.Service)),
         slices=tuple(o for o in objects if isinstance(o, m.EndpointSlice)),
         pools=tuple(o for o in objects if isinstance(o, m.InferencePool)),
+        objectives=tuple(o for o in objects if isinstance(o, m.InferenceObjective)),
+        rewrites=tuple(o for o in objects if isinstance(o, m.ModelRewrite)),
+        inference_models=tuple(o for o in objects if isinstance(o, m.InferenceModelRule)),
+        presets=tuple(o for o in objects if isinstance(o, m.PresetDoc)),
+        pool_policies=tuple(o for o in objects if isinstance(o, m.InferencePoolPolicy)),
     )
     return config, tuple(issues)
 
@@ -310,7 +322,7 @@ def _parse_picker_ref(spec: Reader) -> tuple[m.ObjectRef | None, str]:
 
 
 _Parser = Callable[[Reader, m.Meta], object]
-_CLUSTER = frozenset({"Namespace", "GatewayClass"})
+_CLUSTER = frozenset({"Namespace", "GatewayClass", "ModelServerPreset"})
 _PARSERS: dict[str, tuple[frozenset[str], _Parser]] = {
     "Namespace": (frozenset({""}), _parse_namespace),
     "GatewayClass": (frozenset({m.GATEWAY_GROUP}), _parse_gateway_class),
@@ -323,4 +335,9 @@ _PARSERS: dict[str, tuple[frozenset[str], _Parser]] = {
         frozenset({m.INFERENCE_GROUP, m.INFERENCE_X_GROUP}),
         _parse_inference_pool,
     ),
+    "InferenceObjective": (frozenset({m.INFERENCE_X_GROUP, m.INFERENCE_GROUP}), parse_objective),
+    "InferenceModelRewrite": (frozenset({m.INFERENCE_X_GROUP, m.INFERENCE_GROUP}), parse_rewrite),
+    "InferenceModel": (frozenset({m.INFERENCE_X_GROUP}), parse_inference_model),
+    "ModelServerPreset": (frozenset({m.SLUICE_GROUP}), parse_preset),
+    "InferencePoolPolicy": (frozenset({m.SLUICE_GROUP}), parse_pool_policy),
 }

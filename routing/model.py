@@ -10,6 +10,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from routing.pipeline import Profile
+from routing.presets import Preset
+
 __all__ = [
     "AllowedFrom",
     "BackendRef",
@@ -51,6 +54,7 @@ CORE_GROUP = ""
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 INFERENCE_GROUP = "inference.networking.k8s.io"
 INFERENCE_X_GROUP = "inference.networking.x-k8s.io"
+SLUICE_GROUP = "sluice.dev"
 
 
 class PathKind(enum.StrEnum):
@@ -347,6 +351,58 @@ class InferencePool:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class InferenceObjective:
+    meta: Meta
+    priority: int
+    pool: str  # pool name, same namespace
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RewriteRule:
+    models: tuple[str, ...]  # exact model names; empty matches every model
+    targets: tuple[tuple[str, int], ...]  # (model, weight)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelRewrite:
+    meta: Meta
+    pool: str
+    rules: tuple[RewriteRule, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InferenceModelRule:
+    """The older InferenceModel: a model name with a criticality and weighted targets."""
+
+    meta: Meta
+    model_name: str
+    priority: int
+    targets: tuple[tuple[str, int], ...]
+    pool: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PresetDoc:
+    meta: Meta
+    preset: Preset
+    aliases: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InferencePoolPolicy:
+    meta: Meta
+    pools: tuple[str, ...]
+    profile: Profile
+    scrape_interval_s: float = 0.05
+    scrape_timeout_s: float = 1.0
+    staleness_s: float = 0.5
+    failure_mode: str | None = None  # None: the pool's own endpointPickerRef.failureMode
+    prefix_block_chars: int = 64
+    prefix_max_blocks: int = 256
+    prefix_capacity_blocks: int = 31_250
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """Every resource read from the config files, in file order."""
 
@@ -358,3 +414,8 @@ class Config:
     services: tuple[Service, ...] = ()
     slices: tuple[EndpointSlice, ...] = ()
     pools: tuple[InferencePool, ...] = ()
+    objectives: tuple[InferenceObjective, ...] = ()
+    rewrites: tuple[ModelRewrite, ...] = ()
+    inference_models: tuple[InferenceModelRule, ...] = ()
+    presets: tuple[PresetDoc, ...] = ()
+    pool_policies: tuple[InferencePoolPolicy, ...] = ()

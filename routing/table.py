@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from routing import model as m
-from routing.backends import InvalidTarget, Resolver, Target
+from routing.backends import InvalidTarget, PoolTarget, Resolver, Target
 from routing.hostnames import intersect_hostnames, specificity
+from routing.pools import PoolSettings, build_pool_settings, presets_by_engine
+from routing.presets import Preset
 
 __all__ = [
     "ACCEPTED_CONTROLLERS",
@@ -122,6 +124,17 @@ class RoutingTable:
     config: m.Config
     warnings: tuple[str, ...] = ()
     rules: tuple[CompiledRule, ...] = field(default=())
+    pools: Mapping[str, PoolSettings] = field(default_factory=dict)
+    presets: Mapping[str, Preset] = field(default_factory=dict)
+
+    def pool_targets(self) -> tuple[PoolTarget, ...]:
+        """Every InferencePool some rule routes to (once each)."""
+        seen: dict[str, PoolTarget] = {}
+        for rule in self.rules:
+            for b in rule.backends:
+                if isinstance(b.target, PoolTarget):
+                    seen.setdefault(b.target.name, b.target)
+        return tuple(seen.values())
 
 
 @dataclass(slots=True)
@@ -163,6 +176,8 @@ def build_table(config: m.Config) -> RoutingTable:
         config=config,
         warnings=tuple(warnings),
         rules=tuple(rule for rules in compiled.values() for rule in rules),
+        pools=build_pool_settings(config),
+        presets=presets_by_engine(config.presets),
     )
 
 

@@ -37,7 +37,9 @@ def build_app(replica: "Replica") -> web.Application:
     app.router.add_post("/v1/embeddings", api.embeddings)
     app.router.add_get("/v1/models", api.models)
     app.router.add_get("/health", api.health)
+    app.router.add_get("/v2/health/ready", api.health)  # Triton's readiness path
     app.router.add_get("/metrics", api.metrics)
+    app.router.add_get("/prometheus/metrics", api.metrics)  # trtllm-serve's metrics path
     app.router.add_get("/fleet/fault", api.get_fault)
     app.router.add_post("/fleet/fault", api.post_fault)
     return app

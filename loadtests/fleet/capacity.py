@@ -13,6 +13,8 @@ import asyncio
 import dataclasses
 import itertools
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 
@@ -37,42 +39,48 @@ async def measure_capacity(
     duration_s: float = 20.0,
     time_scale: float = 1.0,
 ) -> CapacityReport:
-    """Drive one replica at `concurrency` for `duration_s` wall-clock seconds after a warm-up."""
+    """Drive one replica at `concurrency` for `duration_s` wall-clock seconds after a warm-up
+    of a quarter of that; count the requests completed inside the measured window."""
     fleet = Fleet(FleetSpec(replicas=(replica,), time_scale=time_scale))
-    counter = itertools.count()
-    latencies: list[float] = []
-    warmup_s = duration_s / 4
     async with fleet, aiohttp.ClientSession(fleet.replicas[0].url) as session:
-        start = time.monotonic()
-        measure_from, stop_at = start + warmup_s, start + warmup_s + duration_s
-
-        async def client() -> None:
-            while time.monotonic() < stop_at:
-                words = " ".join(["w"] * (prompt_tokens - 1))
-                body = {
-                    "model": replica.model,
-                    "prompt": f"{next(counter)} {words}",
-                    "max_tokens": output_tokens,
-                    "ignore_eos": True,
-                }
-                sent = time.monotonic()
-                async with session.post("/v1/completions", json=body) as response:
-                    await response.read()
-                done = time.monotonic()
-                if measure_from <= done <= stop_at:
-                    latencies.append(done - sent)
-
-        steps_before = dataclasses.replace(fleet.replicas[0].engine.counters)
-        await asyncio.gather(*(client() for _ in range(concurrency)))
+        start = time.monotonic() + duration_s / 4
+        window = _Window(start=start, stop=start + duration_s)
         counters = fleet.replicas[0].engine.counters
-    steps = counters.steps - steps_before.steps
-    batch = (counters.scheduled_seqs - steps_before.scheduled_seqs) / max(1, steps)
+        before = (counters.steps, counters.scheduled_seqs)
+        body = {"model": replica.model, "max_tokens": output_tokens, "ignore_eos": True}
+        clients = (_client(session, body, prompt_tokens, window) for _ in range(concurrency))
+        await asyncio.gather(*clients)
+        steps, scheduled = counters.steps - before[0], counters.scheduled_seqs - before[1]
+    latencies = window.latencies
     return CapacityReport(
         requests_per_s=len(latencies) / duration_s * time_scale,
         mean_latency_s=sum(latencies) / max(1, len(latencies)) / time_scale,
-        mean_batch=batch,
+        mean_batch=scheduled / max(1, steps),
         completed=len(latencies),
     )
+
+
+@dataclasses.dataclass(slots=True, kw_only=True)
+class _Window:
+    start: float
+    stop: float
+    latencies: list[float] = dataclasses.field(default_factory=list)
+    ids: Iterator[int] = dataclasses.field(default_factory=itertools.count)
+
+
+async def _client(
+    session: aiohttp.ClientSession, body: dict[str, Any], prompt_tokens: int, window: _Window
+) -> None:
+    filler = " ".join(["w"] * (prompt_tokens - 1))
+    while time.monotonic() < window.stop:
+        # A unique first token makes every block hash unique: no prefix-cache hits.
+        prompt = f"{next(window.ids)} {filler}"
+        sent = time.monotonic()
+        async with session.post("/v1/completions", json={**body, "prompt": prompt}) as response:
+            await response.read()
+        done = time.monotonic()
+        if window.start <= done <= window.stop:
+            window.latencies.append(done - sent)
 
 
 def main(argv: list[str] | None = None) -> int:

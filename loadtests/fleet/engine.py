@@ -15,7 +15,6 @@ import collections
 import contextlib
 import dataclasses
 import enum
-import itertools
 import time
 from collections.abc import Callable, Sequence
 
@@ -132,7 +131,6 @@ class Engine:
         self._on_change = on_change
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._ids = itertools.count()
 
     def start(self) -> None:
         if self._task is None:
@@ -169,10 +167,6 @@ class Engine:
         else:
             self.waiting.remove(seq)
         self._finish(seq, "abort", time.monotonic())
-
-    @property
-    def is_idle(self) -> bool:
-        return not self.waiting and not self.running
 
     def lora_state(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(running adapters, waiting adapters), each distinct and in order of appearance."""

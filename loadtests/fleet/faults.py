@@ -2,11 +2,14 @@
 
 `POST /fleet/fault` on a replica takes the JSON form, `Replica.set_fault` the dataclass:
 
-    {"mode": "crash"}                        stop listening, drop every connection, lose state
-    {"mode": "hang"}                         accept and read requests, never answer
+    {"mode": "crash"}                        stop listening, drop every connection, lose the
+                                             queue and KV/prefix cache (counters survive)
+    {"mode": "hang"}                         accept and read requests, never answer (every
+                                             path but /fleet/*, including /health and /metrics)
     {"mode": "slow", "factor": 4}            every engine step takes `factor` times longer
     {"mode": "error_rate", "rate": 0.3, "statuses": [500, 503]}
-                                             that fraction of /v1/* requests fail at once
+                                             that fraction of /v1/* requests fail at once with
+                                             an OpenAI-style error body; /health stays 200
     {"mode": "reset_midstream", "after_chunks": 3}
                                              streams are reset (TCP RST) after that many SSE
                                              chunks; non-streamed responses are reset unanswered

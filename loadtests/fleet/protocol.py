@@ -28,7 +28,7 @@ class Kind(enum.StrEnum):
 class ApiError(Exception):
     """An OpenAI-style error answer; `body` is what the client receives."""
 
-    def __init__(self, status: int, message: str, err_type: str, param: str | None = None):
+    def __init__(self, status: int, message: str, err_type: str, param: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.body: dict[str, Any] = {

@@ -72,15 +72,17 @@ class EngineProfile:
     embedding_dim: int = 16
 
     def __post_init__(self) -> None:
-        issues = [
+        costs = (
+            *("base_step_s", "per_prefill_token_s", "per_seq_s", "lora_load_s"),
+            *("embed_overhead_s", "embed_per_token_s"),
+        )
+        issues = [f"{name} must be >= 0" for name in costs if getattr(self, name) < 0]
+        issues += [
             f"{f.name} must be > 0"
             for f in dataclasses.fields(self)
-            if f.name != "min_output_fraction" and getattr(self, f.name) <= 0
-        ]
-        issues += [
-            f"{name} must be >= 0"
-            for name in ("base_step_s", "per_prefill_token_s", "per_seq_s", "lora_load_s")
-            if getattr(self, name) < 0
+            if f.name not in costs
+            and f.name != "min_output_fraction"
+            and getattr(self, f.name) <= 0
         ]
         if not 0.0 <= self.min_output_fraction <= 1.0:
             issues.append("min_output_fraction must be within [0, 1]")

@@ -64,7 +64,8 @@ async def backend(handler: Handler) -> AsyncIterator[Backend]:
 
 
 def service_yaml(name: str, ports: list[int], namespace: str = "default") -> str:
-    endpoints = "\n".join(f"""
+    endpoints = "\n".join(
+        f"""
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -77,7 +78,9 @@ endpoints:
 - addresses: [127.0.0.1]
 ports:
 - name: http
-  port: {port}""" for i, port in enumerate(ports))
+  port: {port}"""
+        for i, port in enumerate(ports)
+    )
     return f"""
 ---
 apiVersion: v1
@@ -91,7 +94,8 @@ spec:
 
 
 def gateway_yaml(port: int, routes: str, services: str) -> str:
-    return textwrap.dedent(f"""
+    return (
+        textwrap.dedent(f"""
     apiVersion: gateway.networking.k8s.io/v1
     kind: GatewayClass
     metadata: {{name: sluice}}
@@ -104,7 +108,10 @@ def gateway_yaml(port: int, routes: str, services: str) -> str:
       gatewayClassName: sluice
       listeners:
       - {{name: http, port: {port}, protocol: HTTP}}
-    """) + textwrap.dedent(routes) + services
+    """)
+        + textwrap.dedent(routes)
+        + services
+    )
 
 
 def simple_route(backend_name: str = "svc", extra_rule: str = "") -> str:

@@ -17,9 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RESOURCE_FILES = sorted(
     p
     for p in (ROOT / "config").rglob("*.yaml")
-    if any(
-        isinstance(d, dict) and "apiVersion" in d for d in yaml.safe_load_all(p.read_text())
-    )
+    if any(isinstance(d, dict) and "apiVersion" in d for d in yaml.safe_load_all(p.read_text()))
 )
 
 
@@ -32,12 +30,12 @@ def test_every_config_example_is_valid(path):
 
 @pytest.mark.single_loop
 async def test_demo_serves_a_chat_completion_end_to_end():
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "demo", "--admin", "127.0.0.1:0"],
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "demo", "--admin", "127.0.0.1:0",
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=ROOT,
-    )
+    )  # fmt: skip
     try:
         async with httpx.AsyncClient(timeout=10) as client, asyncio.timeout(30):
             while True:
@@ -52,10 +50,11 @@ async def test_demo_serves_a_chat_completion_end_to_end():
                     )
                     break
                 except httpx.TransportError:
-                    await asyncio.sleep(0.1)  # the demo process is still starting
+                    await asyncio.sleep(0.1)
         assert resp.status_code == 200
         assert resp.json()["usage"]["completion_tokens"] > 0
     finally:
         proc.terminate()
-        out, _ = proc.communicate(timeout=15)
+        async with asyncio.timeout(15):
+            out, _ = await proc.communicate()
     assert b"curl" in out

@@ -32,19 +32,21 @@ async def test_sse_events_reach_client_within_20ms_of_being_written(tmp_path):
         for i in range(8):
             await asyncio.sleep(0.1)  # the backend's own pacing, not test synchronisation
             written.append(loop.time())
-            await resp.write(f"data: {{\"i\": {i}}}\n\n".encode())
+            await resp.write(f'data: {{"i": {i}}}\n\n'.encode())
         await resp.write_eof()
         return resp
 
     port = free_port()
-    async with backend(sse) as be, gateway_on(
-        tmp_path, gateway_yaml(port, simple_route(), service_yaml("svc", [be.port]))
+    async with (
+        backend(sse) as be,
+        gateway_on(tmp_path, gateway_yaml(port, simple_route(), service_yaml("svc", [be.port]))),
     ):
         arrived: list[float] = []
         loop = asyncio.get_running_loop()
-        async with httpx.AsyncClient() as client, client.stream(
-            "GET", f"http://127.0.0.1:{port}/v1/stream"
-        ) as resp:
+        async with (
+            httpx.AsyncClient() as client,
+            client.stream("GET", f"http://127.0.0.1:{port}/v1/stream") as resp,
+        ):
             assert resp.headers["content-type"] == "text/event-stream"
             buffer = b""
             async for chunk in resp.aiter_raw():
@@ -66,9 +68,12 @@ async def test_client_disconnect_closes_upstream_within_100ms(tmp_path):
         return resp
 
     port = free_port()
-    async with backend(endless) as be, gateway_on(
-        tmp_path, gateway_yaml(port, simple_route(), service_yaml("svc", [be.port]))
-    ) as gw:
+    async with (
+        backend(endless) as be,
+        gateway_on(
+            tmp_path, gateway_yaml(port, simple_route(), service_yaml("svc", [be.port]))
+        ) as gw,
+    ):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
         await writer.drain()
@@ -82,16 +87,19 @@ async def test_client_disconnect_closes_upstream_within_100ms(tmp_path):
             await be.disconnected.wait()
         assert (loop.time() - closed_at) * 1000 <= 100
         async with asyncio.timeout(5):
-            while gw.ctx.in_flight.get(f"127.0.0.1:{be.port}", 0):
-                await asyncio.sleep(0)  # yield until the gateway's finally blocks have run
+            while gw.ctx.in_flight.get(f"127.0.0.1:{be.port}", 0):  # noqa: ASYNC110 - until the finally blocks ran
+                await asyncio.sleep(0)
         assert gw.ctx.in_flight[f"127.0.0.1:{be.port}"] == 0
 
 
 async def test_connect_failure_is_502_with_json_body(tmp_path):
     port = free_port()
-    async with gateway_on(
-        tmp_path, gateway_yaml(port, simple_route(), service_yaml("svc", [free_port()]))
-    ), httpx.AsyncClient() as client:
+    async with (
+        gateway_on(
+            tmp_path, gateway_yaml(port, simple_route(), service_yaml("svc", [free_port()]))
+        ),
+        httpx.AsyncClient() as client,
+    ):
         resp = await client.get(f"http://127.0.0.1:{port}/")
     assert resp.status_code == 502
     assert resp.json()["error"]["code"] == "upstream_connect_error"
@@ -106,9 +114,14 @@ async def test_request_timeout_is_504(tmp_path):
 
     rule = "    timeouts: {request: 200ms}\n"
     port = free_port()
-    async with backend(slow) as be, gateway_on(
-        tmp_path, gateway_yaml(port, simple_route(extra_rule=rule), service_yaml("svc", [be.port]))
-    ), httpx.AsyncClient() as client:
+    async with (
+        backend(slow) as be,
+        gateway_on(
+            tmp_path,
+            gateway_yaml(port, simple_route(extra_rule=rule), service_yaml("svc", [be.port])),
+        ),
+        httpx.AsyncClient() as client,
+    ):
         resp = await client.get(f"http://127.0.0.1:{port}/")
         release.set()
     assert resp.status_code == 504
@@ -120,9 +133,10 @@ async def test_no_route_is_404_and_no_endpoint_is_503(tmp_path):
     routes = simple_route().replace(
         "  - backendRefs", "  - matches: [{path: {type: Exact, value: /only}}]\n    backendRefs"
     )
-    async with gateway_on(
-        tmp_path, gateway_yaml(port, routes, service_yaml("svc", []))
-    ), httpx.AsyncClient() as client:
+    async with (
+        gateway_on(tmp_path, gateway_yaml(port, routes, service_yaml("svc", []))),
+        httpx.AsyncClient() as client,
+    ):
         missing = await client.get(f"http://127.0.0.1:{port}/elsewhere")
         empty = await client.get(f"http://127.0.0.1:{port}/only")
     assert missing.status_code == 404
@@ -136,9 +150,11 @@ async def test_hop_by_hop_headers_are_dropped_and_forwarded_headers_set(tmp_path
         return web.json_response({k.lower(): v for k, v in request.headers.items()})
 
     port = free_port()
-    async with backend(echo) as be, gateway_on(
-        tmp_path, gateway_yaml(port, simple_route(), service_yaml("svc", [be.port]))
-    ), httpx.AsyncClient() as client:
+    async with (
+        backend(echo) as be,
+        gateway_on(tmp_path, gateway_yaml(port, simple_route(), service_yaml("svc", [be.port]))),
+        httpx.AsyncClient() as client,
+    ):
         resp = await client.get(
             f"http://127.0.0.1:{port}/h",
             headers={
@@ -170,9 +186,11 @@ async def test_request_body_streams_through_unchanged(tmp_path):
             yield payload[i : i + 65536]
 
     port = free_port()
-    async with backend(digest) as be, gateway_on(
-        tmp_path, gateway_yaml(port, simple_route(), service_yaml("svc", [be.port]))
-    ), httpx.AsyncClient() as client:
+    async with (
+        backend(digest) as be,
+        gateway_on(tmp_path, gateway_yaml(port, simple_route(), service_yaml("svc", [be.port]))),
+        httpx.AsyncClient() as client,
+    ):
         fixed = await client.post(f"http://127.0.0.1:{port}/up", content=payload)
         chunked = await client.post(f"http://127.0.0.1:{port}/up", content=chunks())
     assert fixed.json() == {"len": len(payload), "te": None}
@@ -185,11 +203,15 @@ async def test_oversized_body_is_413_and_oversized_header_431(tmp_path):
 
     port = free_port()
     limits = Limits(max_body_bytes=1024)
-    async with backend(ok) as be, gateway_on(
-        tmp_path,
-        gateway_yaml(port, simple_route(), service_yaml("svc", [be.port])),
-        limits=limits,
-    ), httpx.AsyncClient() as client:
+    async with (
+        backend(ok) as be,
+        gateway_on(
+            tmp_path,
+            gateway_yaml(port, simple_route(), service_yaml("svc", [be.port])),
+            limits=limits,
+        ),
+        httpx.AsyncClient() as client,
+    ):
         big_body = await client.post(f"http://127.0.0.1:{port}/", content=b"x" * 2048)
         big_header = await client.get(f"http://127.0.0.1:{port}/", headers={"X-Big": "y" * 10_000})
     assert big_body.status_code == 413
@@ -214,8 +236,9 @@ async def test_malformed_requests_get_400_and_the_connection_closes(tmp_path, ra
         return web.Response(text="ok")
 
     port = free_port()
-    async with backend(ok) as be, gateway_on(
-        tmp_path, gateway_yaml(port, simple_route(), service_yaml("svc", [be.port]))
+    async with (
+        backend(ok) as be,
+        gateway_on(tmp_path, gateway_yaml(port, simple_route(), service_yaml("svc", [be.port]))),
     ):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(raw)

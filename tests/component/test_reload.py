@@ -37,14 +37,18 @@ def _config(port: int, *backends: int, svc: str = "svc") -> str:
 
 async def test_valid_reload_swaps_and_invalid_one_keeps_the_running_config(tmp_path):
     port = free_port()
-    async with backend(_named("a")) as a, backend(_named("b")) as b, gateway_on(
-        tmp_path, _config(port, a.port)
-    ) as gw, httpx.AsyncClient() as client:
+    async with (
+        backend(_named("a")) as a,
+        backend(_named("b")) as b,
+        gateway_on(tmp_path, _config(port, a.port)) as gw,
+        httpx.AsyncClient() as client,
+    ):
         url = f"http://127.0.0.1:{port}/"
         assert (await client.get(url)).text == "a"
         (tmp_path / "config.yaml").write_text(_config(port, b.port))
         result = await gw.reloader.reload()
-        assert result.ok and result.generation == 2
+        assert result.ok
+        assert result.generation == 2
         assert (await client.get(url)).text == "b"
 
         (tmp_path / "config.yaml").write_text("kind: Gateway\napiVersion: [broken\n")
@@ -53,9 +57,7 @@ async def test_valid_reload_swaps_and_invalid_one_keeps_the_running_config(tmp_p
         assert bad.generation == 2
         assert str(tmp_path / "config.yaml") in str(bad.issues[0])
         assert (await client.get(url)).text == "b"
-        failures = gw.ctx.metrics.registry.get_sample_value(
-            "sluice_config_reload_failures_total"
-        )
+        failures = gw.ctx.metrics.registry.get_sample_value("sluice_config_reload_failures_total")
         assert failures == 1
 
 
@@ -72,9 +74,12 @@ async def test_unknown_field_is_refused_with_its_path(tmp_path):
 async def test_in_flight_request_finishes_on_the_table_it_started_with(tmp_path):
     gate = asyncio.Event()
     port = free_port()
-    async with backend(_named("old", gate)) as old, backend(_named("new")) as new, gateway_on(
-        tmp_path, _config(port, old.port)
-    ) as gw, httpx.AsyncClient() as client:
+    async with (
+        backend(_named("old", gate)) as old,
+        backend(_named("new")) as new,
+        gateway_on(tmp_path, _config(port, old.port)) as gw,
+        httpx.AsyncClient() as client,
+    ):
         url = f"http://127.0.0.1:{port}/"
         slow = asyncio.create_task(client.get(url))
         async with asyncio.timeout(5):
@@ -94,9 +99,12 @@ async def test_a_changed_file_is_reloaded_by_the_watcher(tmp_path):
     path = tmp_path / "config.yaml"
     async with backend(_named("a")) as a, backend(_named("b")) as b:
         path.write_text(_config(port, a.port))
-        async with running_gateway(
-            [str(tmp_path)], address="127.0.0.1", admin_port=0, watch_interval_s=0.02
-        ) as gw, httpx.AsyncClient() as client:
+        async with (
+            running_gateway(
+                [str(tmp_path)], address="127.0.0.1", admin_port=0, watch_interval_s=0.02
+            ) as gw,
+            httpx.AsyncClient() as client,
+        ):
             path.write_text(_config(port, b.port))
             async with asyncio.timeout(5):
                 await gw.reloader.wait_attempts(1)
@@ -109,9 +117,9 @@ async def test_sighup_reloads_a_running_sluice_serve(tmp_path):
     async with backend(_named("a")) as a, backend(_named("b")) as b:
         path = tmp_path / "config.yaml"
         path.write_text(_config(port, a.port))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(path),
-             "--admin", f"127.0.0.1:{admin}", "--no-watch", "--address", "127.0.0.1"],
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "serve", "--config", str(path),
+            "--admin", f"127.0.0.1:{admin}", "--no-watch", "--address", "127.0.0.1",
             stderr=subprocess.PIPE,
         )  # fmt: skip
         try:
@@ -119,15 +127,15 @@ async def test_sighup_reloads_a_running_sluice_serve(tmp_path):
                 await _until_ok(client, f"http://127.0.0.1:{admin}/readyz")
                 path.write_text(_config(port, b.port))
                 os.kill(proc.pid, signal.SIGHUP)
+                config_url = f"http://127.0.0.1:{admin}/config"
                 async with asyncio.timeout(10):
-                    while (await client.get(f"http://127.0.0.1:{admin}/config")).json()[
-                        "generation"
-                    ] < 2:
-                        await asyncio.sleep(0.02)  # polling a separate process's state
+                    while (await client.get(config_url)).json()["generation"] < 2:  # noqa: ASYNC110
+                        await asyncio.sleep(0.02)
                 assert (await client.get(f"http://127.0.0.1:{port}/")).text == "b"
         finally:
             proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=10)
+            async with asyncio.timeout(10):
+                await proc.communicate()
         assert proc.returncode == 0
 
 
@@ -139,4 +147,4 @@ async def _until_ok(client: httpx.AsyncClient, url: str) -> None:
                     return
             except httpx.TransportError:
                 pass
-            await asyncio.sleep(0.05)  # the process is starting; nothing to wait on but its port
+            await asyncio.sleep(0.05)

@@ -1,0 +1,179 @@
+"""The InferencePool request path: read the OpenAI body, choose the target model and
+priority, pick an endpoint on live signals, forward, and say which endpoint served.
+
+The pick and the in-flight increment happen with no ``await`` between them, so a burst that
+arrives between two scrapes sees each earlier pick (the hot-spot guard).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+
+from gateway.context import ProxyContext
+from gateway.errors import RequestError
+from gateway.forward import RequestPlan, ResponseHook, forward
+from routing.backends import Endpoint, PoolTarget
+from routing.errors import ModelNotFoundError, NoEligibleEndpointError
+from routing.openai import BodyError, OpenAIRequest, parse_body, with_model
+from routing.picking import NoEligibleEndpoint, PickRequest
+from routing.pipeline import run_profile
+from routing.plugins.registry import BUILTIN_PROFILES
+from routing.pools import choose_model
+from routing.prefix import block_hashes
+from routing.table import CompiledRule, RoutingTable
+
+__all__ = ["SERVED_HEADER", "serve_pool"]
+
+log = logging.getLogger("sluice.picker")
+SERVED_HEADER = "x-gateway-destination-endpoint-served"
+SELECTION_HEADER = "test-epp-endpoint-selection"
+OBJECTIVE_HEADER = "x-gateway-inference-objective"
+SESSION_HEADER = "x-session-id"
+MODEL_REWRITE_HEADER = "x-gateway-model-name-rewrite"
+
+
+async def serve_pool(
+    ctx: ProxyContext,
+    request: web.BaseRequest,
+    *,
+    table: RoutingTable,
+    rule: CompiledRule,
+    target: PoolTarget,
+    plan: RequestPlan,
+    body: bytes | None,
+    on_response: ResponseHook,
+) -> web.StreamResponse:
+    settings = table.pools[target.name]
+    if request.method == "GET" and plan.path.rstrip("/") == "/v1/models":
+        return _models_response(ctx, table, rule)
+    parsed = _parse(body, request)
+    requested = request.headers.get(MODEL_REWRITE_HEADER) or (parsed.model if parsed else None)
+    choice = (
+        choose_model(settings, requested, request.headers.get(OBJECTIVE_HEADER), ctx.rng)
+        if requested
+        else None
+    )
+    if choice is not None:
+        served = ctx.pools.served_models(target)
+        known = choice.target in served or requested in settings.rewritten_names()
+        if served and not known:
+            raise ModelNotFoundError(f"The model `{requested}` does not exist.")
+        if parsed is not None and choice.target != parsed.model:
+            body = with_model(parsed, choice.target)
+            plan.headers = [(k, v) for k, v in plan.headers if k.lower() != "content-length"]
+            plan.headers.append(("Content-Length", str(len(body))))
+    model = choice.target if choice else ""
+    priority = choice.priority if choice else 0
+    endpoint = _pick(ctx, target, table=table, request=request, parsed=parsed, model=model,
+                     priority=priority)  # fmt: skip
+    tokens = (parsed.prompt_tokens + parsed.max_tokens) if parsed else 0
+    ctx.pools.in_flight_tokens[endpoint.key] = (
+        ctx.pools.in_flight_tokens.get(endpoint.key, 0) + tokens
+    )
+
+    def hook(response: web.StreamResponse) -> None:
+        response.headers[SERVED_HEADER] = endpoint.key
+        on_response(response)
+
+    try:
+        return await forward(
+            ctx,
+            request,
+            plan=plan,
+            endpoints=(endpoint,),
+            body=body,
+            timeouts=rule.timeouts,
+            retry=rule.retry,
+            on_response=hook,
+            route=rule.route,
+        )
+    finally:
+        ctx.pools.in_flight_tokens[endpoint.key] -= tokens
+
+
+def _parse(body: bytes | None, request: web.BaseRequest) -> OpenAIRequest | None:
+    if not body or request.method != "POST":
+        return None
+    try:
+        return parse_body(body)
+    except BodyError as exc:
+        raise RequestError(400, "invalid_request_body", str(exc)) from exc
+
+
+def _pick(
+    ctx: ProxyContext,
+    target: PoolTarget,
+    *,
+    table: RoutingTable,
+    request: web.BaseRequest,
+    parsed: OpenAIRequest | None,
+    model: str,
+    priority: int,
+) -> Endpoint:
+    settings = table.pools[target.name]
+    hashes: tuple[int, ...] = ()
+    if parsed is not None and parsed.prompt:
+        hashes = block_hashes(
+            model,
+            parsed.prompt,
+            block_chars=settings.prefix_block_chars,
+            max_blocks=settings.prefix_max_blocks,
+        )
+    index = ctx.pools.index_for(settings)
+    snapshots = ctx.pools.snapshots(target, settings, ctx.in_flight, index.match(hashes))
+    selection = request.headers.get(SELECTION_HEADER)
+    pick_req = PickRequest(
+        model=model,
+        adapter=model if model and not _is_base(ctx, target, model) else None,
+        prompt_blocks=len(hashes),
+        prompt_tokens=parsed.prompt_tokens if parsed else 0,
+        session_id=request.headers.get(SESSION_HEADER),
+        priority=priority,
+        subset=frozenset(s.strip() for s in selection.split(",")) if selection else None,
+        sequence=ctx.pools.next_sequence(settings.key),
+    )
+    profile = settings.profile
+    if not ctx.pools.has_fresh_signals(target, settings) and profile.scorers:
+        if settings.failure_mode == "FailClose" and ctx.pools.scraper.states:
+            raise NoEligibleEndpointError(f"no fresh metrics for InferencePool {target.name}")
+        profile = BUILTIN_PROFILES["least-request"]  # FailOpen: balance on what we know
+    decision = run_profile(profile, pick_req, snapshots, ctx.rng)
+    if isinstance(decision, NoEligibleEndpoint):
+        ctx.metrics.picks.labels(target.name, "none").inc()
+        raise NoEligibleEndpointError(f"InferencePool {target.name}: {decision.reason}")
+    ctx.metrics.picks.labels(target.name, "ok").inc()
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("pick %s → %s trace=%s", target.name, decision.endpoint.key, decision.trace)
+    index.record(decision.endpoint.key, hashes)
+    chosen = decision.endpoint.key
+    return next(ep for ep in target.endpoints if ep.key == chosen)
+
+
+def _is_base(ctx: ProxyContext, target: PoolTarget, model: str) -> bool:
+    """Whether ``model`` is a base model (not a LoRA adapter): adapters are the names that
+    endpoints report in their LoRA state. Unknown → treated as a base model."""
+    for ep in target.endpoints:
+        state = ctx.pools.scraper.states.get(ep.key)
+        if state is not None and state.metrics is not None:
+            if model in state.metrics.lora_running or model in state.metrics.lora_waiting:
+                return False
+            if state.adapters and model in state.adapters:
+                return False
+    return True
+
+
+def _models_response(ctx: ProxyContext, table: RoutingTable, rule: CompiledRule) -> web.Response:
+    names: dict[str, None] = {}
+    for backend in rule.backends:
+        if isinstance(backend.target, PoolTarget) and backend.weight > 0:
+            names.update(dict.fromkeys(sorted(ctx.pools.served_models(backend.target))))
+            settings = table.pools.get(backend.target.name)
+            if settings is not None:
+                names.update(dict.fromkeys(settings.rewritten_names()))
+    data = [{"id": n, "object": "model", "owned_by": "sluice"} for n in names]
+    return web.Response(
+        body=json.dumps({"object": "list", "data": data}).encode(), content_type="application/json"
+    )

@@ -1,0 +1,89 @@
+"""Read what routing needs from an OpenAI-style request body, and rewrite its ``model``.
+
+Only JSON bodies of the OpenAI API are read (chat/completions, completions, embeddings). The
+prompt text feeds the prefix index; its length (≈ 4 characters per token) and ``max_tokens``
+feed the gateway's token accounting.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+__all__ = ["BodyError", "OpenAIRequest", "parse_body", "with_model"]
+
+CHARS_PER_TOKEN = 4
+DEFAULT_MAX_TOKENS = 256
+
+
+class BodyError(ValueError):
+    """The body is not a JSON object as the OpenAI API requires."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenAIRequest:
+    model: str | None
+    prompt: str
+    stream: bool
+    max_tokens: int
+    document: dict[str, object]
+
+    @property
+    def prompt_tokens(self) -> int:
+        return max(1, len(self.prompt) // CHARS_PER_TOKEN)
+
+
+def parse_body(body: bytes) -> OpenAIRequest:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BodyError(f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise BodyError("the body must be a JSON object")
+    model = doc.get("model")
+    if model is not None and not isinstance(model, str):
+        raise BodyError("'model' must be a string")
+    max_tokens = doc.get("max_completion_tokens", doc.get("max_tokens"))
+    return OpenAIRequest(
+        model=model,
+        prompt=_prompt_text(doc),
+        stream=doc.get("stream") is True,
+        max_tokens=max_tokens
+        if isinstance(max_tokens, int) and max_tokens > 0
+        else DEFAULT_MAX_TOKENS,
+        document=doc,
+    )
+
+
+def _prompt_text(doc: dict[str, object]) -> str:
+    messages = doc.get("messages")
+    if isinstance(messages, list):
+        parts = []
+        for msg in messages:
+            if isinstance(msg, dict):
+                parts.append(f"{msg.get('role', '')}: {_content(msg.get('content'))}\n")
+        return "".join(parts)
+    for key in ("prompt", "input"):
+        value = doc.get(key)
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list):
+            return "\n".join(v if isinstance(v, str) else json.dumps(v) for v in value)
+    return ""
+
+
+def _content(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(p.get("text", ""))
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text"
+        )
+    return ""
+
+
+def with_model(req: OpenAIRequest, model: str) -> bytes:
+    """The body with ``model`` replaced (other fields unchanged)."""
+    return json.dumps({**req.document, "model": model}, separators=(",", ":")).encode()

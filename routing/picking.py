@@ -1,0 +1,84 @@
+"""Values that cross into the picker pipeline: endpoint snapshots, request facts, decisions.
+
+``gateway/`` builds one immutable ``EndpointSnapshot`` per endpoint for each decision from the
+scraper's latest metrics and its own in-flight counts; the pipeline never sees live objects.
+Unknown (stale or never scraped) metrics are ``None``: plugins treat them as unknown, never as
+idle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = [
+    "Decision",
+    "EndpointSnapshot",
+    "NoEligibleEndpoint",
+    "PickRequest",
+    "Trace",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointSnapshot:
+    key: str  # "address:port", the endpoint's identity
+    engine: str = "vllm"
+    healthy: bool = True
+    # scraped model-server signals; None = unknown (stale, never scraped, or not exported)
+    waiting: float | None = None
+    running: float | None = None
+    kv_usage: float | None = None  # 0..1
+    lora_running: frozenset[str] = frozenset()
+    lora_waiting: frozenset[str] = frozenset()
+    max_lora: int | None = None
+    # the gateway's own accounting, updated at pick time
+    in_flight: int = 0
+    in_flight_tokens: int = 0
+    # approximate prefix-cache match: leading prompt blocks this endpoint likely holds
+    prefix_blocks: int = 0
+    # multi-host replicas (LeaderWorkerSet): group id and whether this is the leader
+    group: str | None = None
+    is_leader: bool = True
+    group_healthy: bool = True
+    models: frozenset[str] = frozenset()  # served model names (base and adapters); empty = unknown
+    accelerator: str | None = None
+
+    @property
+    def load(self) -> float:
+        """Requests this endpoint holds as far as the gateway can tell: its own in-flight
+        requests, or the server's queue and batch when those are higher (other clients)."""
+        scraped = (self.waiting or 0.0) + (self.running or 0.0)
+        return max(float(self.in_flight), scraped)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PickRequest:
+    model: str
+    adapter: str | None = None
+    prompt_blocks: int = 0
+    prompt_tokens: int = 0
+    session_id: str | None = None
+    priority: int = 0
+    # Inference Extension conformance: endpoints the picker must choose from ("ip:port")
+    subset: frozenset[str] | None = None
+    sequence: int = 0  # a per-pool counter, for round-robin
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Trace:
+    removed: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (filter, endpoint keys removed)
+    scores: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # scorer → key → s
+    totals: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    endpoint: EndpointSnapshot
+    trace: Trace
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoEligibleEndpoint:
+    reason: str
+    trace: Trace

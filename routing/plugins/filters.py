@@ -1,0 +1,86 @@
+"""Filters: each narrows the candidate endpoints, never widens them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from routing.picking import EndpointSnapshot, PickRequest
+
+__all__ = [
+    "HealthyFilter",
+    "HotSpotFilter",
+    "LeaderFilter",
+    "ModelFilter",
+    "SubsetFilter",
+]
+
+Endpoints = tuple[EndpointSnapshot, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthyFilter:
+    """Drops endpoints that failed health checks or are ejected. No parameters."""
+
+    name: str = "healthy"
+
+    def filter(self, req: PickRequest, eps: Endpoints) -> Endpoints:
+        return tuple(e for e in eps if e.healthy)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderFilter:
+    """Multi-host replicas (LeaderWorkerSet): keeps only group leaders whose whole group is
+    healthy, so traffic never reaches a worker or a group missing a member. Endpoints without
+    a group pass."""
+
+    name: str = "leader"
+
+    def filter(self, req: PickRequest, eps: Endpoints) -> Endpoints:
+        return tuple(e for e in eps if e.group is None or (e.is_leader and e.group_healthy))
+
+
+@dataclass(frozen=True, slots=True)
+class SubsetFilter:
+    """Honours an explicit endpoint subset (the Inference Extension's
+    ``test-epp-endpoint-selection`` header, or a subset hint). No subset: all pass."""
+
+    name: str = "subset"
+
+    def filter(self, req: PickRequest, eps: Endpoints) -> Endpoints:
+        if req.subset is None:
+            return eps
+        return tuple(e for e in eps if e.key in req.subset)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFilter:
+    """Keeps endpoints known to serve the requested model (base model or adapter). Endpoints
+    whose model list is unknown pass, and if nobody is known to serve it, all pass: a model
+    list is a hint, not a gate."""
+
+    name: str = "model"
+
+    def filter(self, req: PickRequest, eps: Endpoints) -> Endpoints:
+        serving = tuple(e for e in eps if not e.models or req.model in e.models)
+        return serving or eps
+
+
+@dataclass(frozen=True, slots=True)
+class HotSpotFilter:
+    """Keeps endpoints whose load is at most ``ratio`` × the mean load + ``slack`` requests.
+
+    The hot-spot guard: affinity scorers (prefix, LoRA, session) would otherwise send a burst
+    of similar requests to one endpoint. Load counts the gateway's own in-flight requests,
+    updated at pick time, so a burst arriving between two scrapes is spread too. The least
+    loaded endpoint always passes."""
+
+    ratio: float = 1.25
+    slack: float = 2.0
+    name: str = "hot-spot"
+
+    def filter(self, req: PickRequest, eps: Endpoints) -> Endpoints:
+        if len(eps) < 2:
+            return eps
+        loads = [e.load for e in eps]
+        limit = self.ratio * (sum(loads) / len(loads)) + self.slack
+        return tuple(e for e in eps if e.load <= limit or e.load == min(loads))

@@ -1,0 +1,118 @@
+"""Names of every filter, scorer and picker, and the built-in profiles.
+
+An explicit literal, so nothing registers itself at import time. Each factory takes the
+plugin's parameters (a mapping from config) and raises ``ValueError`` on a bad one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from routing.pipeline import Filter, Picker, Profile, Scorer, WeightedScorer
+from routing.plugins import filters as f
+from routing.plugins import pickers as p
+from routing.plugins import scorers as s
+
+__all__ = ["BUILTIN_PROFILES", "FILTERS", "PICKERS", "SCORERS", "builtin_profile"]
+
+Params = Mapping[str, object]
+T = TypeVar("T")
+
+
+def _no_params(cls: Callable[[], T]) -> Callable[[Params], T]:
+    def make(params: Params) -> T:
+        if params:
+            raise ValueError(f"takes no parameters, got {sorted(params)}")
+        return cls()
+
+    return make
+
+
+def _hot_spot(params: Params) -> Filter:
+    ratio = _float(params, "ratio", 1.25)
+    slack = _float(params, "slack", 2.0)
+    if ratio < 1.0 or slack < 0:
+        raise ValueError("ratio must be >= 1 and slack >= 0")
+    return f.HotSpotFilter(ratio=ratio, slack=slack)
+
+
+def _token_load(params: Params) -> Scorer:
+    threshold = int(_float(params, "thresholdTokens", 131_072))
+    if threshold <= 0:
+        raise ValueError("thresholdTokens must be > 0")
+    return s.TokenLoadScorer(threshold_tokens=threshold)
+
+
+def _float(params: Params, key: str, default: float) -> float:
+    unknown = set(params) - {"ratio", "slack", "thresholdTokens"}
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {sorted(unknown)}")
+    value = params.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ValueError(f"{key} must be a number")
+    return float(value)
+
+
+FILTERS: Mapping[str, Callable[[Params], Filter]] = {
+    "healthy": _no_params(f.HealthyFilter),
+    "leader": _no_params(f.LeaderFilter),
+    "subset": _no_params(f.SubsetFilter),
+    "model": _no_params(f.ModelFilter),
+    "hot-spot": _hot_spot,
+}
+
+SCORERS: Mapping[str, Callable[[Params], Scorer]] = {
+    "queue": _no_params(s.QueueScorer),
+    "running": _no_params(s.RunningScorer),
+    "kv-cache": _no_params(s.KVCacheScorer),
+    "in-flight": _no_params(s.InFlightScorer),
+    "token-load": _token_load,
+    "prefix-cache": _no_params(s.PrefixCacheScorer),
+    "lora-affinity": _no_params(s.LoraAffinityScorer),
+    "session-affinity": _no_params(s.SessionAffinityScorer),
+}
+
+PICKERS: Mapping[str, Callable[[Params], Picker]] = {
+    "max-score": _no_params(p.MaxScorePicker),
+    "weighted-random": _no_params(p.WeightedRandomPicker),
+    "random": _no_params(p.RandomPicker),
+    "round-robin": _no_params(p.RoundRobinPicker),
+    "least-request": _no_params(p.LeastRequestPicker),
+    "power-of-two": _no_params(p.PowerOfTwoPicker),
+}
+
+_BASE_FILTERS: tuple[Filter, ...] = (f.HealthyFilter(), f.LeaderFilter(), f.SubsetFilter())
+
+
+def _plain(name: str, picker: Picker) -> Profile:
+    return Profile(name=name, filters=_BASE_FILTERS, scorers=(), picker=picker)
+
+
+# The default follows the Inference Extension (queue 2, KV 2, prefix 3), adds LoRA and session
+# affinity, the gateway's own in-flight count, and the hot-spot guard filter.
+DEFAULT_PROFILE = Profile(
+    name="default",
+    filters=(*_BASE_FILTERS, f.ModelFilter(), f.HotSpotFilter()),
+    scorers=(
+        WeightedScorer(scorer=s.QueueScorer(), weight=2.0),
+        WeightedScorer(scorer=s.KVCacheScorer(), weight=2.0),
+        WeightedScorer(scorer=s.PrefixCacheScorer(), weight=3.0),
+        WeightedScorer(scorer=s.LoraAffinityScorer(), weight=1.0),
+        WeightedScorer(scorer=s.SessionAffinityScorer(), weight=2.0),
+        WeightedScorer(scorer=s.InFlightScorer(), weight=1.0),
+    ),
+    picker=p.MaxScorePicker(),
+)
+
+BUILTIN_PROFILES: Mapping[str, Profile] = {
+    "default": DEFAULT_PROFILE,
+    "round-robin": _plain("round-robin", p.RoundRobinPicker()),
+    "random": _plain("random", p.RandomPicker()),
+    "least-request": _plain("least-request", p.LeastRequestPicker()),
+    "power-of-two": _plain("power-of-two", p.PowerOfTwoPicker()),
+}
+
+
+def builtin_profile(name: str) -> Profile:
+    return BUILTIN_PROFILES[name]

@@ -1,0 +1,165 @@
+"""Scorers: each maps candidate endpoints to [0, 1], higher is better.
+
+Unknown signals (stale or never scraped metrics) score 0: an endpoint we know nothing about
+is never taken for idle. Min-max scorers give 1.0 to all when every candidate is equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from routing.picking import EndpointSnapshot, PickRequest
+
+__all__ = [
+    "InFlightScorer",
+    "KVCacheScorer",
+    "LoraAffinityScorer",
+    "PrefixCacheScorer",
+    "QueueScorer",
+    "RunningScorer",
+    "SessionAffinityScorer",
+    "TokenLoadScorer",
+]
+
+Endpoints = tuple[EndpointSnapshot, ...]
+
+
+def _min_max_lower_is_better(
+    eps: Endpoints, value: Callable[[EndpointSnapshot], float | None]
+) -> dict[str, float]:
+    known = {e.key: v for e in eps if (v := value(e)) is not None}
+    if not known:
+        return {e.key: 0.0 for e in eps}
+    lo, hi = min(known.values()), max(known.values())
+    out = {}
+    for e in eps:
+        v = known.get(e.key)
+        if v is None:
+            out[e.key] = 0.0
+        elif hi == lo:
+            out[e.key] = 1.0
+        else:
+            out[e.key] = (hi - v) / (hi - lo)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class QueueScorer:
+    """Shorter server queue is better: min-max over ``num_requests_waiting``, plus the
+    gateway's own in-flight requests beyond what the server already reports running (they are
+    on their way into that queue)."""
+
+    name: str = "queue"
+
+    def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
+        def queue(e: EndpointSnapshot) -> float | None:
+            if e.waiting is None:
+                return None
+            unseen = max(0.0, e.in_flight - e.waiting - (e.running or 0.0))
+            return e.waiting + unseen
+
+        return _min_max_lower_is_better(eps, queue)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningScorer:
+    """Fewer running requests is better: min-max over ``num_requests_running``."""
+
+    name: str = "running"
+
+    def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
+        return _min_max_lower_is_better(eps, lambda e: e.running)
+
+
+@dataclass(frozen=True, slots=True)
+class KVCacheScorer:
+    """More free KV cache is better: 1 − KV utilisation."""
+
+    name: str = "kv-cache"
+
+    def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
+        return {e.key: 0.0 if e.kv_usage is None else 1.0 - e.kv_usage for e in eps}
+
+
+@dataclass(frozen=True, slots=True)
+class InFlightScorer:
+    """Fewer requests in flight from this gateway is better (min-max). Known at pick time,
+    so it separates endpoints that look alike between two scrapes."""
+
+    name: str = "in-flight"
+
+    def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
+        return _min_max_lower_is_better(eps, lambda e: float(e.in_flight))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLoadScorer:
+    """Fewer tokens in flight from this gateway is better: 1 − min(1, tokens / threshold)."""
+
+    threshold_tokens: int = 131_072
+    name: str = "token-load"
+
+    def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
+        return {e.key: 1.0 - min(1.0, e.in_flight_tokens / self.threshold_tokens) for e in eps}
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixCacheScorer:
+    """Longer cached prompt prefix is better: matched blocks / prompt blocks, from the
+    gateway's approximate block-hash index (``routing.prefix``)."""
+
+    name: str = "prefix-cache"
+
+    def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
+        if req.prompt_blocks <= 0:
+            return {e.key: 0.0 for e in eps}
+        return {e.key: min(1.0, e.prefix_blocks / req.prompt_blocks) for e in eps}
+
+
+@dataclass(frozen=True, slots=True)
+class LoraAffinityScorer:
+    """Prefer endpoints already running the request's adapter (as the Inference Extension):
+    1.0 running; 0.8 a free adapter slot; 0.6 the adapter already waiting there; 0.0 full.
+    Requests for a base model score 1.0 everywhere."""
+
+    name: str = "lora-affinity"
+
+    def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
+        adapter = req.adapter
+        if adapter is None:
+            return {e.key: 1.0 for e in eps}
+        out = {}
+        for e in eps:
+            if adapter in e.lora_running:
+                out[e.key] = 1.0
+            elif e.max_lora is None:
+                out[e.key] = 0.5  # unknown adapter state
+            elif len(e.lora_running) < e.max_lora:
+                out[e.key] = 0.8
+            elif adapter in e.lora_waiting:
+                out[e.key] = 0.6
+            else:
+                out[e.key] = 0.0
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SessionAffinityScorer:
+    """Requests of one session (``x-session-id``) prefer one endpoint: rendezvous hashing
+    gives 1.0 to the endpoint with the highest hash of (session, endpoint), 0.0 to the others.
+    Stable across restarts and gateway replicas; removing an endpoint moves only its sessions."""
+
+    name: str = "session-affinity"
+
+    def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
+        if not req.session_id or not eps:
+            return {e.key: 0.0 for e in eps}
+        best = max(eps, key=lambda e: _rendezvous(req.session_id or "", e.key))
+        return {e.key: 1.0 if e.key == best.key else 0.0 for e in eps}
+
+
+def _rendezvous(session: str, key: str) -> int:
+    digest = hashlib.blake2b(f"{session}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")

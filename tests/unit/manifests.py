@@ -1,0 +1,153 @@
+"""Small YAML manifests and the calls that turn them into a routing table, shared by the tests.
+
+Tests write the Kubernetes objects they need as YAML text (the form users write), decode it with
+``yaml.safe_load_all`` exactly as ``gateway/`` does, and hand it to ``routing``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+import yaml
+
+from routing import (
+    ConfigError,
+    ConfigIssue,
+    MatchEntry,
+    RawDocument,
+    RequestFacts,
+    RoutingTable,
+    build_table,
+    match_request,
+    parse_config,
+)
+from routing import model as m
+
+FILE = "t.yaml"
+
+GATEWAY_CLASS = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: sluice}
+spec: {controllerName: sluice.dev/gateway-controller}
+"""
+
+# One Gateway, one HTTP listener on port 80 without a hostname, open to every namespace.
+GATEWAY = (
+    GATEWAY_CLASS
+    + """
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: sluice
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    allowedRoutes: {namespaces: {from: All}}
+"""
+)
+
+
+def documents(text: str) -> list[RawDocument]:
+    return [
+        RawDocument(file=FILE, index=i, data=data)
+        for i, data in enumerate(yaml.safe_load_all(text))
+    ]
+
+
+def parse(text: str) -> tuple[m.Config, tuple[ConfigIssue, ...]]:
+    return parse_config(documents(text))
+
+
+def config_of(text: str) -> m.Config:
+    return parse(text)[0]
+
+
+def issues_of(text: str) -> tuple[ConfigIssue, ...]:
+    """The issues of a config that must be rejected."""
+    with pytest.raises(ConfigError) as caught:
+        parse(text)
+    return caught.value.issues
+
+
+def errors_of(text: str) -> set[tuple[int, str]]:
+    """(document, field path) of every error of a config that must be rejected."""
+    return {(i.document, i.path) for i in issues_of(text) if i.severity == "error"}
+
+
+def table_of(text: str) -> RoutingTable:
+    return build_table(config_of(text))
+
+
+def route(
+    name: str,
+    spec: str,
+    *,
+    namespace: str = "default",
+    created: str | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> str:
+    """One HTTPRoute document; ``spec`` is the YAML body of ``spec`` (flow or block style)."""
+    meta: dict[str, object] = {"name": name, "namespace": namespace}
+    if created is not None:
+        meta["creationTimestamp"] = created
+    if labels:
+        meta["labels"] = dict(labels)
+    body = "\n".join("  " + line for line in spec.strip("\n").splitlines())
+    return (
+        "\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"
+        f"metadata: {yaml.safe_dump(meta, default_flow_style=True).strip()}\n"
+        f"spec:\n{body}\n"
+    )
+
+
+def simple_route(
+    name: str,
+    match: str,
+    *,
+    rule: str = "r0",
+    namespace: str = "default",
+    created: str | None = None,
+    hostnames: str = "[]",
+    parent: str = "{name: gw, namespace: default}",
+) -> str:
+    """An HTTPRoute with one named rule holding one match (given as a YAML flow mapping)."""
+    return route(
+        name,
+        f"""
+parentRefs: [{parent}]
+hostnames: {hostnames}
+rules:
+- name: {rule}
+  matches: [{match}]
+""",
+        namespace=namespace,
+        created=created,
+    )
+
+
+def request(
+    path: str = "/",
+    *,
+    method: str = "GET",
+    host: str = "example.com",
+    headers: Mapping[str, str] | None = None,
+    query: Mapping[str, str] | None = None,
+) -> RequestFacts:
+    return RequestFacts(
+        method=method, path=path, query=dict(query or {}), headers=dict(headers or {}), host=host
+    )
+
+
+def match(table: RoutingTable, req: RequestFacts, port: int = 80) -> MatchEntry:
+    return match_request(table, port, req)
+
+
+def winner(table: RoutingTable, req: RequestFacts, port: int = 80) -> str:
+    """``namespace/route:rule-name`` of the rule that answers ``req``."""
+    rule = match_request(table, port, req).rule
+    return f"{rule.route}:{rule.name}"
