@@ -16,12 +16,13 @@ from gateway.context import ProxyContext
 from gateway.errors import RequestError
 from gateway.forward import RequestPlan, ResponseHook, forward
 from routing.backends import Endpoint, PoolTarget
+from routing.candidates import select_candidates
 from routing.errors import ModelNotFoundError, NoEligibleEndpointError
 from routing.openai import BodyError, OpenAIRequest, parse_body, with_model
 from routing.picking import NoEligibleEndpoint, PickRequest
-from routing.pipeline import run_profile
+from routing.pipeline import Profile, run_profile
 from routing.plugins.registry import BUILTIN_PROFILES
-from routing.pools import choose_model
+from routing.pools import PoolSettings, choose_model
 from routing.prefix import block_hashes
 from routing.table import CompiledRule, RoutingTable
 
@@ -114,6 +115,7 @@ def _pick(
     priority: int,
 ) -> Endpoint:
     settings = table.pools[target.name]
+    pools = ctx.pools
     hashes: tuple[int, ...] = ()
     if parsed is not None and parsed.prompt:
         hashes = block_hashes(
@@ -122,47 +124,53 @@ def _pick(
             block_chars=settings.prefix_block_chars,
             max_blocks=settings.prefix_max_blocks,
         )
-    index = ctx.pools.index_for(settings)
-    snapshots = ctx.pools.snapshots(target, settings, ctx.in_flight, index.match(hashes))
+    index = pools.index_for(settings)
+    prefix_match = index.match(hashes)
+    view = pools.view(target)
+    session = request.headers.get(SESSION_HEADER)
+    session_endpoint = view.ring.lookup(session) if session else None
+    adapter = model if model and pools.is_adapter(model) else None
     selection = request.headers.get(SELECTION_HEADER)
+    subset = frozenset(s.strip() for s in selection.split(",")) if selection else None
+    preferred = [
+        *([session_endpoint] if session_endpoint else []),
+        *sorted(prefix_match, key=lambda k: -prefix_match[k]),
+        *(pools.scraper.adapter_index.get(adapter, ()) if adapter else ()),
+    ]
+    keys = view.keys if subset is None else tuple(k for k in view.keys if k in subset)
+    candidates = select_candidates(keys, preferred, settings.max_candidates, ctx.rng)
+    snapshots = pools.snapshots(target, settings, candidates, ctx.in_flight, prefix_match)
     pick_req = PickRequest(
         model=model,
-        adapter=model if model and not _is_base(ctx, target, model) else None,
+        adapter=adapter,
         prompt_blocks=len(hashes),
         prompt_tokens=parsed.prompt_tokens if parsed else 0,
-        session_id=request.headers.get(SESSION_HEADER),
+        session_id=session,
+        session_endpoint=session_endpoint,
         priority=priority,
-        subset=frozenset(s.strip() for s in selection.split(",")) if selection else None,
-        sequence=ctx.pools.next_sequence(settings.key),
+        subset=subset,
+        sequence=pools.next_sequence(settings.key),
     )
-    profile = settings.profile
-    if not ctx.pools.has_fresh_signals(target, settings) and profile.scorers:
-        if settings.failure_mode == "FailClose" and ctx.pools.scraper.states:
-            raise NoEligibleEndpointError(f"no fresh metrics for InferencePool {target.name}")
-        profile = BUILTIN_PROFILES["least-request"]  # FailOpen: balance on what we know
-    decision = run_profile(profile, pick_req, snapshots, ctx.rng)
+    decision = run_profile(_profile(ctx, target, settings), pick_req, snapshots, ctx.rng)
     if isinstance(decision, NoEligibleEndpoint):
         ctx.metrics.picks.labels(target.name, "none").inc()
         raise NoEligibleEndpointError(f"InferencePool {target.name}: {decision.reason}")
     ctx.metrics.picks.labels(target.name, "ok").inc()
     if log.isEnabledFor(logging.DEBUG):
-        log.debug("pick %s → %s trace=%s", target.name, decision.endpoint.key, decision.trace)
+        log.debug("pick %s -> %s trace=%s", target.name, decision.endpoint.key, decision.trace)
     index.record(decision.endpoint.key, hashes)
-    chosen = decision.endpoint.key
-    return next(ep for ep in target.endpoints if ep.key == chosen)
+    return view.by_key[decision.endpoint.key]
 
 
-def _is_base(ctx: ProxyContext, target: PoolTarget, model: str) -> bool:
-    """Whether ``model`` is a base model (not a LoRA adapter): adapters are the names that
-    endpoints report in their LoRA state. Unknown → treated as a base model."""
-    for ep in target.endpoints:
-        state = ctx.pools.scraper.states.get(ep.key)
-        if state is not None and state.metrics is not None:
-            if model in state.metrics.lora_running or model in state.metrics.lora_waiting:
-                return False
-            if state.adapters and model in state.adapters:
-                return False
-    return True
+def _profile(ctx: ProxyContext, target: PoolTarget, settings: PoolSettings) -> Profile:
+    """The pool's profile; without fresh signals, FailOpen balances on the gateway's own
+    in-flight counts and FailClose refuses (503)."""
+    profile = settings.profile
+    if not profile.scorers or ctx.pools.has_fresh_signals(target, settings):
+        return profile
+    if settings.failure_mode == "FailClose" and ctx.pools.scraper.states:
+        raise NoEligibleEndpointError(f"no fresh metrics for InferencePool {target.name}")
+    return BUILTIN_PROFILES["least-request"]
 
 
 def _models_response(ctx: ProxyContext, table: RoutingTable, rule: CompiledRule) -> web.Response:

@@ -1,30 +1,42 @@
 """Live state of every InferencePool: scraped signals, the gateway's own in-flight tokens,
-the approximate prefix index and round-robin counters. Survives reloads (keyed by pool and
-endpoint); ``snapshots`` turns it into the immutable values the picker sees.
+the approximate prefix index, session rings and round-robin counters. Survives reloads (keyed
+by pool and endpoint); ``snapshots`` turns it into the immutable values the picker sees, for
+the candidate endpoints only, so a decision costs the same in a pool of 10 or 1,000.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
-from gateway.scraper import EndpointState, Scraper, ScrapeTarget
+from gateway.scraper import Scraper, ScrapeTarget
 from routing.backends import ENGINE_LABEL, Endpoint, PoolTarget
+from routing.hashring import HashRing
 from routing.picking import EndpointSnapshot
 from routing.pools import PoolSettings
 from routing.prefix import PrefixIndex
 from routing.presets import Preset
 from routing.table import RoutingTable
 
-__all__ = ["GROUP_LABELS", "PoolRuntime"]
+__all__ = ["PoolRuntime", "preset_for"]
 
 DEFAULT_ENGINE = "vllm"
 # LeaderWorkerSet labels: a group is (set name, group index); worker 0 is the leader.
 LWS_NAME = "leaderworkerset.sigs.k8s.io/name"
 LWS_GROUP = "leaderworkerset.sigs.k8s.io/group-index"
 LWS_WORKER = "leaderworkerset.sigs.k8s.io/worker-index"
-GROUP_LABELS = (LWS_NAME, LWS_GROUP, LWS_WORKER)
-ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
+ACCELERATOR_LABEL = "sluice.dev/accelerator"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _PoolView:
+    """What a table says about one pool, indexed for request time."""
+
+    by_key: Mapping[str, Endpoint]  # ready, pickable endpoints (group leaders)
+    keys: tuple[str, ...]
+    groups: Mapping[str, tuple[Endpoint, ...]]  # group → every member, ready or not
+    ring: HashRing
 
 
 class PoolRuntime:
@@ -33,33 +45,41 @@ class PoolRuntime:
         self.prefix: dict[str, PrefixIndex] = {}
         self.sequence: dict[str, int] = {}
         self.in_flight_tokens: dict[str, int] = {}
+        self._views: dict[str, _PoolView] = {}
 
     def apply(self, table: RoutingTable) -> None:
         """Scrape what the new table routes to; drop state of pools and endpoints now gone."""
         targets: set[ScrapeTarget] = set()
+        views: dict[str, _PoolView] = {}
         for target in table.pool_targets():
             settings = table.pools.get(target.name)
             if settings is None:
                 continue
-            for ep in target.endpoints:
-                if ep.ready and _is_leader(ep):
-                    targets.add(
-                        ScrapeTarget(
-                            address=ep.address,
-                            port=ep.port,
-                            preset=preset_for(table.presets, ep),
-                            interval_s=settings.scrape_interval_s,
-                            timeout_s=settings.scrape_timeout_s,
-                        )
+            views[target.name] = _view(target)
+            for ep in views[target.name].by_key.values():
+                targets.add(
+                    ScrapeTarget(
+                        address=ep.address,
+                        port=ep.port,
+                        preset=preset_for(table.presets, ep),
+                        interval_s=settings.scrape_interval_s,
+                        timeout_s=settings.scrape_timeout_s,
                     )
+                )
             index = self.prefix.get(target.name)
             if index is not None:
-                live = {ep.key for ep in target.endpoints}
-                for key in set(index.endpoints()) - live:
+                for key in set(index.endpoints()) - set(views[target.name].by_key):
                     index.forget(key)
+        self._views = views
         self.scraper.apply(targets)
-        for pool in set(self.prefix) - set(table.pools):
+        for pool in set(self.prefix) - set(views):
             del self.prefix[pool]
+
+    def view(self, target: PoolTarget) -> _PoolView:
+        view = self._views.get(target.name)
+        if view is None:  # a table not applied yet (tests build tables directly)
+            view = self._views[target.name] = _view(target)
+        return view
 
     def index_for(self, settings: PoolSettings) -> PrefixIndex:
         index = self.prefix.get(settings.key)
@@ -76,22 +96,26 @@ class PoolRuntime:
         self,
         target: PoolTarget,
         settings: PoolSettings,
+        keys: Iterable[str],
         in_flight: Mapping[str, int],
         prefix_match: Mapping[str, int],
     ) -> tuple[EndpointSnapshot, ...]:
         now = asyncio.get_running_loop().time()
-        groups = _group_health(target.endpoints, self.scraper.states)
+        view = self.view(target)
+        states = self.scraper.states
         out = []
-        for ep in target.endpoints:
-            if not ep.ready:
-                continue
-            state = self.scraper.states.get(ep.key)
-            fresh = state is not None and now - state.updated_at <= settings.staleness_s
-            metrics = state.metrics if fresh and state is not None else None
+        for key in keys:
+            ep = view.by_key[key]
+            state = states.get(key)
+            metrics = (
+                state.metrics
+                if state is not None and now - state.updated_at <= settings.staleness_s
+                else None
+            )
             group = _group(ep)
             out.append(
                 EndpointSnapshot(
-                    key=ep.key,
+                    key=key,
                     engine=ep.label(ENGINE_LABEL, DEFAULT_ENGINE),
                     healthy=state.healthy if state is not None else True,
                     waiting=metrics.waiting if metrics else None,
@@ -100,36 +124,63 @@ class PoolRuntime:
                     lora_running=metrics.lora_running if metrics else frozenset(),
                     lora_waiting=metrics.lora_waiting if metrics else frozenset(),
                     max_lora=metrics.max_lora if metrics else None,
-                    in_flight=in_flight.get(ep.key, 0),
-                    in_flight_tokens=self.in_flight_tokens.get(ep.key, 0),
-                    prefix_blocks=prefix_match.get(ep.key, 0),
+                    in_flight=in_flight.get(key, 0),
+                    in_flight_tokens=self.in_flight_tokens.get(key, 0),
+                    prefix_blocks=prefix_match.get(key, 0),
                     group=group,
-                    is_leader=_is_leader(ep),
-                    group_healthy=groups.get(group, True) if group else True,
+                    group_healthy=self._group_healthy(view, group) if group else True,
                     models=state.models if state is not None else frozenset(),
                     accelerator=ep.label(ACCELERATOR_LABEL) or None,
                 )
             )
         return tuple(out)
 
+    def _group_healthy(self, view: _PoolView, group: str) -> bool:
+        """Every member ready, and every scraped member healthy."""
+        for member in view.groups.get(group, ()):
+            if not member.ready:
+                return False
+            state = self.scraper.states.get(member.key)
+            if state is not None and not state.healthy:
+                return False
+        return True
+
     def has_fresh_signals(self, target: PoolTarget, settings: PoolSettings) -> bool:
         now = asyncio.get_running_loop().time()
+        states = self.scraper.states
         return any(
-            (s := self.scraper.states.get(ep.key)) is not None
-            and now - s.updated_at <= settings.staleness_s
-            for ep in target.endpoints
+            (s := states.get(key)) is not None and now - s.updated_at <= settings.staleness_s
+            for key in self.view(target).keys
         )
 
     def served_models(self, target: PoolTarget) -> frozenset[str]:
         models: set[str] = set()
-        for ep in target.endpoints:
-            state = self.scraper.states.get(ep.key)
+        for key in self.view(target).keys:
+            state = self.scraper.states.get(key)
             if state is not None:
                 models |= state.models
         return frozenset(models)
 
+    def is_adapter(self, model: str) -> bool:
+        return model in self.scraper.known_adapters
+
     async def close(self) -> None:
         await self.scraper.close()
+
+
+def _view(target: PoolTarget) -> _PoolView:
+    by_key = {ep.key: ep for ep in target.endpoints if ep.ready and _is_leader(ep)}
+    groups: dict[str, list[Endpoint]] = {}
+    for ep in target.endpoints:
+        group = _group(ep)
+        if group is not None:
+            groups.setdefault(group, []).append(ep)
+    return _PoolView(
+        by_key=by_key,
+        keys=tuple(by_key),
+        groups={g: tuple(members) for g, members in groups.items()},
+        ring=HashRing(by_key),
+    )
 
 
 def preset_for(presets: Mapping[str, Preset], ep: Endpoint) -> Preset:
@@ -144,20 +195,3 @@ def _group(ep: Endpoint) -> str | None:
 
 def _is_leader(ep: Endpoint) -> bool:
     return ep.label(LWS_WORKER, "0") == "0"
-
-
-def _group_health(
-    endpoints: tuple[Endpoint, ...], states: Mapping[str, EndpointState]
-) -> dict[str, bool]:
-    """A group is healthy only if every member is ready and its leader scrapes healthy."""
-    health: dict[str, bool] = {}
-    for ep in endpoints:
-        group = _group(ep)
-        if group is None:
-            continue
-        ok = ep.ready
-        if ok and _is_leader(ep):
-            state = states.get(ep.key)
-            ok = state.healthy if state is not None else True
-        health[group] = health.get(group, True) and ok
-    return health

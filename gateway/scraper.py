@@ -125,6 +125,10 @@ class Scraper:
 
     def __init__(self) -> None:
         self.states: dict[str, EndpointState] = {}
+        # adapter name → endpoints whose last scrape shows it running (for candidate choice)
+        self.adapter_index: dict[str, set[str]] = {}
+        # every name an endpoint has listed as a LoRA adapter (names are not reused for bases)
+        self.known_adapters: set[str] = set()
         self._tasks: dict[ScrapeTarget, asyncio.Task[None]] = {}
 
     def apply(self, targets: set[ScrapeTarget]) -> None:
@@ -135,7 +139,7 @@ class Scraper:
             self._tasks[target] = asyncio.create_task(self._run(target))
         live = {t.key for t in self._tasks}
         for key in set(self.states) - live:
-            del self.states[key]
+            self._index_adapters(key, self.states.pop(key).metrics, None)
 
     async def close(self) -> None:
         tasks = list(self._tasks.values())
@@ -173,6 +177,7 @@ class Scraper:
                     state.models, state.adapters = _model_ids(
                         await conn.get(target.preset.models_path)
                     )
+                    self.known_adapters |= state.adapters
                     state.models_at = loop.time()
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
             conn.close()
@@ -182,7 +187,9 @@ class Scraper:
                 state.healthy = False
             state.first_scrape.set()
             return
-        state.metrics = read_metrics(body, target.preset)
+        metrics = read_metrics(body, target.preset)
+        self._index_adapters(target.key, state.metrics, metrics)
+        state.metrics = metrics
         state.updated_at = loop.time()
         state.scrapes += 1
         if not state.healthy:
@@ -190,6 +197,23 @@ class Scraper:
         state.failures = 0
         state.healthy = True
         state.first_scrape.set()
+
+    def _index_adapters(
+        self, key: str, old: ServerMetrics | None, new: ServerMetrics | None
+    ) -> None:
+        before = old.lora_running if old is not None else frozenset()
+        after = new.lora_running if new is not None else frozenset()
+        if before == after:
+            return
+        for adapter in before - after:
+            holders = self.adapter_index.get(adapter)
+            if holders is not None:
+                holders.discard(key)
+                if not holders:
+                    del self.adapter_index[adapter]
+        for adapter in after - before:
+            self.adapter_index.setdefault(adapter, set()).add(key)
+            self.known_adapters.add(adapter)
 
 
 def _model_ids(body: bytes) -> tuple[frozenset[str], frozenset[str]]:

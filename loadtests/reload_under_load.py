@@ -156,7 +156,7 @@ def _reload(stack: Stack, kind: str) -> ReloadRecord:
         data = json.loads(reply.body)
     except ValueError:
         data = {"ok": False, "generation": -1, "issues": [reply.body[:200].decode("latin-1")]}
-    probe = http_request("GET", f"{stack.gw.url}/probe")
+    probe_status, probe_variant = _probe(stack)
     return ReloadRecord(
         kind=kind,
         valid=is_valid,
@@ -165,9 +165,18 @@ def _reload(stack: Stack, kind: str) -> ReloadRecord:
         generation=int(data.get("generation", -1)),
         issues=[str(i) for i in data.get("issues", [])],
         seconds=seconds,
-        probe_status=probe.status,
-        probe_variant=probe.headers.get(VARIANT_HEADER, "(absent)"),
+        probe_status=probe_status,
+        probe_variant=probe_variant,
     )
+
+
+def _probe(stack: Stack) -> tuple[int, str]:
+    """(status, variant header) of a GET on a new connection; status 0 if it failed."""
+    try:
+        reply = http_request("GET", f"{stack.gw.url}/probe")
+    except OSError as exc:  # urllib's URLError included
+        return 0, f"({type(exc).__name__}: {exc})"
+    return reply.status, reply.headers.get(VARIANT_HEADER, "(absent)")
 
 
 def _generation(stack: Stack) -> int:
@@ -232,7 +241,7 @@ def _check_after(stack: Stack, records: list[ReloadRecord], gen0: int, v: Verdic
     last = next((r.kind for r in reversed(records) if r.valid and r.ok), "one")
     ready = http_request("GET", f"{stack.gw.admin_url}/readyz")
     v.check(ready.status == 200, f"/readyz answered {ready.status} after the reloads")
-    variant = http_request("GET", f"{stack.gw.url}/after").headers.get(VARIANT_HEADER)
+    _, variant = _probe(stack)
     v.check(variant == last, f"config in force sets {VARIANT_HEADER}={variant}, want {last}")
     v.check(stack.gw.proc.poll() is None, "sluice exited")
     return [

@@ -192,6 +192,7 @@ def parse_pool_policy(r: Reader, meta: m.Meta) -> InferencePoolPolicy:
         prefix_block_chars=prefix.number("blockChars", 64, lo=1) or 64,
         prefix_max_blocks=prefix.number("maxBlocks", 256, lo=1) or 256,
         prefix_capacity_blocks=prefix.number("capacityBlocksPerEndpoint", 31_250, lo=1) or 1,
+        max_candidates=spec.number("maxCandidates", 16, lo=2) or 16,
     )
     scrape.finish()
     prefix.finish()

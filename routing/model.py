@@ -400,6 +400,7 @@ class InferencePoolPolicy:
     prefix_block_chars: int = 64
     prefix_max_blocks: int = 256
     prefix_capacity_blocks: int = 31_250
+    max_candidates: int = 16
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

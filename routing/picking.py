@@ -59,6 +59,8 @@ class PickRequest:
     prompt_blocks: int = 0
     prompt_tokens: int = 0
     session_id: str | None = None
+    # the endpoint the session hashes to on the pool's ring (see routing.hashring)
+    session_endpoint: str | None = None
     priority: int = 0
     # Inference Extension conformance: endpoints the picker must choose from ("ip:port")
     subset: frozenset[str] | None = None

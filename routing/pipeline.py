@@ -73,12 +73,14 @@ def run_profile(
                 trace=Trace(removed=tuple(removed)),
             )
     scores: dict[str, Mapping[str, float]] = {}
-    totals = {e.key: 0.0 for e in candidates}
+    totals = dict.fromkeys((e.key for e in candidates), 0.0)
     for ws in profile.scorers:
         raw = ws.scorer.score(req, candidates)
         scores[ws.scorer.name] = raw
-        for key in totals:
-            totals[key] += ws.weight * min(1.0, max(0.0, raw.get(key, 0.0)))
+        weight = ws.weight
+        for key, value in raw.items():
+            if key in totals:
+                totals[key] += weight * (value if 0.0 <= value <= 1.0 else float(value > 1.0))
     chosen = profile.picker.pick(req, [(e, totals[e.key]) for e in candidates], rng)
     return Decision(
         endpoint=chosen, trace=Trace(removed=tuple(removed), scores=scores, totals=totals)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from routing import model as m
+from routing.candidates import DEFAULT_MAX_CANDIDATES
 from routing.pipeline import Profile
 from routing.plugins.registry import BUILTIN_PROFILES
 from routing.presets import Preset
@@ -38,6 +39,7 @@ class PoolSettings:
     prefix_block_chars: int = 64
     prefix_max_blocks: int = 256
     prefix_capacity_blocks: int = 31_250
+    max_candidates: int = DEFAULT_MAX_CANDIDATES
     objectives: Mapping[str, int] = field(default_factory=dict)
     rewrites: tuple[m.RewriteRule, ...] = ()
     model_rules: Mapping[str, m.InferenceModelRule] = field(default_factory=dict)
@@ -92,6 +94,7 @@ def build_pool_settings(config: m.Config) -> Mapping[str, PoolSettings]:
             prefix_block_chars=policy.prefix_block_chars if policy else 64,
             prefix_max_blocks=policy.prefix_max_blocks if policy else 256,
             prefix_capacity_blocks=policy.prefix_capacity_blocks if policy else 31_250,
+            max_candidates=policy.max_candidates if policy else DEFAULT_MAX_CANDIDATES,
             objectives=objectives,
             rewrites=tuple(rules),
             model_rules=model_rules,

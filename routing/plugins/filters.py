@@ -67,12 +67,14 @@ class ModelFilter:
 
 @dataclass(frozen=True, slots=True)
 class HotSpotFilter:
-    """Keeps endpoints whose load is at most ``ratio`` × the mean load + ``slack`` requests.
+    """Keeps endpoints whose load is within ``ratio`` × or ``slack`` requests of the least
+    loaded one (whichever allows more).
 
     The hot-spot guard: affinity scorers (prefix, LoRA, session) would otherwise send a burst
-    of similar requests to one endpoint. Load counts the gateway's own in-flight requests,
-    updated at pick time, so a burst arriving between two scrapes is spread too. The least
-    loaded endpoint always passes."""
+    of similar requests to one endpoint while others idle. Like SGLang's cache-aware balance
+    thresholds (absolute and relative), affinity may cost at most this much imbalance. Load
+    counts the gateway's own in-flight requests, updated at pick time, so a burst arriving
+    between two scrapes is spread too. The least loaded endpoint always passes."""
 
     ratio: float = 1.25
     slack: float = 2.0
@@ -82,5 +84,6 @@ class HotSpotFilter:
         if len(eps) < 2:
             return eps
         loads = [e.load for e in eps]
-        limit = self.ratio * (sum(loads) / len(loads)) + self.slack
-        return tuple(e for e in eps if e.load <= limit or e.load == min(loads))
+        least = min(loads)
+        limit = max(least * self.ratio, least + self.slack)
+        return tuple(e for e, load in zip(eps, loads, strict=True) if load <= limit)

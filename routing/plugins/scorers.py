@@ -6,7 +6,6 @@ is never taken for idle. Min-max scorers give 1.0 to all when every candidate is
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -29,20 +28,15 @@ Endpoints = tuple[EndpointSnapshot, ...]
 def _min_max_lower_is_better(
     eps: Endpoints, value: Callable[[EndpointSnapshot], float | None]
 ) -> dict[str, float]:
-    known = {e.key: v for e in eps if (v := value(e)) is not None}
+    values = [(e.key, value(e)) for e in eps]
+    known = [v for _, v in values if v is not None]
     if not known:
         return {e.key: 0.0 for e in eps}
-    lo, hi = min(known.values()), max(known.values())
-    out = {}
-    for e in eps:
-        v = known.get(e.key)
-        if v is None:
-            out[e.key] = 0.0
-        elif hi == lo:
-            out[e.key] = 1.0
-        else:
-            out[e.key] = (hi - v) / (hi - lo)
-    return out
+    lo, hi = min(known), max(known)
+    if hi == lo:
+        return {k: 0.0 if v is None else 1.0 for k, v in values}
+    span = hi - lo
+    return {k: 0.0 if v is None else (hi - v) / span for k, v in values}
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,19 +141,12 @@ class LoraAffinityScorer:
 
 @dataclass(frozen=True, slots=True)
 class SessionAffinityScorer:
-    """Requests of one session (``x-session-id``) prefer one endpoint: rendezvous hashing
-    gives 1.0 to the endpoint with the highest hash of (session, endpoint), 0.0 to the others.
-    Stable across restarts and gateway replicas; removing an endpoint moves only its sessions."""
+    """Requests of one session (``x-session-id``) prefer the endpoint the session hashes to
+    on the pool's consistent-hash ring (1.0; others 0.0). Stable across restarts and gateway
+    replicas; removing an endpoint moves only its sessions. No session: 0.0 everywhere."""
 
     name: str = "session-affinity"
 
     def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
-        if not req.session_id or not eps:
-            return {e.key: 0.0 for e in eps}
-        best = max(eps, key=lambda e: _rendezvous(req.session_id or "", e.key))
-        return {e.key: 1.0 if e.key == best.key else 0.0 for e in eps}
-
-
-def _rendezvous(session: str, key: str) -> int:
-    digest = hashlib.blake2b(f"{session}\x00{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+        target = req.session_endpoint
+        return {e.key: 1.0 if e.key == target else 0.0 for e in eps}

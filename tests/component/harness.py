@@ -143,3 +143,58 @@ async def gateway_on(
         seed=1,
     ) as gw:
         yield gw
+
+
+def pool_yaml(
+    port: int,
+    slices: list[dict[str, object]],
+    *,
+    pool: str = "llama",
+    profile: str | None = None,
+    extra: str = "",
+    failure_mode: str = "FailOpen",
+) -> str:
+    """A Gateway on ``port`` routing /v1 to an InferencePool over the given EndpointSlices
+    (from ``Fleet.endpoint_slices_yaml({"app": pool})``)."""
+    import yaml
+
+    policy = ""
+    if profile is not None:
+        policy = f"""
+---
+apiVersion: sluice.dev/v1alpha1
+kind: InferencePoolPolicy
+metadata: {{name: {pool}-policy, namespace: default}}
+spec:
+  targetRefs: [{{group: inference.networking.k8s.io, kind: InferencePool, name: {pool}}}]
+  profile: {profile}
+"""
+    routes = f"""
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: llm, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - backendRefs: [{{group: inference.networking.k8s.io, kind: InferencePool, name: {pool}}}]
+---
+apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata: {{name: {pool}, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: {pool}}}}}
+  targetPorts: [{{number: 8000}}]
+  endpointPickerRef: {{name: epp, port: {{number: 9002}}, failureMode: {failure_mode}}}
+{policy}{extra}
+"""
+    return gateway_yaml(port, routes, "---\n" + yaml.safe_dump_all(slices))
+
+
+async def wait_scraped(gw: RunningGateway, count: int) -> None:
+    """Wait until ``count`` endpoints have been scraped at least once."""
+    async with asyncio.timeout(5):
+        while len(gw.ctx.pools.scraper.states) < count:  # noqa: ASYNC110 - tasks start on apply
+            await asyncio.sleep(0)
+        for state in list(gw.ctx.pools.scraper.states.values()):
+            await state.first_scrape.wait()

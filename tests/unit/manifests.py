@@ -79,6 +79,15 @@ def errors_of(text: str) -> set[tuple[int, str]]:
     return {(i.document, i.path) for i in issues_of(text) if i.severity == "error"}
 
 
+def error_paths(text: str) -> set[tuple[int, str]]:
+    """(document, field path) of every error; empty when the config is accepted."""
+    try:
+        parse(text)
+    except ConfigError as exc:
+        return {(i.document, i.path) for i in exc.issues if i.severity == "error"}
+    return set()
+
+
 def table_of(text: str) -> RoutingTable:
     return build_table(config_of(text))
 

@@ -1,0 +1,33 @@
+"""Consistent hashing for session affinity: the same key maps to the same endpoint across
+restarts and gateway replicas (no shared state), and removing an endpoint moves only the keys
+it held. Each endpoint owns ``vnodes`` points on a 64-bit ring (blake2b, stable everywhere)."""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections.abc import Iterable
+
+__all__ = ["HashRing", "stable_hash"]
+
+DEFAULT_VNODES = 40
+
+
+def stable_hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+class HashRing:
+    __slots__ = ("_keys", "_points")
+
+    def __init__(self, keys: Iterable[str], vnodes: int = DEFAULT_VNODES) -> None:
+        ring = sorted((stable_hash(f"{key}#{i}"), key) for key in set(keys) for i in range(vnodes))
+        self._points = [p for p, _ in ring]
+        self._keys = [k for _, k in ring]
+
+    def lookup(self, session: str) -> str | None:
+        """The endpoint owning ``session``, or None for an empty ring."""
+        if not self._points:
+            return None
+        at = bisect.bisect_left(self._points, stable_hash(session)) % len(self._points)
+        return self._keys[at]

@@ -1,0 +1,139 @@
+"""InferencePool routing on real sockets against the simulated fleet."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+import httpx
+import pytest
+
+from loadtests.fleet import Engine, Fleet, FleetSpec, ReplicaSpec
+from tests.component.harness import free_port, gateway_on, pool_yaml, wait_scraped
+
+MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+SERVED = "x-gateway-destination-endpoint-served"
+
+
+def _fleet(n: int = 4, **kw) -> Fleet:
+    return Fleet(FleetSpec(replicas=tuple(ReplicaSpec(**kw) for _ in range(n)), time_scale=0.05))
+
+
+def _chat(content: str, **extra) -> dict:
+    return {"model": MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": 4,
+            **extra}  # fmt: skip
+
+
+@pytest.mark.parametrize("same_prompt", [True, False], ids=["same-prompt", "distinct-prompts"])
+async def test_burst_of_200_into_idle_pool_is_spread_evenly(tmp_path, same_prompt):
+    port = free_port()
+    async with _fleet() as fleet, gateway_on(
+        tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}))
+    ) as gw:
+        await wait_scraped(gw, 4)
+        prompt = "You are a helpful assistant. " * 40
+        async with httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=250), timeout=30
+        ) as client:
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        f"http://127.0.0.1:{port}/v1/chat/completions",
+                        json=_chat(prompt if same_prompt else f"{i}: {prompt}"),
+                    )
+                    for i in range(200)
+                )
+            )
+    assert all(r.status_code == 200 for r in responses)
+    per_endpoint = collections.Counter(r.headers[SERVED] for r in responses)
+    assert len(per_endpoint) == 4, per_endpoint
+    mean = 200 / 4
+    assert max(per_endpoint.values()) / mean <= 1.5, per_endpoint
+
+
+async def test_same_prefix_goes_to_the_same_endpoint_when_load_allows(tmp_path):
+    port = free_port()
+    async with _fleet() as fleet, gateway_on(
+        tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}))
+    ) as gw, httpx.AsyncClient(timeout=30) as client:
+        await wait_scraped(gw, 4)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        served = set()
+        for group in ("alpha", "beta"):
+            system = f"System prompt for group {group}. " * 30
+            for i in range(3):
+                resp = await client.post(url, json=_chat(f"{system} question {i}"))
+                assert resp.status_code == 200
+                served.add((group, resp.headers[SERVED]))
+    by_group = collections.defaultdict(set)
+    for group, endpoint in served:
+        by_group[group].add(endpoint)
+    assert all(len(endpoints) == 1 for endpoints in by_group.values()), by_group
+
+
+async def test_unknown_model_is_404_and_models_lists_adapters(tmp_path):
+    port = free_port()
+    async with _fleet(2, adapters=("sql-lora",)) as fleet, gateway_on(
+        tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}))
+    ) as gw, httpx.AsyncClient(timeout=30) as client:
+        await wait_scraped(gw, 2)
+        missing = await client.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions", json={**_chat("hi"), "model": "nope"}
+        )
+        models = await client.get(f"http://127.0.0.1:{port}/v1/models")
+        bad_json = await client.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions", content=b"{not json"
+        )
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "model_not_found"
+    assert {m["id"] for m in models.json()["data"]} == {MODEL, "sql-lora"}
+    assert bad_json.status_code == 400
+
+
+async def test_epp_selection_header_is_honoured(tmp_path):
+    port = free_port()
+    async with _fleet(3) as fleet, gateway_on(
+        tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}))
+    ) as gw, httpx.AsyncClient(timeout=30) as client:
+        await wait_scraped(gw, 3)
+        wanted = f"127.0.0.1:{fleet.replicas[2].port}"
+        for i in range(5):
+            resp = await client.post(
+                f"http://127.0.0.1:{port}/v1/completions",
+                json={"model": MODEL, "prompt": f"p{i}", "max_tokens": 2},
+                headers={"test-epp-endpoint-selection": wanted},
+            )
+            assert resp.headers[SERVED] == wanted
+
+
+@pytest.mark.parametrize(
+    ("engine", "has_kv"),
+    [
+        (Engine.VLLM, True),
+        (Engine.SGLANG, True),
+        (Engine.TGI, False),
+        (Engine.TRITON, True),
+        (Engine.TRTLLM, True),
+        (Engine.LLAMACPP, None),
+    ],
+    ids=lambda v: str(v),
+)
+async def test_each_engine_preset_reads_its_server_signals(tmp_path, engine, has_kv):
+    port = free_port()
+    async with _fleet(2, engine=engine) as fleet, gateway_on(
+        tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}))
+    ) as gw, httpx.AsyncClient(timeout=30) as client:
+        await wait_scraped(gw, 2)
+        states = gw.ctx.pools.scraper.states
+        for replica in fleet.replicas:
+            metrics = states[f"127.0.0.1:{replica.port}"].metrics
+            assert metrics is not None
+            assert metrics.waiting == 0
+            assert metrics.running == 0
+            if has_kv is not None:
+                assert (metrics.kv_usage is not None) is has_kv
+        resp = await client.post(
+            f"http://127.0.0.1:{port}/v1/completions",
+            json={"model": MODEL, "prompt": "hello", "max_tokens": 2},
+        )
+        assert resp.status_code == 200

@@ -1,0 +1,1 @@
+"""Unit tests of routing/: pure calls, table-driven."""
