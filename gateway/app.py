@@ -68,7 +68,7 @@ async def running_gateway(
     runner: web.AppRunner | None = None
     watcher = None
     try:
-        await listeners.apply(loaded.table)
+        await (await listeners.apply(loaded.table))()
         ctx.pools.apply(loaded.table)
         metrics.reloads.labels("ok").inc()
         metrics.config_timestamp.set(time.time())

@@ -26,7 +26,7 @@ from routing.pools import PoolSettings, choose_model
 from routing.prefix import block_hashes
 from routing.table import CompiledRule, RoutingTable
 
-__all__ = ["SERVED_HEADER", "serve_pool"]
+__all__ = ["SERVED_HEADER", "pick_endpoint", "serve_pool"]
 
 log = logging.getLogger("sluice.picker")
 SERVED_HEADER = "x-gateway-destination-endpoint-served"
@@ -68,8 +68,16 @@ async def serve_pool(
             plan.headers.append(("Content-Length", str(len(body))))
     model = choice.target if choice else ""
     priority = choice.priority if choice else 0
-    endpoint = _pick(ctx, target, table=table, request=request, parsed=parsed, model=model,
-                     priority=priority)  # fmt: skip
+    endpoint = pick_endpoint(
+        ctx,
+        target,
+        settings,
+        parsed=parsed,
+        model=model,
+        priority=priority,
+        session=request.headers.get(SESSION_HEADER),
+        selection=request.headers.get(SELECTION_HEADER),
+    )
     tokens = (parsed.prompt_tokens + parsed.max_tokens) if parsed else 0
     ctx.pools.in_flight_tokens[endpoint.key] = (
         ctx.pools.in_flight_tokens.get(endpoint.key, 0) + tokens
@@ -104,17 +112,18 @@ def _parse(body: bytes | None, request: web.BaseRequest) -> OpenAIRequest | None
         raise RequestError(400, "invalid_request_body", str(exc)) from exc
 
 
-def _pick(
+def pick_endpoint(
     ctx: ProxyContext,
     target: PoolTarget,
+    settings: PoolSettings,
     *,
-    table: RoutingTable,
-    request: web.BaseRequest,
     parsed: OpenAIRequest | None,
     model: str,
     priority: int,
+    session: str | None,
+    selection: str | None,
 ) -> Endpoint:
-    settings = table.pools[target.name]
+    """Choose the endpoint for one request (synchronous: nothing else runs in between)."""
     pools = ctx.pools
     hashes: tuple[int, ...] = ()
     if parsed is not None and parsed.prompt:
@@ -127,10 +136,8 @@ def _pick(
     index = pools.index_for(settings)
     prefix_match = index.match(hashes)
     view = pools.view(target)
-    session = request.headers.get(SESSION_HEADER)
     session_endpoint = view.ring.lookup(session) if session else None
     adapter = model if model and pools.is_adapter(model) else None
-    selection = request.headers.get(SELECTION_HEADER)
     subset = frozenset(s.strip() for s in selection.split(",")) if selection else None
     preferred = [
         *([session_endpoint] if session_endpoint else []),

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
 from dataclasses import dataclass
 
 from gateway.context import ProxyContext
@@ -45,18 +46,25 @@ class ListenerSet:
     def ports(self) -> tuple[int, ...]:
         return tuple(sorted(self._bound))
 
-    async def apply(self, table: RoutingTable) -> None:
+    async def apply(self, table: RoutingTable) -> Callable[[], Coroutine[Any, Any, None]]:
+        """Bind every port ``table`` needs; stop accepting on the ports it no longer has.
+
+        Returns the drain of the removed ports' open connections, for the caller to run
+        after it has swapped in the new table (so the new ports never serve the old one)."""
         wanted = set(table.ports)
         new: dict[int, _Bound] = {}
         try:
             for port in sorted(wanted - set(self._bound)):
                 new[port] = await self._bind(port)
         except OSError:
-            await _close_all(new.values())
+            await _close_all(new.values(), grace_s=0)
             raise
         self._bound.update(new)
         gone = [self._bound.pop(port) for port in set(self._bound) - wanted]
-        await _close_all(gone)
+        for b in gone:
+            b.socket_server.close()
+        grace = self._ctx.limits.shutdown_grace_s
+        return lambda: _close_all(gone, grace_s=grace)
 
     async def _bind(self, port: int) -> _Bound:
         server = GatewayServer(self._factory(self._ctx, port), limits=self._ctx.limits)
@@ -73,10 +81,13 @@ class ListenerSet:
         await _close_all(bound, grace_s=grace_s)
 
 
-async def _close_all(bound: Iterable[_Bound], grace_s: float = 30.0) -> None:
+async def _close_all(bound: Iterable[_Bound], grace_s: float) -> None:
+    """Stop accepting, close idle keep-alive connections at once (``pre_shutdown``), and give
+    requests in flight up to ``grace_s`` to finish."""
     items = list(bound)
     for b in items:
         b.socket_server.close()
+        b.server.pre_shutdown()
     for b in items:
         await b.server.shutdown(grace_s)
         await b.socket_server.wait_closed()

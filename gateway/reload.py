@@ -62,16 +62,21 @@ class Reloader:
     async def _reload(self) -> ReloadResult:
         holder = self._ctx.holder
         try:
-            loaded = load_config(self._paths)
-            await self._listeners.apply(loaded.table)
+            # parsing is pure and can take tens of ms: keep it off the event loop
+            loaded = await asyncio.to_thread(load_config, self._paths)
+            drain = await self._listeners.apply(loaded.table)
         except ConfigError as exc:
             return self._failed(exc.issues)
         except OSError as exc:
-            issue = ConfigIssue(file="", document=0, path="", message=f"cannot listen: {exc}")
+            where = ", ".join(self._paths)
+            issue = ConfigIssue(file=where, document=0, path="", message=f"cannot listen: {exc}")
             return self._failed((issue,))
         holder.table = loaded.table
         holder.generation += 1
         self._ctx.pools.apply(loaded.table)
+        task = asyncio.create_task(drain())
+        self._ctx.background.add(task)
+        task.add_done_callback(self._ctx.background.discard)
         self._ctx.metrics.reloads.labels("ok").inc()
         self._ctx.metrics.config_timestamp.set(time.time())
         for warning in loaded.warnings:

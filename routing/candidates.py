@@ -29,9 +29,7 @@ def select_candidates(
             break
         if key in allowed:
             chosen[key] = None
-    while len(chosen) < limit:
-        for key in rng.sample(keys, min(len(keys), limit)):
-            if len(chosen) >= limit:
-                break
-            chosen.setdefault(key, None)
+    n = len(keys)
+    while len(chosen) < limit:  # terminates: len(keys) > limit
+        chosen.setdefault(keys[int(rng.random() * n)], None)
     return list(chosen)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 __all__ = [
     "Decision",
@@ -20,8 +21,11 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EndpointSnapshot:
+class EndpointSnapshot(NamedTuple):
+    """One endpoint as a decision sees it. A NamedTuple, not a frozen dataclass (STYLE §B),
+    on purpose: one is built per candidate per request, and a frozen dataclass's
+    ``__init__`` (one ``object.__setattr__`` per field) costs about 3× as much."""
+
     key: str  # "address:port", the endpoint's identity
     engine: str = "vllm"
     healthy: bool = True

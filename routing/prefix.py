@@ -50,18 +50,27 @@ class PrefixIndex:
         self._holders: dict[int, set[str]] = {}
 
     def match(self, hashes: Sequence[int]) -> Mapping[str, int]:
-        """Per endpoint, how many leading blocks of ``hashes`` it holds (absent = 0)."""
+        """Per endpoint, how many leading blocks of ``hashes`` it holds (absent = 0).
+
+        Blocks are recorded whole prefixes at a time, so an endpoint holding block k almost
+        always holds blocks 0..k-1: a binary search per holder of the first block finds its
+        depth in O(log n) lookups instead of walking every block."""
         if not hashes:
             return {}
-        alive = set(self._holders.get(hashes[0], ()))
-        counts: dict[str, int] = {}
-        for depth, h in enumerate(hashes):
-            if depth:
-                alive &= self._holders.get(h, set())
-            if not alive:
-                break
-            for endpoint in alive:
-                counts[endpoint] = depth + 1
+        holders = self._holders.get(hashes[0])
+        if not holders:
+            return {}
+        counts = {}
+        for endpoint in holders:
+            lru = self._lru[endpoint]
+            lo, hi = 1, len(hashes)  # invariant: hashes[lo-1] held; answer in [lo, hi]
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if hashes[mid - 1] in lru:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            counts[endpoint] = lo
         return counts
 
     def record(self, endpoint: str, hashes: Iterable[int]) -> None:

@@ -83,7 +83,8 @@ class HotSpotFilter:
     def filter(self, req: PickRequest, eps: Endpoints) -> Endpoints:
         if len(eps) < 2:
             return eps
-        loads = [e.load for e in eps]
+        # EndpointSnapshot.load, inlined: this runs for every candidate of every request
+        loads = [max(e.in_flight, (e.waiting or 0.0) + (e.running or 0.0)) for e in eps]
         least = min(loads)
         limit = max(least * self.ratio, least + self.slack)
         return tuple(e for e, load in zip(eps, loads, strict=True) if load <= limit)

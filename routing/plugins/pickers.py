@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ __all__ = [
 ]
 
 Scored = Sequence[tuple[EndpointSnapshot, float]]
+_TIE_EPSILON = 1e-9  # totals are sums of weighted floats: equal scores may differ in the last bits
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +28,9 @@ class MaxScorePicker:
     name: str = "max-score"
 
     def pick(self, req: PickRequest, scored: Scored, rng: random.Random) -> EndpointSnapshot:
-        best = max(s for _, s in scored)
-        tied = [e for e, s in scored if math.isclose(s, best, rel_tol=1e-9, abs_tol=1e-12)]
-        return tied[rng.randrange(len(tied))]
+        best = max(s for _, s in scored) - _TIE_EPSILON
+        tied = [e for e, s in scored if s >= best]
+        return tied[rng.randrange(len(tied))] if len(tied) > 1 else tied[0]
 
 
 @dataclass(frozen=True, slots=True)

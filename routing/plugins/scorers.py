@@ -6,7 +6,7 @@ is never taken for idle. Min-max scorers give 1.0 to all when every candidate is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from routing.picking import EndpointSnapshot, PickRequest
@@ -28,10 +28,14 @@ Endpoints = tuple[EndpointSnapshot, ...]
 def _min_max_lower_is_better(
     eps: Endpoints, value: Callable[[EndpointSnapshot], float | None]
 ) -> dict[str, float]:
-    values = [(e.key, value(e)) for e in eps]
+    return _normalise([(e.key, value(e)) for e in eps])
+
+
+def _normalise(values: Sequence[tuple[str, float | None]]) -> dict[str, float]:
+    """Min-max, lower is better: the lowest value scores 1, the highest 0, unknown 0."""
     known = [v for _, v in values if v is not None]
     if not known:
-        return {e.key: 0.0 for e in eps}
+        return {k: 0.0 for k, _ in values}
     lo, hi = min(known), max(known)
     if hi == lo:
         return {k: 0.0 if v is None else 1.0 for k, v in values}
@@ -48,13 +52,15 @@ class QueueScorer:
     name: str = "queue"
 
     def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
-        def queue(e: EndpointSnapshot) -> float | None:
-            if e.waiting is None:
-                return None
-            unseen = max(0.0, e.in_flight - e.waiting - (e.running or 0.0))
-            return e.waiting + unseen
-
-        return _min_max_lower_is_better(eps, queue)
+        values: list[tuple[str, float | None]] = []
+        for e in eps:
+            waiting = e.waiting
+            if waiting is None:
+                values.append((e.key, None))
+                continue
+            unseen = e.in_flight - waiting - (e.running or 0.0)
+            values.append((e.key, waiting + unseen if unseen > 0 else waiting))
+        return _normalise(values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +91,7 @@ class InFlightScorer:
     name: str = "in-flight"
 
     def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
-        return _min_max_lower_is_better(eps, lambda e: float(e.in_flight))
+        return _normalise([(e.key, e.in_flight) for e in eps])
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +113,10 @@ class PrefixCacheScorer:
     name: str = "prefix-cache"
 
     def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
-        if req.prompt_blocks <= 0:
-            return {e.key: 0.0 for e in eps}
-        return {e.key: min(1.0, e.prefix_blocks / req.prompt_blocks) for e in eps}
+        total = req.prompt_blocks
+        if total <= 0:
+            return dict.fromkeys((e.key for e in eps), 0.0)
+        return {e.key: e.prefix_blocks / total if e.prefix_blocks < total else 1.0 for e in eps}
 
 
 @dataclass(frozen=True, slots=True)

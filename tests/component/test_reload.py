@@ -148,3 +148,21 @@ async def _until_ok(client: httpx.AsyncClient, url: str) -> None:
             except httpx.TransportError:
                 pass
             await asyncio.sleep(0.05)
+
+
+async def test_moving_the_listener_port_does_not_wait_for_idle_connections(tmp_path):
+    old_port, new_port = free_port(), free_port()
+    async with backend(_named("a")) as a, gateway_on(tmp_path, _config(old_port, a.port)) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", old_port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(5):
+            await reader.readuntil(b"\r\n\r\n")  # the connection now idles, kept alive
+        (tmp_path / "config.yaml").write_text(_config(new_port, a.port))
+        async with asyncio.timeout(5):  # far below the 30 s drain grace
+            assert (await gw.reloader.reload()).ok
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"http://127.0.0.1:{new_port}/")).text == "a"
+        async with asyncio.timeout(5):  # read() returns at EOF: the idle connection was closed
+            assert await reader.read() == b"a"
+        writer.close()

@@ -549,3 +549,17 @@ def test_cors_wildcard_origins_per_spec(
 ) -> None:
     answer = cors_response_headers(m.CorsPolicy(allow_origins=allowed), origin)
     assert bool(answer) is expected
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="BUG: a relative replaceFullPath is glued to the host: http://example.comabc",
+)
+def test_redirect_with_a_relative_full_path_keeps_the_host() -> None:
+    # HTTPPathModifier.replaceFullPath (maxLength 1024, no pattern): "the value with which to
+    # replace the full path of a request during a rewrite or redirect". RequestRedirect.hostname:
+    # "When empty, the hostname in the Host header of the request is used."
+    redirect = m.RequestRedirect(path=m.PathModifier(kind=FULL, value="abc"))
+    location = _location(redirect)
+    assert location.startswith("http://example.com/")
