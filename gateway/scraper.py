@@ -52,6 +52,10 @@ class EndpointState:
     first_scrape: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+class MetricsUnavailableError(Exception):
+    """The endpoint answered, but not with metrics: it is alive, its signals are unknown."""
+
+
 class _Connection:
     """One keep-alive HTTP/1.1 connection that GETs a path and returns the body."""
 
@@ -85,7 +89,7 @@ class _Connection:
         if b"connection: close" in headers:
             self.close()
         if status != 200:
-            raise ConnectionError(f"HTTP {status}")
+            raise MetricsUnavailableError(f"HTTP {status}")
         return body
 
     @staticmethod
@@ -179,6 +183,12 @@ class Scraper:
                     )
                     self.known_adapters |= state.adapters
                     state.models_at = loop.time()
+        except MetricsUnavailableError:
+            # reachable but no metrics (wrong path, a server without /metrics): signals stay
+            # unknown (stale), which the pool's failureMode handles; health is unaffected
+            state.failures = 0
+            state.first_scrape.set()
+            return
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
             conn.close()
             state.failures += 1

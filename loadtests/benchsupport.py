@@ -81,7 +81,7 @@ def machine_lines() -> list[str]:
     try:
         import uvloop
 
-        loop = f"uvloop {getattr(uvloop, "__version__", "?")}"
+        loop = f"uvloop {getattr(uvloop, '__version__', '?')}"
     except ImportError:
         loop = "asyncio (uvloop not installed)"
     now = datetime.datetime.now(datetime.UTC).astimezone()

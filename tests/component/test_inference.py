@@ -27,9 +27,10 @@ def _chat(content: str, **extra) -> dict:
 @pytest.mark.parametrize("same_prompt", [True, False], ids=["same-prompt", "distinct-prompts"])
 async def test_burst_of_200_into_idle_pool_is_spread_evenly(tmp_path, same_prompt):
     port = free_port()
-    async with _fleet() as fleet, gateway_on(
-        tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}))
-    ) as gw:
+    async with (
+        _fleet() as fleet,
+        gateway_on(tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}))) as gw,
+    ):
         await wait_scraped(gw, 4)
         prompt = "You are a helpful assistant. " * 40
         async with httpx.AsyncClient(
@@ -53,9 +54,11 @@ async def test_burst_of_200_into_idle_pool_is_spread_evenly(tmp_path, same_promp
 
 async def test_same_prefix_goes_to_the_same_endpoint_when_load_allows(tmp_path):
     port = free_port()
-    async with _fleet() as fleet, gateway_on(
-        tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}))
-    ) as gw, httpx.AsyncClient(timeout=30) as client:
+    async with (
+        _fleet() as fleet,
+        gateway_on(tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}))) as gw,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
         await wait_scraped(gw, 4)
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         served = set()
@@ -73,9 +76,11 @@ async def test_same_prefix_goes_to_the_same_endpoint_when_load_allows(tmp_path):
 
 async def test_unknown_model_is_404_and_models_lists_adapters(tmp_path):
     port = free_port()
-    async with _fleet(2, adapters=("sql-lora",)) as fleet, gateway_on(
-        tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}))
-    ) as gw, httpx.AsyncClient(timeout=30) as client:
+    async with (
+        _fleet(2, adapters=("sql-lora",)) as fleet,
+        gateway_on(tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}))) as gw,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
         await wait_scraped(gw, 2)
         missing = await client.post(
             f"http://127.0.0.1:{port}/v1/chat/completions", json={**_chat("hi"), "model": "nope"}
@@ -92,9 +97,11 @@ async def test_unknown_model_is_404_and_models_lists_adapters(tmp_path):
 
 async def test_epp_selection_header_is_honoured(tmp_path):
     port = free_port()
-    async with _fleet(3) as fleet, gateway_on(
-        tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}))
-    ) as gw, httpx.AsyncClient(timeout=30) as client:
+    async with (
+        _fleet(3) as fleet,
+        gateway_on(tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}))) as gw,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
         await wait_scraped(gw, 3)
         wanted = f"127.0.0.1:{fleet.replicas[2].port}"
         for i in range(5):
@@ -120,9 +127,11 @@ async def test_epp_selection_header_is_honoured(tmp_path):
 )
 async def test_each_engine_preset_reads_its_server_signals(tmp_path, engine, has_kv):
     port = free_port()
-    async with _fleet(2, engine=engine) as fleet, gateway_on(
-        tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}))
-    ) as gw, httpx.AsyncClient(timeout=30) as client:
+    async with (
+        _fleet(2, engine=engine) as fleet,
+        gateway_on(tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}))) as gw,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
         await wait_scraped(gw, 2)
         states = gw.ctx.pools.scraper.states
         for replica in fleet.replicas:
@@ -137,3 +146,100 @@ async def test_each_engine_preset_reads_its_server_signals(tmp_path, engine, has
             json={"model": MODEL, "prompt": "hello", "max_tokens": 2},
         )
         assert resp.status_code == 200
+
+
+def _slice(name: str, port: int | None, labels: dict, ready: bool = True) -> dict:
+    doc = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": "llama", **labels}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": ready}}],
+    }
+    if port is not None:
+        doc["ports"] = [{"name": "http", "port": port}]
+    return doc
+
+
+def _lws(name: str, group: int, worker: int) -> dict:
+    return {
+        "leaderworkerset.sigs.k8s.io/name": name,
+        "leaderworkerset.sigs.k8s.io/group-index": str(group),
+        "leaderworkerset.sigs.k8s.io/worker-index": str(worker),
+    }
+
+
+async def test_multi_host_groups_route_to_healthy_group_leaders_only(tmp_path):
+    port = free_port()
+    async with _fleet(4) as fleet:
+        p = [r.port for r in fleet.replicas]
+        slices = [
+            _slice("g0-leader", p[0], _lws("big", 0, 0)),
+            _slice("g0-worker", p[1], _lws("big", 0, 1)),
+            _slice("g1-leader", p[2], _lws("big", 1, 0)),
+            _slice("g1-worker", p[3], _lws("big", 1, 1), ready=False),
+        ]
+        async with (
+            gateway_on(tmp_path, pool_yaml(port, slices)) as gw,
+            httpx.AsyncClient(timeout=30) as client,
+        ):
+            await wait_scraped(gw, 2)  # leaders only are scraped
+            url = f"http://127.0.0.1:{port}/v1/completions"
+            body = {"model": MODEL, "prompt": "x", "max_tokens": 2}
+            served = {(await client.post(url, json=body)).headers[SERVED] for _ in range(8)}
+            assert served == {f"127.0.0.1:{p[0]}"}
+            slices[3] = _slice("g1-worker", p[3], _lws("big", 1, 1), ready=True)
+            (tmp_path / "config.yaml").write_text(pool_yaml(port, slices))
+            assert (await gw.reloader.reload()).ok
+            await wait_scraped(gw, 2)
+            served = set()
+            for i in range(12):
+                resp = await client.post(url, json={**body, "prompt": f"distinct {i}"})
+                served.add(resp.headers[SERVED])
+            assert served == {f"127.0.0.1:{p[0]}", f"127.0.0.1:{p[2]}"}
+
+
+async def test_several_target_ports_are_several_endpoints(tmp_path):
+    port = free_port()
+    async with _fleet(2) as fleet:
+        ports = [r.port for r in fleet.replicas]
+        text = pool_yaml(port, [_slice("pod-a", None, {})]).replace(
+            "targetPorts: [{number: 8000}]",
+            f"targetPorts: [{{number: {ports[0]}}}, {{number: {ports[1]}}}]",
+        )
+        async with gateway_on(tmp_path, text) as gw, httpx.AsyncClient(timeout=30) as client:
+            await wait_scraped(gw, 2)
+            served = set()
+            for i in range(10):
+                resp = await client.post(
+                    f"http://127.0.0.1:{port}/v1/completions",
+                    json={"model": MODEL, "prompt": f"rank {i}", "max_tokens": 2},
+                )
+                served.add(resp.headers[SERVED])
+    assert served == {f"127.0.0.1:{p}" for p in ports}
+
+
+@pytest.mark.parametrize(("mode", "status"), [("FailOpen", 200), ("FailClose", 503)])
+async def test_missing_signals_fail_open_or_closed(tmp_path, mode, status):
+    from aiohttp import web
+
+    from tests.component.harness import backend
+
+    async def no_metrics(request: web.Request) -> web.Response:
+        if request.path == "/metrics":
+            return web.Response(status=404)
+        return web.json_response({"object": "text_completion", "choices": []})
+
+    port = free_port()
+    async with backend(no_metrics) as be:
+        slices = [_slice("plain", be.port, {})]
+        async with (
+            gateway_on(tmp_path, pool_yaml(port, slices, failure_mode=mode)) as gw,
+            httpx.AsyncClient(timeout=30) as client,
+        ):
+            await wait_scraped(gw, 1)
+            resp = await client.post(
+                f"http://127.0.0.1:{port}/v1/completions",
+                json={"model": MODEL, "prompt": "x", "max_tokens": 2},
+            )
+    assert resp.status_code == status

@@ -6,6 +6,7 @@ Tests write the Kubernetes objects they need as YAML text (the form users write)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import pytest
@@ -52,11 +53,15 @@ spec:
 )
 
 
+@functools.cache
+def _decoded(text: str) -> tuple[object, ...]:
+    # Decoding is most of a test's time and many tests share a manifest; routing only reads
+    # the decoded values, so one decoding per text serves them all.
+    return tuple(yaml.safe_load_all(text))
+
+
 def documents(text: str) -> list[RawDocument]:
-    return [
-        RawDocument(file=FILE, index=i, data=data)
-        for i, data in enumerate(yaml.safe_load_all(text))
-    ]
+    return [RawDocument(file=FILE, index=i, data=data) for i, data in enumerate(_decoded(text))]
 
 
 def parse(text: str) -> tuple[m.Config, tuple[ConfigIssue, ...]]:
