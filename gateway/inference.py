@@ -134,14 +134,14 @@ def pick_endpoint(
             max_blocks=settings.prefix_max_blocks,
         )
     index = pools.index_for(settings)
-    prefix_match = index.match(hashes)
+    prefix_match = index.match(hashes, limit=4 * settings.max_candidates)
     view = pools.view(target)
     session_endpoint = view.ring.lookup(session) if session else None
     adapter = model if model and pools.is_adapter(model) else None
     subset = frozenset(s.strip() for s in selection.split(",")) if selection else None
     preferred = [
         *([session_endpoint] if session_endpoint else []),
-        *sorted(prefix_match, key=lambda k: -prefix_match[k]),
+        *prefix_match,  # deepest matches first
         *(pools.scraper.adapter_index.get(adapter, ()) if adapter else ()),
     ]
     keys = view.keys if subset is None else tuple(k for k in view.keys if k in subset)

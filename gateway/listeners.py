@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.context import ProxyContext
 from gateway.proxy import Handler, make_handler

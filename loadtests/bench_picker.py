@@ -22,20 +22,18 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from gateway.context import Limits, ProxyContext, TableHolder  # noqa: E402
-from gateway.inference import pick_endpoint  # noqa: E402
-from gateway.metrics import Metrics  # noqa: E402
-from gateway.scraper import EndpointState  # noqa: E402
-from gateway.upstream import make_session  # noqa: E402
-from routing import model as m  # noqa: E402
-from routing.backends import Endpoint, PoolTarget  # noqa: E402
-from routing.openai import parse_body  # noqa: E402
-from routing.pools import PoolSettings  # noqa: E402
-from routing.presets import ServerMetrics  # noqa: E402
-from routing.table import RoutingTable  # noqa: E402
-from routing.plugins.registry import BUILTIN_PROFILES  # noqa: E402
+from gateway.context import Limits, ProxyContext, TableHolder
+from gateway.inference import pick_endpoint
+from gateway.metrics import Metrics
+from gateway.scraper import EndpointState
+from gateway.upstream import make_session
+from routing import model as m
+from routing.backends import Endpoint, PoolTarget
+from routing.openai import parse_body
+from routing.plugins.registry import BUILTIN_PROFILES
+from routing.pools import PoolSettings
+from routing.presets import ServerMetrics
+from routing.table import RoutingTable
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -47,8 +45,7 @@ def _pool(n: int) -> PoolTarget:
         target_ports=(8000,),
     )
     endpoints = tuple(
-        Endpoint(address=f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", port=8000)
-        for i in range(n)
+        Endpoint(address=f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", port=8000) for i in range(n)
     )
     return PoolTarget(name="default/bench", endpoints=endpoints, pool=pool)
 

@@ -11,11 +11,13 @@ Exit status: 0 when every trial ran, 1 when one could not, 2 for an invalid scen
 
 import argparse
 import asyncio
+import contextlib
 import datetime
+import logging
 import shlex
 import sys
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -76,13 +78,29 @@ def main(argv: list[str] | None = None) -> int:
     progress.finish(_plan_line(scenario, progress))
     t_start = time.monotonic()
     try:
-        results = _run(_run_all(scenario, out, progress))
+        with _logging_to(out / "logs" / "harness.log"):
+            results = _run(_run_all(scenario, out, progress))
     except KeyboardInterrupt:
         print("\ninterrupted: every process started for the run has been stopped", file=sys.stderr)
         return 130
     info = _finish(scenario, raw, args, out, results, started, time.monotonic() - t_start)
     progress.finish(f"done in {info.wall_s:.0f} s; report: {out / 'report.md'}")
     return 1 if any(r.failure for r in results) else 0
+
+
+@contextlib.contextmanager
+def _logging_to(path: Path) -> Iterator[None]:
+    """Log records of this process (the fleet's aiohttp servers, e.g. a client that went away
+    mid-stream when a trial ends) go to a file in the report, not over the progress line."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def _only(scenario: Scenario, names: Sequence[str] | None) -> Scenario:

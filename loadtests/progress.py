@@ -53,6 +53,9 @@ class Progress:
 
     def render(self) -> None:
         now = time.monotonic()
+        done = sum(s.done for s in self.generators)
+        self._rates = [(t, n) for t, n in self._rates if now - t <= RATE_WINDOW_S]
+        self._rates.append((now, done))
         if not self.is_tty and now - self._last_line < NON_TTY_EVERY_S:
             return
         self._last_line = now
@@ -70,20 +73,24 @@ class Progress:
         g = self.generators
         sent, done = sum(s.sent for s in g), sum(s.done for s in g)
         errors, lag = sum(s.errors for s in g), max((s.max_lag_ms for s in g), default=0.0)
-        self._rates = [(t, n) for t, n in self._rates if now - t <= RATE_WINDOW_S]
-        self._rates.append((now, done))
         (t_old, n_old) = self._rates[0]
         rate = (done - n_old) / (now - t_old) if now > t_old else 0.0
-        phase = "starting"
-        if self.t0 is not None:
-            at = now - self.t0
-            phase = "warmup" if at < self.warmup_s else "measure" if at < self.trial_s else "drain"
-            phase += f" {at:5.1f}s"
         return (
-            f"[{self.index + 1}/{self.trials}] {self.label} | {phase} | sent {sent} done {done}"
-            f" | {rate:5.1f} req/s | errors {errors} | lag max {lag:.0f} ms"
+            f"[{self.index + 1}/{self.trials}] {self.label} | {self._phase(now)} | sent {sent} "
+            f"done {done} | {rate:5.1f} req/s | errors {errors} | lag max {lag:.0f} ms"
             f" | elapsed {_clock(now - self.started)} ETA {_clock(self._eta(now))}"
         )
+
+    def _phase(self, now: float) -> str:
+        """The phase and the time spent in it."""
+        if self.t0 is None:
+            return "starting"
+        at = now - self.t0
+        if at < self.warmup_s:
+            return f"warmup {at:4.1f}/{self.warmup_s:g}s"
+        if at < self.trial_s:
+            return f"measure {at - self.warmup_s:4.1f}/{self.trial_s - self.warmup_s:g}s"
+        return f"drain {at - self.trial_s:4.1f}s"
 
     def _eta(self, now: float) -> float:
         overhead = (

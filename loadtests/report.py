@@ -41,7 +41,11 @@ def machine() -> dict[str, Any]:
 
 
 def write_results(
-    path: Path, scenario: Scenario, raw: Mapping[str, Any], info: RunInfo, results: Sequence[TrialResult]
+    path: Path,
+    scenario: Scenario,
+    raw: Mapping[str, Any],
+    info: RunInfo,
+    results: Sequence[TrialResult],
 ) -> None:
     doc = {
         "scenario": dict(raw),
@@ -117,7 +121,7 @@ def _setup(s: Scenario, info: RunInfo) -> list[str]:
 
 
 _HEAD = (
-    "| policy | achieved req/s | TTFT p50 / p90 / p99 (ms) | E2E p50 / p90 / p99 (s) "
+    "| policy | offered / achieved req/s | TTFT p50 / p90 / p99 (ms) | E2E p50 / p90 / p99 (s) "
     "| TPOT p50 (ms) | output tok/s | errors | prefix-cache hit | balance max/mean "
     "| requests per replica |"
 )
@@ -130,7 +134,7 @@ def _table(rows: Sequence[TrialResult]) -> list[str]:
             out.append(f"| {r.policy} | failed: {r.failure.splitlines()[0]} |" + " |" * 8)
             continue
         out.append(
-            f"| {r.policy} | {r.achieved_rps:.1f} | {_ms(r.ttft_s.p50)} / {_ms(r.ttft_s.p90)} / "
+            f"| {r.policy} | {r.offered_rps:.1f} / {r.achieved_rps:.1f} | {_ms(r.ttft_s.p50)} / {_ms(r.ttft_s.p90)} / "
             f"{_ms(r.ttft_s.p99)} | {_s(r.e2e_s.p50)} / {_s(r.e2e_s.p90)} / {_s(r.e2e_s.p99)} "
             f"| {_ms(r.tpot_s.p50, 1)} | {r.output_tokens_per_s:.0f} | {r.errors} "
             f"| {_pct(r.prefix_hit_rate)} | {_num(r.balance)} "
@@ -141,13 +145,16 @@ def _table(rows: Sequence[TrialResult]) -> list[str]:
 
 def _lag_section(results: Sequence[TrialResult]) -> list[str]:
     out = [
-        "## Load generator",
+        "## Load generator and CPU",
         "",
-        "Lag is how late each request left the generator against its Poisson schedule; CPU is "
-        "the generators' CPU seconds per wall second (1.0 = one core).",
+        "Lag is how late each request left the generator against its Poisson schedule. CPU is "
+        "CPU seconds per wall second (1.0 = one core) of the generator processes, the target "
+        f"(the gateway) and the harness process that runs the simulated fleet; this machine has "
+        f"{machine()['nproc']} cores.",
         "",
-        "| policy | load | sent (measured) | lag p50 / p99 / max (ms) | generator CPU (cores) |",
-        "|---|---|---|---|---|",
+        "| policy | load | sent (measured) | lag p50 / p99 / max (ms) | generator CPU "
+        "| target CPU | fleet CPU |",
+        "|---|---|---|---|---|---|---|",
     ]
     worst = 0.0
     for r in results:
@@ -155,7 +162,8 @@ def _lag_section(results: Sequence[TrialResult]) -> list[str]:
             worst = max(worst, r.lag_ms.p99)
             out.append(
                 f"| {r.policy} | {r.load} | {r.sent} | {_num(r.lag_ms.p50, 1)} / "
-                f"{_num(r.lag_ms.p99, 1)} / {r.lag_max_ms:.1f} | {r.generator_cores:.2f} |"
+                f"{_num(r.lag_ms.p99, 1)} / {r.lag_max_ms:.1f} | {r.generator_cores:.2f} "
+                f"| {_num(r.target_cores)} | {_num(r.harness_cores)} |"
             )
     verdict = (
         f"Generator lag p99 stayed under {LAG_WARN_MS:g} ms: the generator kept up."
@@ -181,8 +189,9 @@ def _glossary() -> list[str]:
     return [
         "## How to read this",
         "",
-        "- achieved req/s and output tok/s: successful requests finishing inside the measured "
-        "window, per second; latencies and errors: requests sent inside it.",
+        "- offered req/s: requests sent inside the measured window, per second (Poisson: close "
+        "to the target, not equal); achieved req/s and output tok/s: successful requests "
+        "finishing inside the window, per second; latencies and errors: requests sent inside it.",
         "- TTFT: send to the first token; E2E: send to the last byte; TPOT: (E2E - TTFT) / "
         "(output tokens - 1).",
         "- prefix-cache hit: hits / queries of `vllm:prefix_cache_{hits,queries}_total` (tokens) "

@@ -29,13 +29,17 @@ class Percentiles:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class FleetSnapshot:
+class Snapshot:
     """Counters read at one instant: prefix-cache tokens from `/metrics` (None if the engine
-    exports no such counters) and inference requests received per replica."""
+    exports no such counters), inference requests received per replica, and CPU seconds used
+    so far by this process (the fleet runs in it) and by the target process (None if none)."""
 
+    at: float  # time.monotonic()
     prefix_queries: float | None
     prefix_hits: float | None
     received: tuple[int, ...]
+    harness_cpu_s: float
+    target_cpu_s: float | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,6 +76,8 @@ class TrialResult:
     lag_max_ms: float
     generator_cpu_s: float
     generator_cores: float  # generator CPU seconds per wall second
+    harness_cores: float | None  # the fleet's process, over the window
+    target_cores: float | None  # the gateway's (or command's) process, over the window
     ttft_samples_s: tuple[float, ...]  # sorted, for the CDF
     failure: str | None = None  # the trial could not run (the target did not start, ...)
 
@@ -91,8 +97,8 @@ def summarize(
     target_qps: float,
     records: Sequence[Record],
     window: Window,
-    before: FleetSnapshot | None,
-    after: FleetSnapshot | None,
+    before: Snapshot | None,
+    after: Snapshot | None,
     generator_cpu_s: float,
     wall_s: float,
 ) -> TrialResult:
@@ -130,6 +136,8 @@ def summarize(
         lag_max_ms=max((r.lag * 1000 for r in records), default=0.0),
         generator_cpu_s=generator_cpu_s,
         generator_cores=generator_cpu_s / wall_s if wall_s > 0 else 0.0,
+        harness_cores=_cores(before, after, "harness_cpu_s"),
+        target_cores=_cores(before, after, "target_cpu_s"),
         ttft_samples_s=tuple(sorted(r.ttft for r in ok if r.ttft is not None)),
     )
 
@@ -141,7 +149,8 @@ def failed_trial(policy: str, load: str, target_qps: float, reason: str) -> Tria
         offered_rps=0.0, achieved_rps=0.0, completed=0, errors=0, unfinished=0, error_kinds={},
         ttft_s=nan, tpot_s=nan, e2e_s=nan, output_tokens_per_s=0.0, prefix_hit_rate=None,
         replica_requests=(), balance=None, lag_ms=nan, lag_max_ms=0.0, generator_cpu_s=0.0,
-        generator_cores=0.0, ttft_samples_s=(), failure=reason,
+        generator_cores=0.0, harness_cores=None, target_cores=None, ttft_samples_s=(),
+        failure=reason,
     )  # fmt: skip
 
 
@@ -162,7 +171,14 @@ def _kind(error: str) -> str:
     return head[:60] or "unknown"
 
 
-def _hit_rate(before: FleetSnapshot | None, after: FleetSnapshot | None) -> float | None:
+def _cores(before: Snapshot | None, after: Snapshot | None, field: str) -> float | None:
+    if before is None or after is None or after.at <= before.at:
+        return None
+    start, end = getattr(before, field), getattr(after, field)
+    return None if start is None or end is None else (end - start) / (after.at - before.at)
+
+
+def _hit_rate(before: Snapshot | None, after: Snapshot | None) -> float | None:
     if before is None or after is None:
         return None
     if None in (before.prefix_queries, before.prefix_hits, after.prefix_queries, after.prefix_hits):
@@ -173,7 +189,7 @@ def _hit_rate(before: FleetSnapshot | None, after: FleetSnapshot | None) -> floa
 
 
 def _balance(
-    before: FleetSnapshot | None, after: FleetSnapshot | None
+    before: Snapshot | None, after: Snapshot | None
 ) -> tuple[tuple[int, ...], float | None]:
     if before is None or after is None:
         return (), None

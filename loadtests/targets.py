@@ -86,11 +86,11 @@ def target_url(policy: Policy, port: int) -> str:
 @contextlib.asynccontextmanager
 async def running_target(
     policy: Policy, scenario: Scenario, fleet: Fleet | None, port: int, logs: Path, tag: str
-) -> AsyncIterator[None]:
+) -> AsyncIterator[int | None]:
     """Start the target for one trial on `port` (see `target_url`), wait until it is ready,
-    and stop it afterwards. A URL policy is already running: nothing to do."""
+    yield its pid, and stop it afterwards. A URL policy is already running: yield None."""
     if policy.kind is PolicyKind.URL:
-        yield
+        yield None
         return
     if fleet is None:
         raise TargetError(f"{policy.name}: a {policy.kind} policy needs the fleet")
@@ -115,7 +115,7 @@ async def running_target(
         ready_url, timeout_s = f"http://{HOST}:{port}{policy.ready_path}", policy.ready_timeout_s
     async with _process(cmd, logs / f"{tag}.log") as proc:
         await _wait_ready(proc, ready_url, timeout_s, logs / f"{tag}.log")
-        yield
+        yield proc.pid
 
 
 @contextlib.asynccontextmanager

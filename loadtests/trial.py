@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -24,7 +25,8 @@ from .fleet.testing import parse_metrics
 from .loadgen import GeneratorSpec, Record, read_records
 from .progress import GeneratorState, Progress
 from .scenario import LoadPoint, Policy, PolicyKind, Scenario
-from .stats import FleetSnapshot, TrialResult, Window, failed_trial, summarize
+from .benchsupport import proc_cpu_seconds
+from .stats import Snapshot, TrialResult, Window, failed_trial, summarize
 from .targets import TargetError, free_port, running_target, stop_process, target_url
 
 START_DELAY_S = 0.1  # between "go" and T0, so every generator has read it
@@ -78,13 +80,15 @@ async def _run(plan: TrialPlan, progress: Progress) -> tuple[TrialResult, list[R
             fleet = await stack.enter_async_context(Fleet(s.fleet))
         specs = _generator_specs(plan, target_url(policy, port), raw)
         gens = await stack.enter_async_context(_Generators.spawn(specs, logs, plan.tag, progress))
-        await stack.enter_async_context(running_target(policy, s, fleet, port, logs, plan.tag))
+        pid = await stack.enter_async_context(
+            running_target(policy, s, fleet, port, logs, plan.tag)
+        )
         await gens.wait_ready()
         t0 = time.monotonic() + START_DELAY_S
         gens.go(t0)
         progress.go(t0)
         window = Window(start_s=s.warmup_s, end_s=s.warmup_s + s.duration_s)
-        snapshots = asyncio.create_task(_snapshots(fleet, t0, window))
+        snapshots = asyncio.create_task(_snapshots(fleet, pid, t0, window))
         try:
             cpu_s = await gens.wait_done(t0 + window.end_s + s.drain_s + FINISH_GRACE_S)
             before, after = await snapshots
@@ -106,11 +110,18 @@ def _generator_specs(plan: TrialPlan, url: str, raw: Path) -> list[GeneratorSpec
     expected = qps * (s.warmup_s + s.duration_s + s.drain_s)
     return [
         GeneratorSpec(
-            url=url, qps=qps, seed=s.seed, index=i, warmup_s=s.warmup_s,
-            duration_s=s.duration_s, drain_s=s.drain_s, request_timeout_s=s.request_timeout_s,
+            url=url,
+            qps=qps,
+            seed=s.seed,
+            index=i,
+            warmup_s=s.warmup_s,
+            duration_s=s.duration_s,
+            drain_s=s.drain_s,
+            request_timeout_s=s.request_timeout_s,
             max_in_flight=max(1, s.max_in_flight // n),
             max_requests=int(3 * expected + 6 * math.sqrt(expected) + 100),
-            default_model=s.fleet.replicas[0].model, workload=dict(s.raw_workload),
+            default_model=s.fleet.replicas[0].model,
+            workload=dict(s.raw_workload),
             records_path=str(raw / f"{plan.tag}.gen{i}.jsonl"),
         )  # fmt: skip
         for i in range(n)
@@ -118,21 +129,23 @@ def _generator_specs(plan: TrialPlan, url: str, raw: Path) -> list[GeneratorSpec
 
 
 async def _snapshots(
-    fleet: Fleet | None, t0: float, window: Window
-) -> tuple[FleetSnapshot | None, FleetSnapshot | None]:
+    fleet: Fleet | None, pid: int | None, t0: float, window: Window
+) -> tuple[Snapshot | None, Snapshot | None]:
     if fleet is None:
         return None, None
     timeout = aiohttp.ClientTimeout(total=5.0)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         await asyncio.sleep(max(0.0, t0 + window.start_s - time.monotonic()))
-        before = await _snapshot(fleet, session)
+        before = await _snapshot(fleet, pid, session)
         await asyncio.sleep(max(0.0, t0 + window.end_s - time.monotonic()))
-        after = await _snapshot(fleet, session)
+        after = await _snapshot(fleet, pid, session)
     return before, after
 
 
-async def _snapshot(fleet: Fleet, session: aiohttp.ClientSession) -> FleetSnapshot:
+async def _snapshot(fleet: Fleet, pid: int | None, session: aiohttp.ClientSession) -> Snapshot:
+    at = time.monotonic()
     received = tuple(r.stats.received for r in fleet.replicas)
+    cpu = proc_cpu_seconds(os.getpid()), proc_cpu_seconds(pid) if pid is not None else None
     queries: float | None = 0.0
     hits: float | None = 0.0
     for replica in fleet.replicas:
@@ -143,7 +156,10 @@ async def _snapshot(fleet: Fleet, session: aiohttp.ClientSession) -> FleetSnapsh
             break
         queries = (queries or 0.0) + sum(v for _, v in samples[PREFIX_QUERIES])
         hits = (hits or 0.0) + sum(v for _, v in samples[PREFIX_HITS])
-    return FleetSnapshot(prefix_queries=queries, prefix_hits=hits, received=received)
+    return Snapshot(
+        at=at, prefix_queries=queries, prefix_hits=hits, received=received,
+        harness_cpu_s=cpu[0], target_cpu_s=cpu[1],
+    )  # fmt: skip
 
 
 class GeneratorError(RuntimeError):
@@ -177,8 +193,12 @@ class _Generators:
                 with (logs / f"{tag}.gen{spec.index}.log").open("wb") as err:
                     procs.append(
                         await asyncio.create_subprocess_exec(
-                            sys.executable, "-m", "loadtests.loadgen", str(spec_path),
-                            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                            sys.executable,
+                            "-m",
+                            "loadtests.loadgen",
+                            str(spec_path),
+                            stdin=asyncio.subprocess.PIPE,
+                            stdout=asyncio.subprocess.PIPE,
                             stderr=err,
                         )  # fmt: skip
                     )

@@ -61,8 +61,9 @@ class RequestFactory:
             system, user = self._prompts[group], words(rng, w.question_tokens)
         else:
             # A unique first word: the prompt shares no cache block with any other.
-            system, user = "", f"q{next(self._ids)}x{rng.randrange(1 << 30):x} " + words(
-                rng, w.prompt_tokens - 1
+            system, user = (
+                "",
+                f"q{next(self._ids)}x{rng.randrange(1 << 30):x} " + words(rng, w.prompt_tokens - 1),
             )
         body = _body(w, model, system, user)
         headers = {"Content-Type": "application/json"}

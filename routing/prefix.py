@@ -10,13 +10,25 @@ Pure data structure: no clock, no I/O; the gateway owns one per pool.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 __all__ = ["DEFAULT_BLOCK_CHARS", "DEFAULT_MAX_BLOCKS", "PrefixIndex", "block_hashes"]
 
 DEFAULT_BLOCK_CHARS = 64
 DEFAULT_MAX_BLOCKS = 256
 DEFAULT_CAPACITY_BLOCKS = 31_250  # the Inference Extension's H100/Qwen3-32B sizing example
+
+
+def _deepest(upper: int, held: Callable[[int], bool]) -> int:
+    """The largest d in [1, upper] with held(d), given held(1) and a monotone held."""
+    lo, hi = 1, upper
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if held(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def block_hashes(
@@ -49,28 +61,28 @@ class PrefixIndex:
         self._lru: dict[str, OrderedDict[int, None]] = {}
         self._holders: dict[int, set[str]] = {}
 
-    def match(self, hashes: Sequence[int]) -> Mapping[str, int]:
-        """Per endpoint, how many leading blocks of ``hashes`` it holds (absent = 0).
+    def match(self, hashes: Sequence[int], limit: int = 64) -> Mapping[str, int]:
+        """Per endpoint, how many leading blocks of ``hashes`` it holds (absent = 0), for at
+        most ``limit`` endpoints, the deepest matches first.
 
-        Blocks are recorded whole prefixes at a time, so an endpoint holding block k almost
-        always holds blocks 0..k-1: a binary search per holder of the first block finds its
-        depth in O(log n) lookups instead of walking every block."""
-        if not hashes:
+        Blocks are recorded a whole prefix at a time, so an endpoint holding block k almost
+        always holds blocks 0..k-1. That makes depth searchable: a binary search over the
+        holder sets finds the deepest block anyone holds; holders are then gathered from
+        that depth upwards and each one's own depth is found by binary search in its LRU.
+        Cost: O(limit · log n) whatever the pool size or the number of holders."""
+        if not hashes or hashes[0] not in self._holders:
             return {}
-        holders = self._holders.get(hashes[0])
-        if not holders:
-            return {}
-        counts = {}
-        for endpoint in holders:
-            lru = self._lru[endpoint]
-            lo, hi = 1, len(hashes)  # invariant: hashes[lo-1] held; answer in [lo, hi]
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if hashes[mid - 1] in lru:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            counts[endpoint] = lo
+        deepest = _deepest(len(hashes), lambda d: hashes[d - 1] in self._holders)
+        counts: dict[str, int] = {}
+        depth = deepest
+        while depth >= 1 and len(counts) < limit:
+            for endpoint in self._holders.get(hashes[depth - 1], ()):
+                if endpoint not in counts:
+                    lru = self._lru[endpoint]
+                    counts[endpoint] = _deepest(depth, lambda d: hashes[d - 1] in lru)
+                    if len(counts) >= limit:
+                        break
+            depth = depth * 3 // 4 if depth > 3 else depth - 1
         return counts
 
     def record(self, endpoint: str, hashes: Iterable[int]) -> None:

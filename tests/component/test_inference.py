@@ -243,3 +243,32 @@ async def test_missing_signals_fail_open_or_closed(tmp_path, mode, status):
                 json={"model": MODEL, "prompt": "x", "max_tokens": 2},
             )
     assert resp.status_code == status
+
+
+REWRITE = """
+---
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceModelRewrite
+metadata: {name: sql-split, namespace: default}
+spec:
+  poolRef: {name: llama}
+  rules:
+  - matches: [{model: {type: Exact, value: sql}}]
+    targets: [{modelRewrite: sql-lora, weight: 1}]
+"""
+
+
+async def test_model_rewrite_reaches_the_server_and_models_lists_it(tmp_path):
+    port = free_port()
+    async with _fleet(1, adapters=("sql-lora",)) as fleet, gateway_on(
+        tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}), extra=REWRITE)
+    ) as gw, httpx.AsyncClient(timeout=30) as client:
+        await wait_scraped(gw, 1)
+        resp = await client.post(
+            f"http://127.0.0.1:{port}/v1/completions",
+            json={"model": "sql", "prompt": "SELECT", "max_tokens": 2},
+        )
+        models = await client.get(f"http://127.0.0.1:{port}/v1/models")
+    assert resp.status_code == 200
+    assert [r.model for r in fleet.replicas[0].requests] == ["sql-lora"]
+    assert "sql" in {m["id"] for m in models.json()["data"]}

@@ -53,11 +53,16 @@ spec:
 )
 
 
+# yaml.safe_load_all as gateway/ calls it, with libyaml's parser when present: the same
+# SafeConstructor and Resolver, so the same values, ten times faster.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 @functools.cache
 def _decoded(text: str) -> tuple[object, ...]:
     # Decoding is most of a test's time and many tests share a manifest; routing only reads
     # the decoded values, so one decoding per text serves them all.
-    return tuple(yaml.safe_load_all(text))
+    return tuple(yaml.load_all(text, Loader=_LOADER))
 
 
 def documents(text: str) -> list[RawDocument]:
