@@ -99,6 +99,7 @@ async def running_gateway(
         for task in list(ctx.background):
             task.cancel()
         await ctx.pools.close()
+        await ctx.embeddings.close()
         await session.close()
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 
+from gateway.embeddings import EmbeddingBatcher
 from gateway.metrics import Metrics
 from gateway.pools import PoolRuntime
 from routing.table import RoutingTable
@@ -48,14 +49,20 @@ class TableHolder:
 
 @dataclass(slots=True, kw_only=True)
 class ProxyContext:
+    """Shared by every request of one gateway process."""
+
     holder: TableHolder
     session: aiohttp.ClientSession
     metrics: Metrics
     limits: Limits
     rng: random.Random
     pools: PoolRuntime = field(default_factory=PoolRuntime)
+    embeddings: EmbeddingBatcher = field(init=False)
     # the gateway's own count of requests in flight per endpoint key ("host:port")
     in_flight: dict[str, int] = field(default_factory=dict)
     mirrors_in_flight: int = 0
     # fire-and-forget tasks (mirrors), referenced so they are not collected mid-flight
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.embeddings = EmbeddingBatcher(self.session)

@@ -68,6 +68,12 @@ async def serve_pool(
             plan.headers.append(("Content-Length", str(len(body))))
     model = choice.target if choice else ""
     priority = choice.priority if choice else 0
+    if (
+        parsed is not None
+        and settings.embeddings.enabled
+        and plan.path.rstrip("/").endswith("/v1/embeddings")
+    ):
+        return await _embeddings(ctx, target, settings, plan, parsed, model, priority, on_response)
     endpoint = pick_endpoint(
         ctx,
         target,
@@ -101,6 +107,45 @@ async def serve_pool(
         )
     finally:
         ctx.pools.in_flight_tokens[endpoint.key] -= tokens
+
+
+async def _embeddings(
+    ctx: ProxyContext,
+    target: PoolTarget,
+    settings: PoolSettings,
+    plan: RequestPlan,
+    parsed: OpenAIRequest,
+    model: str,
+    priority: int,
+    on_response: ResponseHook,
+) -> web.StreamResponse:
+    """Coalesce with other embedding requests for the same model (gateway/embeddings.py);
+    the batch's endpoint is picked when the batch is sent, and counted in flight."""
+
+    def pick() -> Endpoint:
+        endpoint = pick_endpoint(ctx, target, settings, parsed=parsed, model=model,
+                                 priority=priority, session=None, selection=None)  # fmt: skip
+        ctx.in_flight[endpoint.key] = ctx.in_flight.get(endpoint.key, 0) + 1
+        return endpoint
+
+    def release(endpoint: Endpoint) -> None:
+        ctx.in_flight[endpoint.key] -= 1
+
+    document = {**parsed.document, "model": model} if model else dict(parsed.document)
+    status, payload = await ctx.embeddings.embed(
+        key=(target.name, model),
+        settings=settings.embeddings,
+        document=document,
+        headers=plan.headers,
+        path=plan.path,
+        pick=pick,
+        release=release,
+    )
+    response = web.Response(
+        status=status, body=json.dumps(payload).encode(), content_type="application/json"
+    )
+    on_response(response)
+    return response
 
 
 def _parse(body: bytes | None, request: web.BaseRequest) -> OpenAIRequest | None:

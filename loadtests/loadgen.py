@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 
 from .scenario import is_loopback_url, parse_workload
-from .workload import PlannedRequest, RequestFactory
+from .workload import PlannedRequest, RequestFactory, StreamTally
 
 ENDPOINT_HEADER = "x-gateway-destination-endpoint-served"
 ERROR_TEXT_CHARS = 200
@@ -199,33 +199,14 @@ class Generator:
 
 
 async def _read_events(resp: aiohttp.ClientResponse, record: Record, sent: float) -> None:
-    """Read SSE frames; TTFT is the first frame with text (a chat's role-only frame is not)."""
-    buffer, counted, usage = b"", 0, None
+    """TTFT is when the first frame with text arrives; tokens from usage, else text frames."""
+    tally = StreamTally()
     async for chunk in resp.content.iter_any():
-        buffer += chunk
-        while (end := buffer.find(b"\n\n")) >= 0:
-            frame, buffer = buffer[:end], buffer[end + 2 :]
-            data = frame.removeprefix(b"data: ")
-            if data == b"[DONE]":
-                break
-            event = json.loads(data)
-            if "error" in event:
-                record.error = f"in-stream error: {event['error']}"[:ERROR_TEXT_CHARS]
-                return
-            if event.get("usage"):
-                usage = event["usage"].get("completion_tokens")
-            if _has_text(event):
-                counted += 1
-                if record.ttft is None:
-                    record.ttft = time.monotonic() - sent
-    record.tokens = int(usage) if usage is not None else counted
-
-
-def _has_text(event: dict[str, Any]) -> bool:
-    for choice in event.get("choices") or ():
-        if choice.get("text") or (choice.get("delta") or {}).get("content"):
-            return True
-    return False
+        if tally.feed(chunk) and record.ttft is None:
+            record.ttft = time.monotonic() - sent
+    record.tokens = tally.tokens
+    if tally.error is not None:
+        record.error = tally.error[:ERROR_TEXT_CHARS]
 
 
 def _emit(event: str, **fields: Any) -> None:
@@ -249,6 +230,7 @@ async def generate(spec: GeneratorSpec) -> None:
     word, _, when = line.partition(" ")
     if word != "go":
         return  # the parent gave up before starting: nothing sent
+    cpu_at_go = _cpu_s()
     timeout = aiohttp.ClientTimeout(total=spec.request_timeout_s)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
@@ -259,8 +241,12 @@ async def generate(spec: GeneratorSpec) -> None:
         finally:
             progress.cancel()
     _write_records(Path(spec.records_path), gen.records)
-    cpu = os.times()
-    _emit("done", records=len(gen.records), cpu_s=round(cpu.user + cpu.system, 3))
+    _emit("done", records=len(gen.records), cpu_s=round(_cpu_s() - cpu_at_go, 3))
+
+
+def _cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def _write_records(path: Path, records: list[Record]) -> None:

@@ -133,9 +133,10 @@ def _table(rows: Sequence[TrialResult]) -> list[str]:
         if r.failure is not None:
             out.append(f"| {r.policy} | failed: {r.failure.splitlines()[0]} |" + " |" * 8)
             continue
+        ttft = " / ".join(_ms(v) for v in (r.ttft_s.p50, r.ttft_s.p90, r.ttft_s.p99))
+        e2e = " / ".join(_s(v) for v in (r.e2e_s.p50, r.e2e_s.p90, r.e2e_s.p99))
         out.append(
-            f"| {r.policy} | {r.offered_rps:.1f} / {r.achieved_rps:.1f} | {_ms(r.ttft_s.p50)} / {_ms(r.ttft_s.p90)} / "
-            f"{_ms(r.ttft_s.p99)} | {_s(r.e2e_s.p50)} / {_s(r.e2e_s.p90)} / {_s(r.e2e_s.p99)} "
+            f"| {r.policy} | {r.offered_rps:.1f} / {r.achieved_rps:.1f} | {ttft} | {e2e} "
             f"| {_ms(r.tpot_s.p50, 1)} | {r.output_tokens_per_s:.0f} | {r.errors} "
             f"| {_pct(r.prefix_hit_rate)} | {_num(r.balance)} "
             f"| {' '.join(map(str, r.replica_requests)) or 'n/a'} |"

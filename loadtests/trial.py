@@ -20,12 +20,12 @@ from pathlib import Path
 
 import aiohttp
 
+from .benchsupport import proc_cpu_seconds
 from .fleet import Fleet
 from .fleet.testing import parse_metrics
 from .loadgen import GeneratorSpec, Record, read_records
 from .progress import GeneratorState, Progress
 from .scenario import LoadPoint, Policy, PolicyKind, Scenario
-from .benchsupport import proc_cpu_seconds
 from .stats import Snapshot, TrialResult, Window, failed_trial, summarize
 from .targets import TargetError, free_port, running_target, stop_process, target_url
 
@@ -123,7 +123,7 @@ def _generator_specs(plan: TrialPlan, url: str, raw: Path) -> list[GeneratorSpec
             default_model=s.fleet.replicas[0].model,
             workload=dict(s.raw_workload),
             records_path=str(raw / f"{plan.tag}.gen{i}.jsonl"),
-        )  # fmt: skip
+        )
         for i in range(n)
     ]
 
@@ -200,7 +200,7 @@ class _Generators:
                             stdin=asyncio.subprocess.PIPE,
                             stdout=asyncio.subprocess.PIPE,
                             stderr=err,
-                        )  # fmt: skip
+                        )
                     )
             gens = cls(procs, progress)
             yield gens

@@ -19,12 +19,17 @@ OBJECTIVE_HEADER = "x-gateway-inference-objective"
 FAIRNESS_HEADER = "x-gateway-inference-fairness-id"
 PATHS = {Api.CHAT: "/v1/chat/completions", Api.COMPLETIONS: "/v1/completions"}
 
+# Words of at most 8 letters: one simulated token each.
+# fmt: off
 _WORDS = (
-    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
-    "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu amber basil "
-    "cedar dune ember fjord grove harbor iris jade kelp lotus maple nectar olive pearl quartz "
-    "raven sage thyme umber violet willow yarrow zephyr"
-).split()
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
+    "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango",
+    "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "amber", "basil", "cedar", "dune",
+    "ember", "fjord", "grove", "harbor", "iris", "jade", "kelp", "lotus", "maple", "nectar",
+    "olive", "pearl", "quartz", "raven", "sage", "thyme", "umber", "violet", "willow", "yarrow",
+    "zephyr",
+)
+# fmt: on
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,3 +104,48 @@ def _pick(rng: random.Random, choices: Sequence[Weighted]) -> str:
     if len(choices) == 1:
         return choices[0].name
     return rng.choices([c.name for c in choices], weights=[c.weight for c in choices])[0]
+
+
+class StreamTally:
+    """Reads an OpenAI SSE stream incrementally (any chunking): counts frames that carry text
+    (a chat's role-only first frame does not), keeps `usage.completion_tokens`, sees `[DONE]`
+    and in-stream errors. Raises ValueError on a frame that is not JSON."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self.text_frames = 0
+        self.usage_tokens: int | None = None
+        self.done = False
+        self.error: str | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.usage_tokens if self.usage_tokens is not None else self.text_frames
+
+    def feed(self, chunk: bytes) -> int:
+        """Consume bytes; the number of text frames completed by them."""
+        self._buffer += chunk
+        found = 0
+        while not self.done and (end := self._buffer.find(b"\n\n")) >= 0:
+            frame, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
+            data = frame.removeprefix(b"data: ")
+            if data == b"[DONE]":
+                self.done = True
+                break
+            event = json.loads(data)
+            if "error" in event:
+                self.error, self.done = f"in-stream error: {event['error']}", True
+                break
+            if event.get("usage"):
+                self.usage_tokens = int(event["usage"].get("completion_tokens", 0))
+            if _has_text(event):
+                self.text_frames += 1
+                found += 1
+        return found
+
+
+def _has_text(event: dict[str, Any]) -> bool:
+    for choice in event.get("choices") or ():
+        if choice.get("text") or (choice.get("delta") or {}).get("content"):
+            return True
+    return False

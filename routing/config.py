@@ -23,6 +23,7 @@ from routing.inference_config import (
 )
 from routing.reader import IssueSink, Reader
 from routing.routeconfig import parse_httproute
+from routing.trafficconfig import parse_traffic_policy
 
 __all__ = ["RawDocument", "parse_config"]
 
@@ -76,6 +77,7 @@ def parse_config(docs: Sequence[RawDocument]) -> tuple[m.Config, tuple[ConfigIss
         inference_models=tuple(o for o in objects if isinstance(o, m.InferenceModelRule)),
         presets=tuple(o for o in objects if isinstance(o, m.PresetDoc)),
         pool_policies=tuple(o for o in objects if isinstance(o, m.InferencePoolPolicy)),
+        traffic_policies=tuple(o for o in objects if isinstance(o, m.TrafficPolicy)),
     )
     return config, tuple(issues)
 
@@ -340,4 +342,5 @@ _PARSERS: dict[str, tuple[frozenset[str], _Parser]] = {
     "InferenceModel": (frozenset({m.INFERENCE_X_GROUP}), parse_inference_model),
     "ModelServerPreset": (frozenset({m.SLUICE_GROUP}), parse_preset),
     "InferencePoolPolicy": (frozenset({m.SLUICE_GROUP}), parse_pool_policy),
+    "TrafficPolicy": (frozenset({m.SLUICE_GROUP}), parse_traffic_policy),
 }

@@ -404,6 +404,42 @@ class InferencePoolPolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EmbeddingBatching:
+    """Coalesce /v1/embeddings requests of one model into one upstream call."""
+
+    enabled: bool = True
+    max_batch_size: int = 32  # inputs per upstream call
+    max_batch_tokens: int = 16_384  # estimated input tokens per upstream call
+    max_queue_delay_s: float = 0.005  # how long the first request of a batch may wait
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrafficLimits:
+    """Concurrency caps, the gateway queue and the saturation detector of a pool (or of one
+    model in it, as an override)."""
+
+    max_per_endpoint: int | None = None  # guidance: ~110% of the server's max batch
+    max_per_model: int | None = None
+    queue_max_requests: int = 1_000
+    queue_max_bytes: int = 256 * 1024 * 1024
+    queue_ttl_s: float = 30.0
+    queue_depth_threshold: float = 5.0
+    kv_cache_threshold: float = 0.8
+    headroom: float = 0.0  # allowed burst above the thresholds, as a fraction
+    batch_target: int | None = None  # LLM packing: per-endpoint in-flight target for affinity
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrafficPolicy:
+    meta: Meta
+    pools: tuple[str, ...]
+    limits: TrafficLimits
+    model_limits: tuple[tuple[str, TrafficLimits], ...] = ()
+    fairness_header: str = "x-gateway-inference-fairness-id"
+    embeddings: EmbeddingBatching = field(default_factory=EmbeddingBatching)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """Every resource read from the config files, in file order."""
 
@@ -420,3 +456,4 @@ class Config:
     inference_models: tuple[InferenceModelRule, ...] = ()
     presets: tuple[PresetDoc, ...] = ()
     pool_policies: tuple[InferencePoolPolicy, ...] = ()
+    traffic_policies: tuple[TrafficPolicy, ...] = ()

@@ -43,6 +43,14 @@ class PoolSettings:
     objectives: Mapping[str, int] = field(default_factory=dict)
     rewrites: tuple[m.RewriteRule, ...] = ()
     model_rules: Mapping[str, m.InferenceModelRule] = field(default_factory=dict)
+    traffic: m.TrafficLimits = field(default_factory=m.TrafficLimits)
+    model_traffic: Mapping[str, m.TrafficLimits] = field(default_factory=dict)
+    fairness_header: str = "x-gateway-inference-fairness-id"
+    embeddings: m.EmbeddingBatching = field(default_factory=m.EmbeddingBatching)
+    has_traffic_policy: bool = False
+
+    def limits_for(self, model: str) -> m.TrafficLimits:
+        return self.model_traffic.get(model, self.traffic)
 
     def rewritten_names(self) -> tuple[str, ...]:
         """Every model name a client may send that this pool rewrites."""
@@ -60,6 +68,7 @@ class ModelChoice:
 
 def build_pool_settings(config: m.Config) -> Mapping[str, PoolSettings]:
     policies = {f"{p.meta.namespace}/{name}": p for p in config.pool_policies for name in p.pools}
+    traffic = {f"{t.meta.namespace}/{name}": t for t in config.traffic_policies for name in t.pools}
     out = {}
     for pool in config.pools:
         key = pool.meta.key
@@ -83,6 +92,7 @@ def build_pool_settings(config: m.Config) -> Mapping[str, PoolSettings]:
             for im in config.inference_models
             if im.meta.namespace == ns and im.pool == pool.meta.name
         }
+        tp = traffic.get(key)
         out[key] = PoolSettings(
             key=key,
             profile=policy.profile if policy else BUILTIN_PROFILES["default"],
@@ -98,6 +108,11 @@ def build_pool_settings(config: m.Config) -> Mapping[str, PoolSettings]:
             objectives=objectives,
             rewrites=tuple(rules),
             model_rules=model_rules,
+            traffic=tp.limits if tp else m.TrafficLimits(),
+            model_traffic=dict(tp.model_limits) if tp else {},
+            fairness_header=tp.fairness_header if tp else "x-gateway-inference-fairness-id",
+            embeddings=tp.embeddings if tp else m.EmbeddingBatching(),
+            has_traffic_policy=tp is not None,
         )
     return out
 

@@ -19,12 +19,13 @@ DEFAULT_MAX_BLOCKS = 256
 DEFAULT_CAPACITY_BLOCKS = 31_250  # the Inference Extension's H100/Qwen3-32B sizing example
 
 
-def _deepest(upper: int, held: Callable[[int], bool]) -> int:
-    """The largest d in [1, upper] with held(d), given held(1) and a monotone held."""
+def _deepest(upper: int, holds: Callable[[int], bool], hashes: Sequence[int]) -> int:
+    """The largest d in [1, upper] with holds(hashes[d-1]), given it holds for d = 1 and,
+    prefixes being recorded whole, for every smaller d whenever it holds for d."""
     lo, hi = 1, upper
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if held(mid):
+        if holds(hashes[mid - 1]):
             lo = mid
         else:
             hi = mid - 1
@@ -72,14 +73,13 @@ class PrefixIndex:
         Cost: O(limit · log n) whatever the pool size or the number of holders."""
         if not hashes or hashes[0] not in self._holders:
             return {}
-        deepest = _deepest(len(hashes), lambda d: hashes[d - 1] in self._holders)
+        deepest = _deepest(len(hashes), self._holders.__contains__, hashes)
         counts: dict[str, int] = {}
         depth = deepest
         while depth >= 1 and len(counts) < limit:
             for endpoint in self._holders.get(hashes[depth - 1], ()):
                 if endpoint not in counts:
-                    lru = self._lru[endpoint]
-                    counts[endpoint] = _deepest(depth, lambda d: hashes[d - 1] in lru)
+                    counts[endpoint] = _deepest(depth, self._lru[endpoint].__contains__, hashes)
                     if len(counts) >= limit:
                         break
             depth = depth * 3 // 4 if depth > 3 else depth - 1
