@@ -100,6 +100,7 @@ async def running_gateway(
             task.cancel()
         await ctx.pools.close()
         await ctx.embeddings.close()
+        await ctx.admission.close()
         await session.close()
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 
+from gateway.admission import Admissions
 from gateway.embeddings import EmbeddingBatcher
 from gateway.metrics import Metrics
 from gateway.pools import PoolRuntime
@@ -58,6 +59,7 @@ class ProxyContext:
     rng: random.Random
     pools: PoolRuntime = field(default_factory=PoolRuntime)
     embeddings: EmbeddingBatcher = field(init=False)
+    admission: Admissions = field(init=False)
     # the gateway's own count of requests in flight per endpoint key ("host:port")
     in_flight: dict[str, int] = field(default_factory=dict)
     mirrors_in_flight: int = 0
@@ -66,3 +68,4 @@ class ProxyContext:
 
     def __post_init__(self) -> None:
         self.embeddings = EmbeddingBatcher(self.session)
+        self.admission = Admissions(self.metrics, self.pools.capacity_inputs)

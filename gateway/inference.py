@@ -7,6 +7,8 @@ arrives between two scrapes sees each earlier pick (the hot-spot guard).
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import logging
 
@@ -15,6 +17,7 @@ from aiohttp import web
 from gateway.context import ProxyContext
 from gateway.errors import RequestError
 from gateway.forward import RequestPlan, ResponseHook, forward
+from routing.admission import Ticket
 from routing.backends import Endpoint, PoolTarget
 from routing.candidates import select_candidates
 from routing.errors import ModelNotFoundError, NoEligibleEndpointError
@@ -68,6 +71,45 @@ async def serve_pool(
             plan.headers.append(("Content-Length", str(len(body))))
     model = choice.target if choice else ""
     priority = choice.priority if choice else 0
+    loop = asyncio.get_running_loop()
+    tokens = (parsed.prompt_tokens + parsed.max_tokens) if parsed else 0
+    ticket = Ticket(
+        id=ctx.admission.next_id(),
+        priority=priority,
+        tenant=_tenant(request, settings.fairness_header),
+        model=model,
+        cost_tokens=max(1, tokens),
+        size_bytes=len(body or b""),
+        deadline=loop.time() + settings.limits_for(model).queue_ttl_s,
+    )
+    if await ctx.admission.admit(settings, ticket):
+        # it waited: the pool may have changed meanwhile (scale from zero, a reload)
+        table = ctx.holder.table
+        target = ctx.pools.current(target.name) or target
+        settings = table.pools.get(target.name, settings)
+    try:
+        return await _dispatch(
+            ctx, request, rule, target, settings, plan, body, parsed, model, priority, tokens,
+            on_response,
+        )  # fmt: skip
+    finally:
+        ctx.admission.release(settings, ticket)
+
+
+async def _dispatch(
+    ctx: ProxyContext,
+    request: web.BaseRequest,
+    rule: CompiledRule,
+    target: PoolTarget,
+    settings: PoolSettings,
+    plan: RequestPlan,
+    body: bytes | None,
+    parsed: OpenAIRequest | None,
+    model: str,
+    priority: int,
+    tokens: int,
+    on_response: ResponseHook,
+) -> web.StreamResponse:
     if (
         parsed is not None
         and settings.embeddings.enabled
@@ -148,6 +190,18 @@ async def _embeddings(
     return response
 
 
+def _tenant(request: web.BaseRequest, header: str) -> str:
+    """The fairness key: the fairness header, else a digest of the API key, else one
+    shared tenant."""
+    value = request.headers.get(header)
+    if value:
+        return value
+    auth = request.headers.get("Authorization", "")
+    if auth:
+        return "key:" + hashlib.blake2b(auth.encode(), digest_size=8).hexdigest()
+    return "default"
+
+
 def _parse(body: bytes | None, request: web.BaseRequest) -> OpenAIRequest | None:
     if not body or request.method != "POST":
         return None
@@ -190,6 +244,10 @@ def pick_endpoint(
         *(pools.scraper.adapter_index.get(adapter, ()) if adapter else ()),
     ]
     keys = view.keys if subset is None else tuple(k for k in view.keys if k in subset)
+    cap = settings.limits_for(model).max_per_endpoint
+    if cap is not None:
+        room = tuple(k for k in keys if ctx.in_flight.get(k, 0) < cap)
+        keys = room or keys  # admission keeps the total under the caps; skew is tolerated
     candidates = select_candidates(keys, preferred, settings.max_candidates, ctx.rng)
     snapshots = pools.snapshots(target, settings, candidates, ctx.in_flight, prefix_match)
     pick_req = PickRequest(

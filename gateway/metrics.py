@@ -36,6 +36,10 @@ class Metrics:
     config_timestamp: Gauge
     rejected_requests: Counter
     picks: Counter
+    queue_length: Gauge
+    queue_wait: Histogram
+    saturation: Gauge
+    activation: Gauge
 
     @classmethod
     def create(cls) -> Metrics:
@@ -99,10 +103,35 @@ class Metrics:
                 ["pool", "result"],
                 registry=r,
             ),
+            queue_length=Gauge(
+                "sluice_gateway_queue_length",
+                "Requests held in the gateway's queue, by pool.",
+                ["pool"],
+                registry=r,
+            ),
+            queue_wait=Histogram(
+                "sluice_gateway_queue_wait_seconds",
+                "Time requests spent in the gateway's queue before dispatch, by pool.",
+                ["pool"],
+                buckets=LATENCY_BUCKETS_S,
+                registry=r,
+            ),
+            saturation=Gauge(
+                "sluice_pool_saturation",
+                "Fraction of a pool's endpoints (with fresh signals) without headroom.",
+                ["pool"],
+                registry=r,
+            ),
+            activation=Gauge(
+                "sluice_pool_activation",
+                "1 while a pool with no ready endpoint holds requests (scale from zero).",
+                ["pool"],
+                registry=r,
+            ),
             rejected_requests=Counter(
                 "sluice_rejected_requests",
-                "Requests refused before routing, by reason.",
-                ["reason"],
+                "Requests refused by admission control, by pool and reason.",
+                ["pool", "reason"],
                 registry=r,
             ),
         )

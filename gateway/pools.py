@@ -39,6 +39,7 @@ class _PoolView:
     info: Mapping[str, tuple[str, str | None, str | None]]  # key → (engine, group, accelerator)
     groups: Mapping[str, tuple[Endpoint, ...]]  # group → every member, ready or not
     ring: HashRing
+    target: PoolTarget
 
 
 class PoolRuntime:
@@ -148,6 +149,33 @@ class PoolRuntime:
                 return False
         return True
 
+    def capacity_inputs(
+        self, settings: PoolSettings
+    ) -> tuple[int, list[tuple[float | None, float | None]]]:
+        """Ready, healthy endpoints of the pool in force, and their fresh (queue, KV) signals
+        ((None, None) when stale): the inputs of admission control."""
+        view = self._views.get(settings.key)
+        if view is None:
+            return 0, []
+        stale_before = asyncio.get_running_loop().time() - settings.staleness_s
+        ready = 0
+        signals: list[tuple[float | None, float | None]] = []
+        for key in view.keys:
+            state = self.scraper.states.get(key)
+            if state is not None and not state.healthy:
+                continue
+            ready += 1
+            if state is not None and state.metrics is not None and state.updated_at >= stale_before:
+                signals.append((state.metrics.waiting, state.metrics.kv_usage))
+            else:
+                signals.append((None, None))
+        return ready, signals
+
+    def current(self, name: str) -> PoolTarget | None:
+        """The pool as the table now in force has it (after a reload, new endpoints)."""
+        view = self._views.get(name)
+        return view.target if view is not None else None
+
     def has_fresh_signals(self, target: PoolTarget, settings: PoolSettings) -> bool:
         now = asyncio.get_running_loop().time()
         states = self.scraper.states
@@ -191,6 +219,7 @@ def _view(target: PoolTarget) -> _PoolView:
         },
         groups={g: tuple(members) for g, members in groups.items()},
         ring=HashRing(by_key),
+        target=target,
     )
 
 

@@ -8,6 +8,7 @@ Also the per-request model decisions: which target model a request's ``model`` b
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from routing import model as m
 from routing.candidates import DEFAULT_MAX_CANDIDATES
 from routing.pipeline import Profile
+from routing.plugins.filters import PackingFilter
 from routing.plugins.registry import BUILTIN_PROFILES
 from routing.presets import Preset
 from routing.splits import choose_weighted
@@ -93,9 +95,13 @@ def build_pool_settings(config: m.Config) -> Mapping[str, PoolSettings]:
             if im.meta.namespace == ns and im.pool == pool.meta.name
         }
         tp = traffic.get(key)
+        profile = policy.profile if policy else BUILTIN_PROFILES["default"]
+        if tp is not None and tp.limits.batch_target is not None and profile.scorers:
+            packing = PackingFilter(batch_target=tp.limits.batch_target)
+            profile = dataclasses.replace(profile, filters=(packing, *profile.filters))
         out[key] = PoolSettings(
             key=key,
-            profile=policy.profile if policy else BUILTIN_PROFILES["default"],
+            profile=profile,
             failure_mode=(policy.failure_mode if policy and policy.failure_mode else None)
             or pool.failure_mode,
             scrape_interval_s=policy.scrape_interval_s if policy else 0.05,

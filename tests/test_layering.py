@@ -41,7 +41,6 @@ def forbidden_imports(source: str) -> list[str]:
     """``line: module`` for each forbidden import in ``source`` (relative imports are routing)."""
     found: list[str] = []
     for node in ast.walk(ast.parse(source)):
-        modules: list[str] = []
         if isinstance(node, ast.Import):
             modules = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -52,6 +51,8 @@ def forbidden_imports(source: str) -> list[str]:
             and node.func.id == "__import__"
         ):
             modules = ["__import__"]
+        else:
+            continue
         found.extend(
             f"{node.lineno}: {name}"
             for name in modules

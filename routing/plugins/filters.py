@@ -11,6 +11,7 @@ __all__ = [
     "HotSpotFilter",
     "LeaderFilter",
     "ModelFilter",
+    "PackingFilter",
     "SubsetFilter",
 ]
 
@@ -88,3 +89,24 @@ class HotSpotFilter:
         least = min(loads)
         limit = max(least * self.ratio, least + self.slack)
         return tuple(e for e, load in zip(eps, loads, strict=True) if load <= limit)
+
+
+@dataclass(frozen=True, slots=True)
+class PackingFilter:
+    """Batching-friendly packing: while some endpoint that already holds the request's prefix
+    or runs its LoRA adapter is below ``batch_target`` requests, keep only those endpoints,
+    so continuous batches fill with compatible work; once they reach the target, everyone
+    is eligible again (no hot-spotting). Without affinity anywhere, all pass."""
+
+    batch_target: int = 32
+    name: str = "packing"
+
+    def filter(self, req: PickRequest, eps: Endpoints) -> Endpoints:
+        adapter = req.adapter
+        packed = tuple(
+            e
+            for e in eps
+            if (e.prefix_blocks > 0 or (adapter is not None and adapter in e.lora_running))
+            and max(e.in_flight, (e.waiting or 0.0) + (e.running or 0.0)) < self.batch_target
+        )
+        return packed or eps

@@ -37,6 +37,14 @@ def _hot_spot(params: Params) -> Filter:
     return f.HotSpotFilter(ratio=ratio, slack=slack)
 
 
+def _packing(params: Params) -> Filter:
+    unknown = set(params) - {"batchTarget"}
+    target = params.get("batchTarget", 32)
+    if unknown or not isinstance(target, int) or isinstance(target, bool) or target < 1:
+        raise ValueError("takes batchTarget, an integer >= 1")
+    return f.PackingFilter(batch_target=target)
+
+
 def _token_load(params: Params) -> Scorer:
     threshold = int(_float(params, "thresholdTokens", 131_072))
     if threshold <= 0:
@@ -60,6 +68,7 @@ FILTERS: Mapping[str, Callable[[Params], Filter]] = {
     "subset": _no_params(f.SubsetFilter),
     "model": _no_params(f.ModelFilter),
     "hot-spot": _hot_spot,
+    "packing": _packing,
 }
 
 SCORERS: Mapping[str, Callable[[Params], Scorer]] = {

@@ -134,8 +134,9 @@ def test_extra_header_matches_never_lower_a_rules_rank(
 ) -> None:
     def rank(my_headers: set[str]) -> int:
         table = _table(_header_routes([my_headers, *others], ages))
-        entries = table.ports[80].listeners[0].any_host.entries
-        return [e.rule.route for e in entries].index("default/r0")
+        vhost = table.ports[80].listeners[0].any_host
+        assert vhost is not None
+        return [e.rule.route for e in vhost.entries].index("default/r0")
 
     assert rank(mine | extra) <= rank(mine)
 

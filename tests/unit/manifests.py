@@ -53,6 +53,50 @@ spec:
 )
 
 
+# The head of an HTTPRoute document, up to an empty "spec:" the caller completes.
+ROUTE_HEAD = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+"""
+
+
+def route_rule(rule: str) -> str:
+    """An HTTPRoute document whose only rule is ``rule`` (YAML block, indented as a rule)."""
+    body = "\n".join("    " + line for line in rule.strip("\n").splitlines())
+    return ROUTE_HEAD + "  rules:\n  -\n" + body + "\n"
+
+
+def route_filter(body: str) -> str:
+    """An HTTPRoute whose only rule has one filter ``body`` (YAML flow mapping)."""
+    return route_rule(f"filters: [{body}]")
+
+
+def gateway_doc(listener: str) -> str:
+    """A Gateway ``default/gw`` of class ``sluice`` whose listeners are ``listener`` (flow)."""
+    return f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: sluice
+  listeners: [{listener}]
+"""
+
+
+def pool_doc(spec: str) -> str:
+    """A v1 InferencePool ``default/pool`` whose spec is ``spec`` (YAML block)."""
+    body = "\n".join("  " + line for line in spec.strip("\n").splitlines())
+    return f"""
+apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata: {{name: pool}}
+spec:
+{body}
+"""
+
+
 # yaml.safe_load_all as gateway/ calls it, with libyaml's parser when present: the same
 # SafeConstructor and Resolver, so the same values, ten times faster.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

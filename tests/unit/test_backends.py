@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from routing import InvalidTarget, PoolTarget, ServiceTarget
+from routing import CompiledRule, InvalidTarget, PoolTarget, ServiceTarget, Target
 from routing import model as m
 from routing.backends import Endpoint, Resolver
 from tests.unit.manifests import GATEWAY, config_of, request, route, table_of, winner
@@ -93,7 +93,7 @@ endpoints: [{addresses: [10.1.0.8]}]
 """
 
 
-def _resolve(ref: str, *, extra: str = "", from_ns: str = "backends"):
+def _resolve(ref: str, *, extra: str = "", from_ns: str = "backends") -> Target:
     """Resolve the backendRef ``ref`` (a YAML flow mapping) written in namespace ``from_ns``."""
     config = config_of(
         GATEWAY
@@ -319,7 +319,7 @@ rules:
 )
 
 
-def _compiled(name: str):
+def _compiled(name: str) -> CompiledRule:
     (rule,) = [r for r in table_of(RULES).rules if r.name == name]
     return rule
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import pytest
 
-from routing import NoRouteMatchedError
+from routing import NoRouteMatchedError, RequestFacts, RoutingTable
 from routing import model as m
-from tests.unit.manifests import GATEWAY, request, route, simple_route, table_of, winner
+from tests.unit.manifests import GATEWAY, match, request, route, simple_route, table_of, winner
 
 OLD = "2020-01-01T00:00:00Z"
 NEW = "2021-01-01T00:00:00Z"
 
 
-def _table(*routes: str):
+def _table(*routes: str) -> RoutingTable:
     return table_of(GATEWAY + "".join(routes))
 
 
@@ -78,7 +78,7 @@ def test_exact_and_regex_paths(kind: str, value: str, path: str, expected: bool)
     assert _matches(table, request(path)) is expected
 
 
-def _matches(table, req) -> bool:
+def _matches(table: RoutingTable, req: RequestFacts) -> bool:
     try:
         winner(table, req)
     except NoRouteMatchedError:
@@ -319,7 +319,9 @@ PRECEDENCE = [
     [c[1:] for c in PRECEDENCE],
     ids=[c[0] for c in PRECEDENCE],
 )
-def test_precedence_across_routes(routes, req, expected: str) -> None:
+def test_precedence_across_routes(
+    routes: list[tuple[str, str, str | None]], req: RequestFacts, expected: str
+) -> None:
     table = _table(*(simple_route(n, match, created=c) for n, match, c in routes))
     assert winner(table, req) == f"default/{expected}:r0"
 
@@ -377,10 +379,13 @@ def test_matched_entry_describes_the_match() -> None:
             "queryParams: [{name: Q, type: RegularExpression, value: 'a+'}]}",
         )
     )
-    entry = table.ports[80].listeners[0].any_host.entries[0]
+    entry = match(table, request("/v1/x", method="POST", headers={"x-a": "1"}, query={"Q": "aa"}))
     assert (entry.path_kind, entry.path, entry.method) == (m.PathKind.PREFIX, "/v1", "POST")
-    assert [(h.name, h.exact) for h in entry.headers] == [("x-a", "1")]
-    assert [(q.name, q.exact, q.regex.pattern) for q in entry.query] == [("Q", None, "a+")]
+    assert [(h.name, h.exact, h.regex) for h in entry.headers] == [("x-a", "1", None)]
+    (query,) = entry.query
+    assert (query.name, query.exact) == ("Q", None)
+    assert query.regex is not None
+    assert query.regex.pattern == "a+"
 
 
 # Route hostnames inside one listener. "precedence must be given to rules from the HTTPRoute

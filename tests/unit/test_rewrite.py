@@ -3,6 +3,8 @@ CORS answers. Oracles are the field docs of apis/v1/httproute_types.go."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from routing import model as m
@@ -186,7 +188,9 @@ LOCATIONS = [
     [c[1:] for c in LOCATIONS],
     ids=[c[0] for c in LOCATIONS],
 )
-def test_redirect_location(redirect: m.RequestRedirect, request_: dict, expected: str) -> None:
+def test_redirect_location(
+    redirect: m.RequestRedirect, request_: dict[str, Any], expected: str
+) -> None:
     assert _location(redirect, **request_) == expected
 
 

@@ -103,6 +103,10 @@ def test_the_busiest_endpoint_is_never_chosen_and_load_spreads() -> None:
     eps = _endpoints(4)
     load = {eps[0].key: 10, eps[1].key: 0, eps[2].key: 0, eps[3].key: 0}
     rng = random.Random(11)
-    picks = Counter(choose_endpoint(eps, load, rng).key for _ in range(2000))
+    picks: Counter[str] = Counter()
+    for _ in range(2000):
+        pick = choose_endpoint(eps, load, rng)
+        assert pick is not None
+        picks[pick.key] += 1
     assert eps[0].key not in picks
     assert set(picks) == {e.key for e in eps[1:]}

@@ -1,0 +1,220 @@
+"""Traffic shaping on real sockets: caps, fairness, cancellation, shedding, scale from zero."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+import httpx
+import pytest
+
+from loadtests.fleet import EngineProfile, Fleet, FleetSpec, ReplicaSpec
+from tests.component.harness import free_port, gateway_on, pool_yaml, wait_scraped
+
+MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+
+
+def _policy(body: str) -> str:
+    return f"""
+---
+apiVersion: sluice.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {{name: shaping, namespace: default}}
+spec:
+  targetRefs: [{{group: inference.networking.k8s.io, kind: InferencePool, name: llama}}]
+{body}
+"""
+
+
+OBJECTIVES = """
+---
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceObjective
+metadata: {name: batch, namespace: default}
+spec: {priority: -1, poolRef: {name: llama}}
+"""
+
+
+def _fleet(n: int, time_scale: float = 0.05, **profile) -> Fleet:
+    spec = ReplicaSpec(profile=EngineProfile(**profile)) if profile else ReplicaSpec()
+    return Fleet(FleetSpec(replicas=(spec,) * n, time_scale=time_scale))
+
+
+def _completion(prompt: str, max_tokens: int = 4) -> dict:
+    return {"model": MODEL, "prompt": prompt, "max_tokens": max_tokens, "ignore_eos": True}
+
+
+async def test_backend_concurrency_never_exceeds_the_caps_under_a_burst_of_500(tmp_path):
+    port = free_port()
+    policy = _policy("  concurrency: {maxPerEndpoint: 6}\n  queue: {maxRequests: 1000}")
+    async with (
+        _fleet(4) as fleet,
+        gateway_on(
+            tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}), extra=policy)
+        ) as gw,
+        httpx.AsyncClient(limits=httpx.Limits(max_connections=600), timeout=60) as client,
+    ):
+        await wait_scraped(gw, 4)
+        responses = await asyncio.gather(
+            *(
+                client.post(f"http://127.0.0.1:{port}/v1/completions", json=_completion(f"b{i}"))
+                for i in range(500)
+            )
+        )
+        stats = [r.stats for r in fleet.replicas]
+    assert [r.status_code for r in responses] == [200] * 500
+    assert max(s.max_in_flight for s in stats) <= 6, [s.max_in_flight for s in stats]
+    assert sum(s.served for s in stats) == 500
+
+
+async def test_light_tenant_gets_its_fair_share_while_both_are_backlogged(tmp_path):
+    port = free_port()
+    policy = _policy("  concurrency: {maxPerEndpoint: 2}")
+    async with (
+        _fleet(1) as fleet,
+        gateway_on(
+            tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}), extra=policy)
+        ) as gw,
+        httpx.AsyncClient(limits=httpx.Limits(max_connections=300), timeout=60) as client,
+    ):
+        await wait_scraped(gw, 1)
+        done: list[str] = []
+
+        async def send(tenant: str, i: int) -> None:
+            resp = await client.post(
+                f"http://127.0.0.1:{port}/v1/completions",
+                json=_completion(f"{tenant} {i}"),
+                headers={"x-gateway-inference-fairness-id": tenant},
+            )
+            assert resp.status_code == 200
+            done.append(tenant)
+
+        # the heavy tenant sends 10x the light one's requests; once it is backlogged in the
+        # gateway's queue, the light one sends its burst: from then on both are backlogged
+        heavy = [asyncio.create_task(send("heavy", i)) for i in range(200)]
+        registry = gw.ctx.metrics.registry
+        async with asyncio.timeout(10):
+            while (  # noqa: ASYNC110 - a gauge the gateway sets
+                registry.get_sample_value("sluice_gateway_queue_length", {"pool": "default/llama"})
+                or 0
+            ) < 50:
+                await asyncio.sleep(0.005)
+        await asyncio.gather(*(send("light", i) for i in range(20)), *heavy)
+    lights = [i for i, tenant in enumerate(done) if tenant == "light"]
+    while_backlogged = collections.Counter(done[lights[0] : lights[-1] + 1])
+    share = while_backlogged["light"] / sum(while_backlogged.values())
+    assert share >= 0.45, while_backlogged
+
+
+async def test_a_queued_request_whose_client_leaves_never_reaches_a_backend(tmp_path):
+    port = free_port()
+    policy = _policy("  concurrency: {maxPerEndpoint: 1}")
+    async with (
+        _fleet(1, time_scale=1.0) as fleet,
+        gateway_on(
+            tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}), extra=policy)
+        ) as gw,
+        httpx.AsyncClient(timeout=60) as client,
+    ):
+        await wait_scraped(gw, 1)
+        url = f"http://127.0.0.1:{port}/v1/completions"
+        first = asyncio.create_task(client.post(url, json=_completion("long", max_tokens=60)))
+        replica = fleet.replicas[0]
+        async with asyncio.timeout(5):
+            await replica.wait_for_requests(1)
+        queued = asyncio.create_task(client.post(url, json=_completion("queued")))
+        metrics = gw.ctx.metrics.registry
+        async with asyncio.timeout(5):
+            while (
+                metrics.get_sample_value(  # noqa: ASYNC110 - gauge set by the gateway
+                    "sluice_gateway_queue_length", {"pool": "default/llama"}
+                )
+                != 1
+            ):
+                await asyncio.sleep(0)
+        queued.cancel()  # the client goes away while its request waits in the queue
+        async with asyncio.timeout(5):
+            while (
+                metrics.get_sample_value(  # noqa: ASYNC110 - gauge set by the gateway
+                    "sluice_gateway_queue_length", {"pool": "default/llama"}
+                )
+                != 0
+            ):
+                await asyncio.sleep(0)
+        async with asyncio.timeout(30):
+            assert (await first).status_code == 200
+        assert replica.stats.received == 1
+        cancelled = metrics.get_sample_value(
+            "sluice_rejected_requests_total",
+            {"pool": "default/llama", "reason": "client_cancelled"},
+        )
+        assert cancelled == 1
+
+
+async def test_sheddable_requests_get_429_while_the_pool_is_saturated(tmp_path):
+    port = free_port()
+    policy = _policy("  saturation: {queueDepthThreshold: 1, kvCacheThreshold: 0.99}")
+    async with (
+        _fleet(1, time_scale=1.0, max_num_seqs=2) as fleet,
+        gateway_on(
+            tmp_path,
+            pool_yaml(
+                port, fleet.endpoint_slices_yaml({"app": "llama"}), extra=policy + OBJECTIVES
+            ),
+        ) as gw,
+        httpx.AsyncClient(timeout=60) as client,
+    ):
+        await wait_scraped(gw, 1)
+        url = f"http://127.0.0.1:{port}/v1/completions"
+        busy = [
+            asyncio.create_task(client.post(url, json=_completion(f"fill {i}", max_tokens=40)))
+            for i in range(5)
+        ]
+        state = next(iter(gw.ctx.pools.scraper.states.values()))
+        async with asyncio.timeout(5):
+            while not (state.metrics and state.metrics.waiting and state.metrics.waiting >= 1):
+                await asyncio.sleep(0.01)  # noqa: ASYNC110 - the scraper's next reading
+        shed = await client.post(
+            url, json=_completion("batch job"), headers={"x-gateway-inference-objective": "batch"}
+        )
+        kept = asyncio.create_task(client.post(url, json=_completion("interactive")))
+        async with asyncio.timeout(60):
+            results = await asyncio.gather(*busy, kept)
+    assert shed.status_code == 429
+    assert int(shed.headers["retry-after"]) >= 1
+    assert shed.json()["error"]["code"] == "saturated"
+    assert all(r.status_code == 200 for r in results)
+
+
+@pytest.mark.single_loop
+async def test_scale_from_zero_holds_requests_until_an_endpoint_appears(tmp_path):
+    port = free_port()
+    async with _fleet(1) as fleet:
+        empty = pool_yaml(port, [])
+        async with gateway_on(tmp_path, empty) as gw, httpx.AsyncClient(timeout=60) as client:
+            activated = asyncio.Event()
+            gw.ctx.admission.activation_listeners.append(
+                lambda pool, active: activated.set() if active else None
+            )
+            loop = asyncio.get_running_loop()
+            first_sent = loop.time()
+            url = f"http://127.0.0.1:{port}/v1/completions"
+            pending = [
+                asyncio.create_task(client.post(url, json=_completion(f"cold {i}")))
+                for i in range(10)
+            ]
+            async with asyncio.timeout(5):
+                await activated.wait()
+            assert loop.time() - first_sent <= 0.1
+            gauge = gw.ctx.metrics.registry.get_sample_value(
+                "sluice_pool_activation", {"pool": "default/llama"}
+            )
+            assert gauge == 1
+            await asyncio.sleep(2)  # the scenario: the pool's first replica is ready 2 s later
+            (tmp_path / "config.yaml").write_text(
+                pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}))
+            )
+            assert (await gw.reloader.reload()).ok
+            async with asyncio.timeout(30):
+                results = await asyncio.gather(*pending)
+    assert [r.status_code for r in results] == [200] * 10
