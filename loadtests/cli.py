@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .progress import Progress
+from .progress import DEFAULT_OVERHEAD_S, Progress
 from .report import RunInfo, write_markdown, write_results
 from .scenario import Scenario, ScenarioError, parse_scenario
 from .stats import TrialResult
@@ -123,7 +123,8 @@ def _plan_line(s: Scenario, progress: Progress) -> str:
     return (
         f"sluice loadtest {s.name}: {len(s.policies)} policies x {len(s.points)} load points "
         f"({loads} req/s) = {trials} trials of {s.warmup_s:g}+{s.duration_s:g} s "
-        f"(+ drain up to {s.drain_s:g} s); about {_minutes(progress.trials * progress.trial_s)}"
+        f"(+ drain up to {s.drain_s:g} s); about "
+        f"{_minutes(progress.trials * (progress.trial_s + DEFAULT_OVERHEAD_S))}"
     )
 
 

@@ -48,6 +48,7 @@ def _latency_vs_qps(path: Path, scenario: Scenario, results: Sequence[TrialResul
 
 def _ttft_cdf(path: Path, scenario: Scenario, results: Sequence[TrialResult]) -> None:
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     n = len(scenario.points)
     fig, axes = plt.subplots(1, n, figsize=(5 * n + 1, 4.2), layout="constrained", squeeze=False)
@@ -64,6 +65,9 @@ def _ttft_cdf(path: Path, scenario: Scenario, results: Sequence[TrialResult]) ->
         ax.set_ylabel("fraction of requests")
         if _positive_range(results):
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="lower right")
     fig.savefig(path, dpi=110)

@@ -7,7 +7,7 @@ import time
 from typing import TextIO
 
 NON_TTY_EVERY_S = 5.0
-RATE_WINDOW_S = 2.0
+RATE_WINDOW_S = 5.0  # completions per second over the last few seconds
 DEFAULT_OVERHEAD_S = 4.0  # start-up and tear-down per trial, until one has been measured
 
 
@@ -73,13 +73,20 @@ class Progress:
         g = self.generators
         sent, done = sum(s.sent for s in g), sum(s.done for s in g)
         errors, lag = sum(s.errors for s in g), max((s.max_lag_ms for s in g), default=0.0)
-        (t_old, n_old) = self._rates[0]
-        rate = (done - n_old) / (now - t_old) if now > t_old else 0.0
+        rate = self._rate(now, done)
         return (
             f"[{self.index + 1}/{self.trials}] {self.label} | {self._phase(now)} | sent {sent} "
             f"done {done} | {rate:5.1f} req/s | errors {errors} | lag max {lag:.0f} ms"
             f" | elapsed {_clock(now - self.started)} ETA {_clock(self._eta(now))}"
         )
+
+    def _rate(self, now: float, done: int) -> float:
+        t_old, n_old = self._rates[0]
+        if now - t_old >= RATE_WINDOW_S / 2:
+            return (done - n_old) / (now - t_old)
+        if self.t0 is not None and now > self.t0 + 1.0:  # early on: the average since T0
+            return done / (now - self.t0)
+        return 0.0
 
     def _phase(self, now: float) -> str:
         """The phase and the time spent in it."""

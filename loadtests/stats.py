@@ -10,6 +10,7 @@ import dataclasses
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from .loadgen import Record
 
@@ -132,14 +133,27 @@ def summarize(
         prefix_hit_rate=_hit_rate(before, after),
         replica_requests=replicas,
         balance=balance,
-        lag_ms=Percentiles.of(r.lag * 1000 for r in records if _was_sent(r)),
-        lag_max_ms=max((r.lag * 1000 for r in records), default=0.0),
-        generator_cpu_s=generator_cpu_s,
-        generator_cores=generator_cpu_s / wall_s if wall_s > 0 else 0.0,
-        harness_cores=_cores(before, after, "harness_cpu_s"),
-        target_cores=_cores(before, after, "target_cpu_s"),
         ttft_samples_s=tuple(sorted(r.ttft for r in ok if r.ttft is not None)),
+        **_load_fields(records, before, after, generator_cpu_s, wall_s),
     )
+
+
+def _load_fields(
+    records: Sequence[Record],
+    before: Snapshot | None,
+    after: Snapshot | None,
+    generator_cpu_s: float,
+    wall_s: float,
+) -> dict[str, Any]:
+    """How the load generator kept up, and what each process cost."""
+    return {
+        "lag_ms": Percentiles.of(r.lag * 1000 for r in records if _was_sent(r)),
+        "lag_max_ms": max((r.lag * 1000 for r in records), default=0.0),
+        "generator_cpu_s": generator_cpu_s,
+        "generator_cores": generator_cpu_s / wall_s if wall_s > 0 else 0.0,
+        "harness_cores": _cores(before, after, "harness_cpu_s"),
+        "target_cores": _cores(before, after, "target_cpu_s"),
+    }
 
 
 def failed_trial(policy: str, load: str, target_qps: float, reason: str) -> TrialResult:

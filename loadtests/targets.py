@@ -110,6 +110,7 @@ async def running_target(
                 worker_urls=",".join(urls),
                 worker_urls_space=" ".join(urls),
                 model=fleet.spec.replicas[0].model,
+                aux_port=free_port(),
             )
         )
         ready_url, timeout_s = f"http://{HOST}:{port}{policy.ready_path}", policy.ready_timeout_s

@@ -62,12 +62,17 @@ async def run_trial(plan: TrialPlan, progress: Progress) -> tuple[TrialResult, l
         reason = f"{type(exc).__name__}: {exc}"
         progress.end_trial(f"FAILED: {reason.splitlines()[0]}")
         return failed_trial(policy.name, point.label, point.qps, reason), []
-    progress.end_trial(
-        f"{result.achieved_rps:.1f} req/s, TTFT p90 {result.ttft_s.p90 * 1000:.0f} ms, "
-        f"E2E p90 {result.e2e_s.p90:.2f} s, errors {result.errors}, "
-        f"lag max {result.lag_max_ms:.0f} ms"
-    )
+    progress.end_trial(_summary_line(result))
     return result, records
+
+
+def _summary_line(r: TrialResult) -> str:
+    if r.completed == 0:
+        return f"no request succeeded, errors {r.errors} (see the report's Errors section)"
+    return (
+        f"{r.achieved_rps:.1f} req/s, TTFT p90 {r.ttft_s.p90 * 1000:.0f} ms, "
+        f"E2E p90 {r.e2e_s.p90:.2f} s, errors {r.errors}, lag max {r.lag_max_ms:.0f} ms"
+    )
 
 
 async def _run(plan: TrialPlan, progress: Progress) -> tuple[TrialResult, list[Record]]:

@@ -158,7 +158,16 @@ class Resolver:
         pool = self._pools.get(label)
         if pool is None:
             return InvalidTarget(name=label, reason=f"InferencePool {label} not found")
-        # endpointPickerRef is not followed: Sluice is the endpoint picker (DESIGN.md).
+        # Sluice is the endpoint picker (DESIGN.md), so an endpointPickerRef is not called;
+        # but one naming a Service that does not exist is an unresolved reference
+        # (ResolvedRefs=False, InvalidExtensionRef), and the pool does not serve.
+        picker = pool.endpoint_picker
+        if picker is not None and picker.group == "" and picker.kind == "Service":
+            picker_key = f"{pool.meta.namespace}/{picker.name}"
+            if picker_key not in self._services:
+                return InvalidTarget(
+                    name=label, reason=f"endpointPickerRef: Service {picker_key} not found"
+                )
         return PoolTarget(name=label, endpoints=self.pool_endpoints(pool), pool=pool)
 
     def pool_endpoints(self, pool: m.InferencePool) -> tuple[Endpoint, ...]:

@@ -108,7 +108,13 @@ def _parse_meta(r: Reader, doc: RawDocument, order: int, *, cluster_scoped: bool
     r.ignore(*_META_IGNORED)
     name = r.req_str("name")
     namespace = r.string("namespace") or ("" if cluster_scoped else DEFAULT_NAMESPACE)
-    creation = r.string("creationTimestamp") or ""
+    raw_creation = r.raw("creationTimestamp")
+    # an unquoted RFC 3339 timestamp is decoded by YAML into a datetime
+    creation = raw_creation.isoformat() if hasattr(raw_creation, "isoformat") else ""
+    if isinstance(raw_creation, str):
+        creation = raw_creation
+    elif raw_creation is not None and not creation:
+        r.sink.error(r.sub("creationTimestamp"), "expected an RFC 3339 timestamp")
     meta = m.Meta(
         name=name,
         namespace=namespace,
@@ -151,6 +157,8 @@ def _parse_gateway(r: Reader, meta: m.Meta) -> m.Gateway:
 
 def _parse_listener(r: Reader) -> m.Listener:
     name = r.req_str("name")
+    if not r.has("port"):
+        r.sink.error(r.sub("port"), "required field is missing")
     port = r.number("port", 0, lo=1, hi=65535) or 0
     protocol = r.req_str("protocol")
     if protocol and protocol not in ("HTTP", "HTTPS"):

@@ -9,7 +9,7 @@ import re
 
 _PART = re.compile(r"([0-9]{1,5})(h|ms|m|s)")
 _WHOLE = re.compile(r"^(?:[0-9]{1,5}(?:h|ms|m|s)){1,4}$")
-_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_UNIT_MS = {"h": 3_600_000, "m": 60_000, "s": 1000, "ms": 1}
 
 
 def parse_duration(text: str) -> float:
@@ -18,7 +18,8 @@ def parse_duration(text: str) -> float:
         raise ValueError(
             f"{text!r} is not a Gateway API duration such as '500ms', '10s' or '1m30s'"
         )
-    return sum(float(n) * _UNIT_S[unit] for n, unit in _PART.findall(text))
+    # whole milliseconds first, one division last: "9ms" is exactly 0.009
+    return sum(int(n) * _UNIT_MS[unit] for n, unit in _PART.findall(text)) / 1000
 
 
 def format_duration(seconds: float) -> str:

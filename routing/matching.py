@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import assert_never
 
 from routing import model as m
 from routing.errors import NoRouteMatchedError
@@ -96,6 +97,8 @@ def _path_matches(entry: MatchEntry, path: str) -> bool:
             )
         case m.PathKind.REGEX:
             return entry.path_regex is not None and entry.path_regex.fullmatch(path) is not None
+        case _:
+            assert_never(entry.path_kind)
 
 
 def _value_matches(vm: ValueMatch, value: str) -> bool:

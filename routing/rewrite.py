@@ -43,7 +43,8 @@ def rewrite_path(modifier: m.PathModifier, matched_prefix: str | None, path: str
     """The rewritten path. ReplacePrefixMatch replaces the matched prefix element-wise:
     ``/foo`` → ``/xyz`` turns ``/foo/bar`` into ``/xyz/bar`` and ``/foo`` into ``/xyz``."""
     if modifier.kind is m.PathModifierKind.FULL or matched_prefix is None:
-        return modifier.value
+        # a path is absolute; a relative value would otherwise be glued to the authority
+        return modifier.value if modifier.value.startswith("/") else "/" + modifier.value
     prefix = matched_prefix.rstrip("/")
     rest = path[len(prefix) :] if path.startswith(prefix) else path
     replaced = modifier.value.rstrip("/") + rest
@@ -80,16 +81,34 @@ def redirect_location(
     return f"{new_scheme}://{authority}{new_path}" + (f"?{query}" if query else "")
 
 
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def _split_origin(origin: str) -> tuple[str, str, str] | None:
+    """(scheme, host, port) with the scheme's default port filled in (HTTPCORSFilter: "if not
+    included, port 80 is assumed for http ... and port 443 ... for https")."""
+    scheme, sep, rest = origin.partition("://")
+    if not sep:
+        return None
+    host, colon, port = rest.rpartition(":")
+    if not colon or not port.isdigit():
+        host, port = rest, _DEFAULT_PORTS.get(scheme.lower(), "")
+    return scheme.lower(), host.lower(), port
+
+
 def _origin_allowed(policy: m.CorsPolicy, origin: str) -> bool:
+    got = _split_origin(origin)
     for allowed in policy.allow_origins:
-        if allowed == "*" or allowed == origin:
+        if allowed in ("*", origin):
             return True
-        scheme, sep, pattern = allowed.partition("://")
-        o_scheme, o_sep, o_host = origin.partition("://")
-        if sep and o_sep and scheme == o_scheme and pattern.startswith("*."):
-            host = o_host.rsplit(":", 1)[0] if ":" in o_host else o_host
-            if hostname_matches(pattern, host.lower()):
-                return True
+        want = _split_origin(allowed)
+        if got is None or want is None or want[0] != got[0] or want[2] != got[2]:
+            continue
+        pattern = want[1]
+        if pattern == "*" or pattern == got[1]:  # "A wildcard by itself matches all hosts."
+            return True
+        if pattern.startswith("*.") and hostname_matches(pattern, got[1]):
+            return True
     return False
 
 
@@ -114,7 +133,9 @@ def cors_preflight(
         out.append(("Access-Control-Allow-Credentials", "true"))
     methods = policy.allow_methods
     if "*" in methods:
-        methods = (method,) if policy.allow_credentials or method else ("*",)
+        # with credentials '*' is a literal method name (Fetch), so echo the requested one;
+        # no Access-Control-Request-Method: omit the header (HTTPCORSFilter)
+        methods = (method,) if method else ()
     if methods:
         out.append(("Access-Control-Allow-Methods", ", ".join(methods)))
     allow_headers = policy.allow_headers
@@ -122,8 +143,7 @@ def cors_preflight(
         allow_headers = tuple(request_headers) if policy.allow_credentials else ("*",)
     if allow_headers:
         out.append(("Access-Control-Allow-Headers", ", ".join(allow_headers)))
-    if policy.expose_headers:
-        out.append(("Access-Control-Expose-Headers", ", ".join(policy.expose_headers)))
+    _expose(policy, out)
     out.append(("Access-Control-Max-Age", str(policy.max_age_s)))
     if _allow_origin_value(policy, origin) != "*":
         out.append(("Vary", "Origin"))
@@ -137,8 +157,16 @@ def cors_response_headers(policy: m.CorsPolicy, origin: str) -> CorsAnswer:
     out = [("Access-Control-Allow-Origin", _allow_origin_value(policy, origin))]
     if policy.allow_credentials:
         out.append(("Access-Control-Allow-Credentials", "true"))
-    if policy.expose_headers:
-        out.append(("Access-Control-Expose-Headers", ", ".join(policy.expose_headers)))
+    _expose(policy, out)
     if _allow_origin_value(policy, origin) != "*":
         out.append(("Vary", "Origin"))
     return out
+
+
+def _expose(policy: m.CorsPolicy, out: CorsAnswer) -> None:
+    # With credentials a '*' cannot be sent (HTTPCORSFilter): send the named headers only.
+    names = policy.expose_headers
+    if policy.allow_credentials:
+        names = tuple(n for n in names if n != "*")
+    if names:
+        out.append(("Access-Control-Expose-Headers", ", ".join(names)))

@@ -16,6 +16,11 @@ from routing.reader import Reader
 __all__ = ["parse_httproute", "parse_object_ref"]
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+# RFC 3986 path characters, or a percent-encoding (never of '/')
+_PATH_CHARS = re.compile(r"^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})*$")
 MAX_WEIGHT = 1_000_000
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
 _Named = TypeVar("_Named", m.HeaderMatch, m.QueryMatch)
@@ -34,11 +39,35 @@ def parse_httproute(r: Reader, meta: m.Meta) -> m.HTTPRoute:
     spec = r.mapping("spec")
     parents = spec.list_of("parentRefs", _parse_parent_ref)
     hostnames = tuple(h.lower() for h in spec.str_list("hostnames"))
+    for i, name in enumerate(hostnames):
+        problem = hostname_problem(name)
+        if problem:
+            spec.sink.error(f"{spec.sub('hostnames')}[{i}]", problem)
     rules = spec.list_of("rules", _parse_rule)
     if not spec.has("rules"):
         rules = (m.RouteRule(matches=(m.RouteMatch(),)),)
     spec.finish()
     return m.HTTPRoute(meta=meta, parent_refs=parents, hostnames=hostnames, rules=rules)
+
+
+# one DNS label; checked label by label (a whole-name regex with nested quantifiers
+# backtracks exponentially on long invalid names)
+_LABEL = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+_IPV4 = re.compile(r"^[0-9]+(\.[0-9]+){3}$")
+
+
+def hostname_problem(name: str) -> str | None:
+    """Why ``name`` is not a Gateway API Hostname, or None."""
+    if _IPV4.match(name) or ":" in name:
+        return "IP addresses are not allowed as hostnames"
+    labels = name.split(".")
+    if labels[0] == "*" and len(labels) > 1:
+        labels = labels[1:]
+    if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
+        return (
+            "must be a DNS name, optionally with a wildcard label '*.' by itself as the first label"
+        )
+    return None
 
 
 def _parse_parent_ref(r: Reader) -> m.ParentRef:
@@ -55,8 +84,18 @@ def _parse_parent_ref(r: Reader) -> m.ParentRef:
 def _parse_rule(r: Reader) -> m.RouteRule:
     matches = r.list_of("matches", _parse_match) or (m.RouteMatch(),)
     filters = r.list_of("filters", _parse_filter)
-    _check_filter_combination(r, filters)
+    _check_filter_combination(r, r.sub("filters"), filters)
     backends = r.list_of("backendRefs", _parse_backend_ref)
+    if backends and any(f.type == "RequestRedirect" for f in filters):
+        r.sink.error(r.sub("filters"), "RequestRedirect must not be used with backendRefs")
+    all_filters = [*filters, *(f for b in backends for f in b.filters)]
+    if any(_replaces_prefix(f) for f in all_filters) and not (
+        len(matches) == 1 and matches[0].path.kind is m.PathKind.PREFIX
+    ):
+        r.sink.error(
+            r.sub("matches"),
+            "ReplacePrefixMatch needs exactly one match, with a PathPrefix path",
+        )
     r.ignore("sessionPersistence")
     return m.RouteRule(
         name=r.string("name"),
@@ -68,13 +107,21 @@ def _parse_rule(r: Reader) -> m.RouteRule:
     )
 
 
-def _check_filter_combination(r: Reader, filters: tuple[m.RouteFilter, ...]) -> None:
+def _replaces_prefix(f: m.RouteFilter) -> bool:
+    for mod in (f.redirect.path if f.redirect else None, f.rewrite.path if f.rewrite else None):
+        if mod is not None and mod.kind is m.PathModifierKind.PREFIX:
+            return True
+    return False
+
+
+def _check_filter_combination(r: Reader, path: str, filters: tuple[m.RouteFilter, ...]) -> None:
     kinds = [f.type for f in filters]
     if "RequestRedirect" in kinds and "URLRewrite" in kinds:
-        r.sink.error(r.sub("filters"), "RequestRedirect and URLRewrite cannot be combined")
-    for once in ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "CORS"):
-        if kinds.count(once) > 1:
-            r.sink.error(r.sub("filters"), f"{once} may appear at most once")
+        r.sink.error(path, "RequestRedirect and URLRewrite cannot be combined")
+    once = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite")
+    for kind in (*once, "CORS"):
+        if kinds.count(kind) > 1:
+            r.sink.error(path, f"{kind} may appear at most once")
 
 
 def _parse_match(r: Reader) -> m.RouteMatch:
@@ -84,8 +131,8 @@ def _parse_match(r: Reader) -> m.RouteMatch:
         path = _parse_path_match(pr)
         pr.finish()
     method = r.string("method")
-    if method is not None and not method.isupper():
-        r.sink.error(r.sub("method"), f"{method!r} is not an HTTP method in upper case")
+    if method is not None and method not in _METHODS:
+        r.sink.error(r.sub("method"), f"must be one of {', '.join(sorted(_METHODS))}")
     return m.RouteMatch(
         path=path,
         headers=_first_by_name(r.list_of("headers", _parse_header_match), fold_case=True),
@@ -123,6 +170,10 @@ def _parse_path_match(r: Reader) -> m.PathMatch:
         r.sink.error(r.sub("value"), "must not contain '//', '/./' or '/../'")
     elif "?" in value or "#" in value:
         r.sink.error(r.sub("value"), "must not contain '?' or '#'")
+    elif "%2f" in value.lower():
+        r.sink.error(r.sub("value"), "must not contain '%2f' or '%2F'")
+    elif not _PATH_CHARS.match(value):
+        r.sink.error(r.sub("value"), "must only contain valid path characters (RFC 3986)")
     return m.PathMatch(kind=kind, value=value)
 
 
@@ -168,6 +219,8 @@ def _parse_filter(r: Reader) -> m.RouteFilter:
     for other in _FILTER_FIELDS.values():
         if other != field_name and r.has(other):
             r.sink.error(r.sub(other), f"not allowed with type {kind}")
+    if not r.has(field_name):
+        r.sink.error(r.sub(field_name), f"required for a {kind} filter")
     body = r.mapping(field_name)
     out = _FILTER_BUILDERS[kind](body, kind)
     body.finish()
@@ -184,6 +237,10 @@ def _build_headers(r: Reader, kind: str) -> m.RouteFilter:
     mod = m.HeaderModifier(
         set=r.list_of("set", pair), add=r.list_of("add", pair), remove=r.str_list("remove")
     )
+    names = [n.lower() for n, _ in mod.set] + [n.lower() for n, _ in mod.add]
+    names += [n.lower() for n in mod.remove]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        r.sink.error(r.path, f"header {dup!r} is named by more than one action")
     if kind == "RequestHeaderModifier":
         return m.RouteFilter(type=kind, request_headers=mod)
     return m.RouteFilter(type=kind, response_headers=mod)
@@ -233,6 +290,8 @@ def _build_rewrite(r: Reader, kind: str) -> m.RouteFilter:
 def _build_mirror(r: Reader, kind: str) -> m.RouteFilter:
     backend = parse_object_ref(r.mapping("backendRef"))
     num, den = 100, 100
+    if r.has("percent") and r.has("fraction"):
+        r.sink.error(r.path, "only one of percent or fraction may be specified")
     if r.has("percent"):
         num = r.number("percent", 100, lo=0, hi=100) or 0
     elif r.has("fraction"):
@@ -258,8 +317,8 @@ def _build_cors(r: Reader, kind: str) -> m.RouteFilter:
         allow_credentials=r.flag("allowCredentials", False),
         max_age_s=r.number("maxAge", 5, lo=1) or 5,
     )
-    if cors.allow_credentials and "*" in cors.allow_origins and len(cors.allow_origins) > 1:
-        r.sink.warn(r.sub("allowOrigins"), "'*' with credentials echoes the request origin")
+    if "*" in cors.allow_origins and len(cors.allow_origins) > 1:
+        r.sink.error(r.sub("allowOrigins"), "'*' cannot be listed alongside other origins")
     return m.RouteFilter(type=kind, cors=cors)
 
 
@@ -303,6 +362,7 @@ def _parse_backend_ref(r: Reader) -> m.BackendRef:
     )
     weight = r.number("weight", 1, lo=0, hi=MAX_WEIGHT)
     filters = r.list_of("filters", _parse_filter)
+    _check_filter_combination(r, r.sub("filters"), filters)
     return m.BackendRef(ref=ref, weight=1 if weight is None else weight, filters=filters)
 
 

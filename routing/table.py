@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import assert_never
 
 from routing import model as m
 from routing.backends import InvalidTarget, PoolTarget, Resolver, Target
@@ -240,6 +241,8 @@ def _allows(
             selector = listener.allowed_selector
             labels = ns_labels.get(route.meta.namespace, {})
             return selector is not None and selector.matches(labels)
+        case _:
+            assert_never(listener.allowed_from)
 
 
 def _compile_route(route: m.HTTPRoute, resolver: Resolver) -> tuple[CompiledRule, ...]:

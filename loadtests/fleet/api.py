@@ -177,7 +177,8 @@ class _Api:
             await response.write(event)
             sent += 1
 
-        with contextlib.suppress(_InjectedResetError):
+        # a client that leaves mid-stream is normal: the caller's finally aborts the sequence
+        with contextlib.suppress(_InjectedResetError, ConnectionResetError):
             if req.kind is Kind.CHAT:
                 await send(
                     protocol.sse_event(protocol.stream_chunk(req.kind, head, "", None, role=True))

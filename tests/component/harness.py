@@ -186,6 +186,12 @@ spec:
   selector: {{matchLabels: {{app: {pool}}}}}
   targetPorts: [{{number: 8000}}]
   endpointPickerRef: {{name: epp, port: {{number: 9002}}, failureMode: {failure_mode}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: epp, namespace: default}}
+spec:
+  ports: [{{name: grpc, port: 9002}}]
 {policy}{extra}
 """
     return gateway_yaml(port, routes, "---\n" + yaml.safe_dump_all(slices))

@@ -91,7 +91,6 @@ async def test_64_single_inputs_reach_the_backend_as_at_most_4_calls(tmp_path):
         calls = _upstream_calls(fleet)
     assert [r.status_code for r in responses] == [200] * 64
     assert calls <= 4, calls
-    print("CALLS", calls)
     for text, response in zip(texts, responses, strict=True):
         body = response.json()
         assert [d["index"] for d in body["data"]] == [0]

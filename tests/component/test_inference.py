@@ -260,9 +260,13 @@ spec:
 
 async def test_model_rewrite_reaches_the_server_and_models_lists_it(tmp_path):
     port = free_port()
-    async with _fleet(1, adapters=("sql-lora",)) as fleet, gateway_on(
-        tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}), extra=REWRITE)
-    ) as gw, httpx.AsyncClient(timeout=30) as client:
+    async with (
+        _fleet(1, adapters=("sql-lora",)) as fleet,
+        gateway_on(
+            tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}), extra=REWRITE)
+        ) as gw,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
         await wait_scraped(gw, 1)
         resp = await client.post(
             f"http://127.0.0.1:{port}/v1/completions",

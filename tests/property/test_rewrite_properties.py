@@ -60,11 +60,6 @@ def test_replace_full_path_is_the_value(value: str, path: str) -> None:
     assert rewrite_path(modifier, "/any", path) == value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a relative replaceFullPath (CRD-valid) is used verbatim as the path",
-)
 @given(
     kind=st.sampled_from(m.PathModifierKind),
     value=st.text(max_size=8),

@@ -86,11 +86,6 @@ def test_format_rounds_to_milliseconds(seconds: float, canonical: str) -> None:
     assert format_duration(seconds) == canonical
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: '9ms' parses to 0.009000000000000001 s, not 0.009 s (ms * 0.001 in float)",
-)
 @pytest.mark.parametrize(("text", "ms"), [("9ms", 9), ("13ms", 13), ("26ms", 26)])
 def test_milliseconds_parse_exactly(text: str, ms: int) -> None:
     # GEP-2257: "MUST be interpreted as specified by Golang's time.ParseDuration", which counts

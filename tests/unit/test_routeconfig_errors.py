@@ -483,11 +483,6 @@ SPEC_GAPS = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: the parser accepts objects the Gateway API CRD rejects",
-)
 @pytest.mark.parametrize(
     ("text", "where"), [c[1:] for c in SPEC_GAPS], ids=[c[0] for c in SPEC_GAPS]
 )
@@ -509,11 +504,6 @@ def _is_under(error: tuple[int, str], where: tuple[int, str]) -> bool:
     return error[0] == where[0] and error[1].startswith(where[1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ConfigError,
-    reason="BUG: an unquoted creationTimestamp decodes to a datetime and is refused",
-)
 def test_unquoted_creation_timestamp_is_accepted() -> None:
     # PyYAML (as gateway/ uses it) turns an unquoted RFC 3339 timestamp into a datetime; the
     # spec orders routes by it ("The oldest Route based on creation timestamp").
