@@ -204,3 +204,15 @@ async def wait_scraped(gw: RunningGateway, count: int) -> None:
             await asyncio.sleep(0)
         for state in list(gw.ctx.pools.scraper.states.values()):
             await state.first_scrape.wait()
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait, inside a timeout, for state another task or process updates (a gauge, a scrape).
+    There is no event to wait on for these, so it re-checks after yielding to the loop."""
+    async with asyncio.timeout(timeout_s):
+        while not predicate():  # noqa: ASYNC110 - no event exists for this state
+            await asyncio.sleep(0.002)
+
+
+def gauge(gw: RunningGateway, name: str, **labels: str) -> float:
+    return gw.ctx.metrics.registry.get_sample_value(name, labels) or 0.0

@@ -9,9 +9,18 @@ import httpx
 import pytest
 
 from loadtests.fleet import EngineProfile, Fleet, FleetSpec, ReplicaSpec
-from tests.component.harness import free_port, gateway_on, pool_yaml, wait_scraped
+from tests.component.harness import (
+    free_port,
+    gateway_on,
+    gauge,
+    pool_yaml,
+    until,
+    wait_scraped,
+)
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+QUEUE = "sluice_gateway_queue_length"
+POOL = "default/llama"
 
 
 def _policy(body: str) -> str:
@@ -92,13 +101,7 @@ async def test_light_tenant_gets_its_fair_share_while_both_are_backlogged(tmp_pa
         # the heavy tenant sends 10x the light one's requests; once it is backlogged in the
         # gateway's queue, the light one sends its burst: from then on both are backlogged
         heavy = [asyncio.create_task(send("heavy", i)) for i in range(200)]
-        registry = gw.ctx.metrics.registry
-        async with asyncio.timeout(10):
-            while (  # noqa: ASYNC110 - a gauge the gateway sets
-                registry.get_sample_value("sluice_gateway_queue_length", {"pool": "default/llama"})
-                or 0
-            ) < 50:
-                await asyncio.sleep(0.005)
+        await until(lambda: gauge(gw, QUEUE, pool=POOL) >= 50, timeout_s=10)
         await asyncio.gather(*(send("light", i) for i in range(20)), *heavy)
     lights = [i for i, tenant in enumerate(done) if tenant == "light"]
     while_backlogged = collections.Counter(done[lights[0] : lights[-1] + 1])
@@ -123,30 +126,14 @@ async def test_a_queued_request_whose_client_leaves_never_reaches_a_backend(tmp_
         async with asyncio.timeout(5):
             await replica.wait_for_requests(1)
         queued = asyncio.create_task(client.post(url, json=_completion("queued")))
-        metrics = gw.ctx.metrics.registry
-        async with asyncio.timeout(5):
-            while (
-                metrics.get_sample_value(  # noqa: ASYNC110 - gauge set by the gateway
-                    "sluice_gateway_queue_length", {"pool": "default/llama"}
-                )
-                != 1
-            ):
-                await asyncio.sleep(0)
+        await until(lambda: gauge(gw, QUEUE, pool=POOL) == 1)
         queued.cancel()  # the client goes away while its request waits in the queue
-        async with asyncio.timeout(5):
-            while (
-                metrics.get_sample_value(  # noqa: ASYNC110 - gauge set by the gateway
-                    "sluice_gateway_queue_length", {"pool": "default/llama"}
-                )
-                != 0
-            ):
-                await asyncio.sleep(0)
+        await until(lambda: gauge(gw, QUEUE, pool=POOL) == 0)
         async with asyncio.timeout(30):
             assert (await first).status_code == 200
         assert replica.stats.received == 1
-        cancelled = metrics.get_sample_value(
-            "sluice_rejected_requests_total",
-            {"pool": "default/llama", "reason": "client_cancelled"},
+        cancelled = gauge(
+            gw, "sluice_rejected_requests_total", pool=POOL, reason="client_cancelled"
         )
         assert cancelled == 1
 
@@ -171,9 +158,7 @@ async def test_sheddable_requests_get_429_while_the_pool_is_saturated(tmp_path):
             for i in range(5)
         ]
         state = next(iter(gw.ctx.pools.scraper.states.values()))
-        async with asyncio.timeout(5):
-            while not (state.metrics and state.metrics.waiting and state.metrics.waiting >= 1):
-                await asyncio.sleep(0.01)  # noqa: ASYNC110 - the scraper's next reading
+        await until(lambda: bool(state.metrics and (state.metrics.waiting or 0) >= 1))
         shed = await client.post(
             url, json=_completion("batch job"), headers={"x-gateway-inference-objective": "batch"}
         )

@@ -7,7 +7,6 @@ ignored." The result is a path: it starts with "/".
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 

@@ -16,7 +16,6 @@ from tests.unit.manifests import (
     issues_of,
     parse,
     pool_doc,
-    route_filter,
     route_rule,
 )
 

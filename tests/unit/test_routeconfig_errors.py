@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 
-from routing import ConfigError
 from tests.unit.manifests import (
     GATEWAY,
     ROUTE_HEAD,
