@@ -33,6 +33,10 @@ def _add_serve_args(p: argparse.ArgumentParser, *, config_required: bool) -> Non
     p.add_argument("--admin", default=DEFAULT_ADMIN, help="admin listener host:port")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--no-watch", action="store_true", help="reload on SIGHUP only")
+    p.add_argument(
+        "--keda", default="", metavar="HOST:PORT",
+        help="serve the KEDA external scaler (gRPC) here, e.g. 0.0.0.0:9902; off by default",
+    )  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,6 +110,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             admin_port=admin_port,
             watch_interval_s=None if args.no_watch else 1.0,
             loaded=loaded,
+            keda_address=args.keda or None,
         ) as gw:
             logging.getLogger("sluice").info("admin on http://%s:%d", admin_host, gw.admin_port)
             await serve_forever(gw)

@@ -34,6 +34,8 @@ def build_admin_app(
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/config", _config)
     app.router.add_post("/reload", _reload)
+    app.router.add_get("/autoscaling", _autoscaling)
+    app.router.add_get("/autoscaling/{namespace}/{name}", _autoscaling)
     return app
 
 
@@ -52,6 +54,45 @@ async def _readyz(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     data = generate_latest(request.app[CTX].metrics.registry)
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _autoscaling(request: web.Request) -> web.Response:
+    """Demand and the replica recommendation per pool, as JSON (KEDA's metrics-api scaler
+    reads ``desiredReplicas`` with ``valueLocation: desiredReplicas``)."""
+    ctx = request.app[CTX]
+    wanted = None
+    if "name" in request.match_info:
+        wanted = f"{request.match_info['namespace']}/{request.match_info['name']}"
+    pools = {}
+    for name, settings in ctx.holder.table.pools.items():
+        if wanted is not None and name != wanted:
+            continue
+        demand = ctx.autoscaling.demand(settings)
+        latest = ctx.autoscaling.latest.get(name)
+        rec = latest[1] if latest else None
+        pools[name] = {
+            "desiredReplicas": rec.desired if rec else None,
+            "panic": rec.panic if rec else False,
+            "active": bool(demand.demand) or (rec.active if rec else False),
+            "readyReplicas": demand.ready,
+            "demand": demand.demand,
+            "queued": demand.queued,
+            "inFlight": demand.in_flight,
+            "backendRunning": demand.backend_running,
+            "backendWaiting": demand.backend_waiting,
+            "stableDemand": rec.stable_demand if rec else None,
+            "panicDemand": rec.panic_demand if rec else None,
+            "headroom": settings.autoscaling.headroom,
+            "targetPerReplica": settings.autoscaling.target_per_replica,
+        }
+    if wanted is not None:
+        if wanted not in pools:
+            return web.json_response(
+                {"error": {"code": "pool_not_found", "message": f"no InferencePool {wanted}"}},
+                status=404,
+            )
+        return web.json_response(pools[wanted])
+    return web.json_response({"pools": pools})
 
 
 async def _reload(request: web.Request) -> web.Response:

@@ -20,8 +20,10 @@ from aiohttp import web
 from gateway.admin import build_admin_app
 from gateway.configload import LoadedConfig, load_config
 from gateway.context import Limits, ProxyContext, TableHolder
+from gateway.keda import KedaScaler
 from gateway.listeners import ListenerSet
 from gateway.metrics import Metrics
+from gateway.poolmetrics import PoolCollector
 from gateway.reload import Reloader
 from gateway.upstream import make_session
 
@@ -37,6 +39,8 @@ class RunningGateway:
     reloader: Reloader
     admin_port: int
     watcher: asyncio.Task[None] | None
+    keda: KedaScaler
+    keda_port: int | None
 
 
 @contextlib.asynccontextmanager
@@ -50,6 +54,8 @@ async def running_gateway(
     watch_interval_s: float | None = 1.0,
     seed: int | None = None,
     loaded: LoadedConfig | None = None,
+    keda_address: str | None = None,
+    autoscaling_interval_s: float = 1.0,
 ) -> AsyncIterator[RunningGateway]:
     """Start a gateway on ``paths``; raises ``ConfigError`` if the config is invalid."""
     limits = limits or Limits()
@@ -63,10 +69,13 @@ async def running_gateway(
         limits=limits,
         rng=random.Random(seed),
     )
+    metrics.registry.register(PoolCollector(ctx))
     listeners = ListenerSet(ctx, address=address)
     reloader = Reloader(ctx, listeners, paths)
     runner: web.AppRunner | None = None
     watcher = None
+    keda = KedaScaler(ctx.autoscaling, ctx.admission, lambda: ctx.holder.table)
+    keda_port = None
     try:
         await (await listeners.apply(loaded.table))()
         ctx.pools.apply(loaded.table)
@@ -81,18 +90,25 @@ async def running_gateway(
         bound_admin = runner.addresses[0][1] if runner.addresses else admin_port
         if watch_interval_s:
             watcher = asyncio.create_task(reloader.watch(watch_interval_s))
+        ctx.autoscaling.start(autoscaling_interval_s)
+        if keda_address:
+            keda_port = await keda.start(keda_address)
         yield RunningGateway(
             ctx=ctx,
             listeners=listeners,
             reloader=reloader,
             admin_port=bound_admin,
             watcher=watcher,
+            keda=keda,
+            keda_port=keda_port,
         )
     finally:
         if watcher is not None:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+        await keda.close()
+        await ctx.autoscaling.close()
         await listeners.close(limits.shutdown_grace_s)
         if runner is not None:
             await runner.cleanup()

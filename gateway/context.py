@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from gateway.admission import Admissions
+from gateway.autoscaling import Autoscaling
 from gateway.embeddings import EmbeddingBatcher
 from gateway.metrics import Metrics
 from gateway.pools import PoolRuntime
@@ -60,6 +61,7 @@ class ProxyContext:
     pools: PoolRuntime = field(default_factory=PoolRuntime)
     embeddings: EmbeddingBatcher = field(init=False)
     admission: Admissions = field(init=False)
+    autoscaling: Autoscaling = field(init=False)
     # the gateway's own count of requests in flight per endpoint key ("host:port")
     in_flight: dict[str, int] = field(default_factory=dict)
     mirrors_in_flight: int = 0
@@ -69,3 +71,4 @@ class ProxyContext:
     def __post_init__(self) -> None:
         self.embeddings = EmbeddingBatcher(self.session)
         self.admission = Admissions(self.metrics, self.pools.capacity_inputs)
+        self.autoscaling = Autoscaling(self.pools, self.admission, lambda: self.holder.table)

@@ -171,6 +171,23 @@ class PoolRuntime:
                 signals.append((None, None))
         return ready, signals
 
+    def backend_load(self, settings: PoolSettings) -> tuple[int, float, float]:
+        """Ready endpoints, and the requests running and waiting inside them (fresh only)."""
+        view = self._views.get(settings.key)
+        if view is None:
+            return 0, 0.0, 0.0
+        stale_before = asyncio.get_running_loop().time() - settings.staleness_s
+        ready, running, waiting = 0, 0.0, 0.0
+        for key in view.keys:
+            state = self.scraper.states.get(key)
+            if state is not None and not state.healthy:
+                continue
+            ready += 1
+            if state is not None and state.metrics is not None and state.updated_at >= stale_before:
+                running += state.metrics.running or 0.0
+                waiting += state.metrics.waiting or 0.0
+        return ready, running, waiting
+
     def current(self, name: str) -> PoolTarget | None:
         """The pool as the table now in force has it (after a reload, new endpoints)."""
         view = self._views.get(name)

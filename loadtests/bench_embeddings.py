@@ -183,7 +183,33 @@ def _config(port: int, slices: Path, args: argparse.Namespace) -> str:
               targetRefs: [{{group: inference.networking.k8s.io, kind: InferencePool, name: emb-{mode}}}]
               embeddings: {batching[mode]}
             """)  # noqa: E501 - YAML inside a dedent
-    return head + rules + pools + "---\n" + slices.read_text()
+    # Sluice is the endpoint picker; the pools' endpointPickerRef must still resolve.
+    picker = textwrap.dedent("""\
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: epp, namespace: default}
+        spec:
+          ports: [{name: grpc, port: 9002}]
+        """)
+    return head + rules + pools + picker + "---\n" + slices.read_text()
+
+
+def _check(url: str) -> None:
+    """One request per mode must answer 200 before anything is measured."""
+
+    async def probe(mode: str) -> tuple[int, bytes]:
+        body = {"model": DEFAULT_MODEL, "input": "probe"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, json=body, headers={MODE_HEADER: mode}) as resp,
+        ):
+            return resp.status, await resp.read()
+
+    for mode in MODES:
+        status, body = _run(probe(mode))
+        if status != 200:
+            raise RuntimeError(f"batching {mode}: POST {url}: {status} {body[:300]!r}")
 
 
 def _picks(admin_url: str) -> dict[str, float]:
@@ -324,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
                 config, port=port, log_path=tmp / "sluice.log", extra=["--no-watch"]
             ) as gw:
                 url = f"{gw.url}/v1/embeddings"
+                _check(url)
                 phases = []
                 for rnd in range(args.rounds):
                     for mode in MODES:

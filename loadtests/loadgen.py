@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 
 from .scenario import is_loopback_url, parse_workload
-from .workload import PlannedRequest, RequestFactory, StreamTally
+from .workload import OBJECTIVE_HEADER, PlannedRequest, RequestFactory, StreamTally
 
 ENDPOINT_HEADER = "x-gateway-destination-endpoint-served"
 ERROR_TEXT_CHARS = 200
@@ -69,6 +69,8 @@ class Record:
     endpoint: str | None = None
     model: str = ""
     group: int | None = None
+    objective: str | None = None  # the x-gateway-inference-objective header sent, if any
+    retry_after: str | None = None  # the Retry-After header of a non-200 answer, if any
 
 
 @dataclasses.dataclass(slots=True)
@@ -129,7 +131,10 @@ class Generator:
 
     def _dispatch(self, rng: random.Random, t: float, phase: str) -> None:
         plan = self.factory.next(rng)
-        record = Record(phase=phase, t=t, model=plan.model, group=plan.group)
+        record = Record(
+            phase=phase, t=t, model=plan.model, group=plan.group,
+            objective=plan.headers.get(OBJECTIVE_HEADER),
+        )  # fmt: skip
         self.records.append(record)
         if len(self._tasks) >= self.spec.max_in_flight:
             record.error = "dropped: max_in_flight reached in the generator"
@@ -184,6 +189,7 @@ class Generator:
             record.status = resp.status
             record.endpoint = resp.headers.get(ENDPOINT_HEADER)
             if resp.status != 200:
+                record.retry_after = resp.headers.get("Retry-After")
                 text = await resp.text(errors="replace")
                 record.error = f"HTTP {resp.status}: {text}"[:ERROR_TEXT_CHARS]
             elif resp.content_type == "text/event-stream":

@@ -82,7 +82,9 @@ def write_markdown(
     for point in scenario.points:
         rows = [r for r in results if r.load == point.label]
         lines += [f"## Load {point.label} ({point.qps:.1f} req/s offered)", "", *_table(rows), ""]
+        lines += _objective_table(rows)
     lines += _lag_section(results)
+    lines += _status_section(results)
     lines += _error_section(results)
     lines += ["## Plots", ""]
     lines += [f"![{name}]({name})" for name in info.plots] or [info.plot_note or "none"]
@@ -142,6 +144,52 @@ def _table(rows: Sequence[TrialResult]) -> list[str]:
             f"| {' '.join(map(str, r.replica_requests)) or 'n/a'} |"
         )
     return out
+
+
+def _objective_table(rows: Sequence[TrialResult]) -> list[str]:
+    """Per x-gateway-inference-objective value, when the workload sends one."""
+    rows = [r for r in rows if r.failure is None and r.by_objective]
+    if not rows:
+        return []
+    out = [
+        "Per objective (requests sent in the window; latencies of the successful ones):",
+        "",
+        "| policy | objective | sent | succeeded | TTFT p50 / p90 / p99 (ms) "
+        "| E2E p50 / p90 / p99 (s) | answers by status | non-200 with Retry-After |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        for name, o in r.by_objective.items():
+            ttft = " / ".join(_ms(v) for v in (o.ttft_s.p50, o.ttft_s.p90, o.ttft_s.p99))
+            e2e = " / ".join(_s(v) for v in (o.e2e_s.p50, o.e2e_s.p90, o.e2e_s.p99))
+            non_ok = o.sent - o.statuses.get("200", 0)
+            out.append(
+                f"| {r.policy} | {name} | {o.sent} | {o.completed} | {ttft} | {e2e} "
+                f"| {_statuses(o.statuses)} | {o.retry_after} of {non_ok} |"
+            )
+    return [*out, ""]
+
+
+def _status_section(results: Sequence[TrialResult]) -> list[str]:
+    out = [
+        "## Answers by status",
+        "",
+        'Requests sent in the measured window, by HTTP status; "no answer" is a connection '
+        "error, a timeout, a request still open at the drain's end or dropped by the generator.",
+        "",
+        "| policy | load | sent | answers |",
+        "|---|---|---|---|",
+    ]
+    out += [
+        f"| {r.policy} | {r.load} | {r.sent} | {_statuses(r.statuses)} |"
+        for r in results
+        if r.failure is None
+    ]
+    return [*out, ""]
+
+
+def _statuses(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{k}: {n}" for k, n in counts.items()) or "none"
 
 
 def _lag_section(results: Sequence[TrialResult]) -> list[str]:

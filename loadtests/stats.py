@@ -54,6 +54,18 @@ class Window:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ObjectiveResult:
+    """The measured requests of one x-gateway-inference-objective value ("-" for none)."""
+
+    sent: int
+    completed: int
+    ttft_s: Percentiles  # successful requests only
+    e2e_s: Percentiles
+    statuses: dict[str, int]  # see `status_counts`
+    retry_after: int  # non-200 answers that carried a Retry-After header
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class TrialResult:
     policy: str
     load: str
@@ -81,6 +93,10 @@ class TrialResult:
     target_cores: float | None  # the gateway's (or command's) process, over the window
     ttft_samples_s: tuple[float, ...]  # sorted, for the CDF
     failure: str | None = None  # the trial could not run (the target did not start, ...)
+    # measured requests by answer: "200", "429", "503", ... or "no answer: <kind>" (a
+    # connection error, a timeout, unfinished at the drain's end, dropped by the generator)
+    statuses: dict[str, int] = dataclasses.field(default_factory=dict)
+    by_objective: dict[str, ObjectiveResult] = dataclasses.field(default_factory=dict)
 
 
 def percentile(ordered: Sequence[float], pct: float) -> float:
@@ -134,8 +150,43 @@ def summarize(
         replica_requests=replicas,
         balance=balance,
         ttft_samples_s=tuple(sorted(r.ttft for r in ok if r.ttft is not None)),
+        statuses=status_counts(measured),
+        by_objective=_by_objective(measured),
         **_load_fields(records, before, after, generator_cpu_s, wall_s),
     )
+
+
+def status_counts(records: Iterable[Record]) -> dict[str, int]:
+    """Requests by answer: the HTTP status ("200", "429", ...; a 200 whose stream failed
+    counts as "200 + error"), or "no answer: <kind>" when none came back."""
+    counts: Counter[str] = Counter()
+    for r in records:
+        if r.status:
+            counts[f"{r.status}" + (" + error" if r.status == 200 and r.error else "")] += 1
+        else:
+            counts[f"no answer: {_kind(r.error or 'unknown')}"] += 1
+    return dict(sorted(counts.items()))
+
+
+def _by_objective(measured: Sequence[Record]) -> dict[str, ObjectiveResult]:
+    """Per objective header value; empty when no request named one."""
+    if not any(r.objective for r in measured):
+        return {}
+    groups: dict[str, list[Record]] = {}
+    for r in measured:
+        groups.setdefault(r.objective or "-", []).append(r)
+    out: dict[str, ObjectiveResult] = {}
+    for name, rows in sorted(groups.items()):
+        ok = [r for r in rows if r.error is None and r.ttft is not None and r.e2e is not None]
+        out[name] = ObjectiveResult(
+            sent=len(rows),
+            completed=len(ok),
+            ttft_s=Percentiles.of(r.ttft for r in ok if r.ttft is not None),
+            e2e_s=Percentiles.of(r.e2e for r in ok if r.e2e is not None),
+            statuses=status_counts(rows),
+            retry_after=sum(1 for r in rows if r.status not in (0, 200) and r.retry_after),
+        )
+    return out
 
 
 def _load_fields(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from routing.autoscale import AutoscaleSpec
 from routing.pipeline import Profile
 from routing.presets import Preset
 
@@ -431,12 +432,15 @@ class TrafficLimits:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrafficPolicy:
+    """Sluice's TrafficPolicy (see routing/trafficconfig.py)."""
+
     meta: Meta
     pools: tuple[str, ...]
     limits: TrafficLimits
     model_limits: tuple[tuple[str, TrafficLimits], ...] = ()
     fairness_header: str = "x-gateway-inference-fairness-id"
     embeddings: EmbeddingBatching = field(default_factory=EmbeddingBatching)
+    autoscaling: AutoscaleSpec | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

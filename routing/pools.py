@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from routing import model as m
+from routing.autoscale import AutoscaleSpec
 from routing.candidates import DEFAULT_MAX_CANDIDATES
 from routing.pipeline import Profile
 from routing.plugins.filters import PackingFilter
@@ -50,6 +51,7 @@ class PoolSettings:
     fairness_header: str = "x-gateway-inference-fairness-id"
     embeddings: m.EmbeddingBatching = field(default_factory=m.EmbeddingBatching)
     has_traffic_policy: bool = False
+    autoscaling: AutoscaleSpec = field(default_factory=AutoscaleSpec)
 
     def limits_for(self, model: str) -> m.TrafficLimits:
         return self.model_traffic.get(model, self.traffic)
@@ -119,8 +121,16 @@ def build_pool_settings(config: m.Config) -> Mapping[str, PoolSettings]:
             fairness_header=tp.fairness_header if tp else "x-gateway-inference-fairness-id",
             embeddings=tp.embeddings if tp else m.EmbeddingBatching(),
             has_traffic_policy=tp is not None,
+            autoscaling=_autoscaling(tp),
         )
     return out
+
+
+def _autoscaling(tp: m.TrafficPolicy | None) -> AutoscaleSpec:
+    if tp is not None and tp.autoscaling is not None:
+        return tp.autoscaling
+    per_replica = tp.limits.max_per_endpoint if tp is not None else None
+    return AutoscaleSpec(target_per_replica=float(per_replica or 32))
 
 
 def choose_model(

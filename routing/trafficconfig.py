@@ -10,6 +10,8 @@ spec:
   packing: {batchTarget: 32}
   fairness: {header: x-gateway-inference-fairness-id}
   embeddings: {maxBatchSize: 32, maxBatchTokens: 16384, maxQueueDelay: 5ms}
+  autoscaling: {targetPerReplica: 32, headroom: 0.2, minReplicas: 0, maxReplicas: 10,
+                stableWindow: 60s, panicWindow: 6s, panicThreshold: 2, scaleDownDelay: 30s}
   overrides:
   - model: sql-lora
     concurrency: {maxPerModel: 50}
@@ -21,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 
 from routing import model as m
+from routing.autoscale import AutoscaleSpec
 from routing.durations import parse_duration
 from routing.reader import Reader
 
@@ -53,6 +56,7 @@ def parse_traffic_policy(r: Reader, meta: m.Meta) -> m.TrafficPolicy:
         model_limits=overrides,
         fairness_header=header.lower(),
         embeddings=_embeddings(spec.mapping("embeddings")),
+        autoscaling=_autoscaling(spec.opt_mapping("autoscaling"), limits),
     )
     spec.finish()
     return policy
@@ -111,3 +115,34 @@ def _embeddings(r: Reader) -> m.EmbeddingBatching:
     )
     r.finish()
     return out
+
+
+def _autoscaling(r: Reader | None, limits: m.TrafficLimits) -> AutoscaleSpec | None:
+    if r is None:
+        return None
+    base = AutoscaleSpec(target_per_replica=float(limits.max_per_endpoint or 32))
+    target = _number(r, "targetPerReplica", base.target_per_replica)
+    min_replicas = r.number("minReplicas", base.min_replicas, lo=0) or 0
+    max_replicas = r.number("maxReplicas", base.max_replicas, lo=1) or base.max_replicas
+    windows = (
+        _seconds(r, "stableWindow", base.stable_window_s),
+        _seconds(r, "panicWindow", base.panic_window_s),
+        _seconds(r, "scaleDownDelay", base.scale_down_delay_s),
+    )
+    headroom = _number(r, "headroom", base.headroom)
+    threshold = _number(r, "panicThreshold", base.panic_threshold)
+    r.finish()
+    try:
+        return AutoscaleSpec(
+            target_per_replica=target if target > 0 else base.target_per_replica,
+            headroom=headroom,
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+            stable_window_s=windows[0],
+            panic_window_s=windows[1],
+            scale_down_delay_s=windows[2],
+            panic_threshold=threshold,
+        )
+    except ValueError as exc:
+        r.sink.error(r.path, str(exc))
+        return None

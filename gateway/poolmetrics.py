@@ -1,0 +1,106 @@
+"""Pool gauges, computed when /metrics is scraped (no per-request cost): the Inference
+Extension's ``inference_pool_*`` names, and ``sluice_pool_*`` for demand and the replica
+recommendation that autoscalers read. Labels are pool and endpoint names from the config."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.context import ProxyContext
+
+__all__ = ["PoolCollector"]
+
+
+class PoolCollector(Collector):
+    def __init__(self, ctx: ProxyContext) -> None:
+        self._ctx = ctx
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        ctx = self._ctx
+        try:
+            now = asyncio.get_running_loop().time()
+        except RuntimeError:
+            return
+        f = {
+            "queue": GaugeMetricFamily(
+                "inference_pool_average_queue_size",
+                "Average number of requests waiting in the pool's model servers.",
+                labels=["name"],
+            ),
+            "kv": GaugeMetricFamily(
+                "inference_pool_average_kv_cache_utilization",
+                "Average KV-cache utilisation of the pool's model servers (0..1).",
+                labels=["name"],
+            ),
+            "ready": GaugeMetricFamily(
+                "inference_pool_ready_pods", "Ready endpoints of the pool.", labels=["name"]
+            ),
+            "per_pod": GaugeMetricFamily(
+                "inference_pool_per_pod_queue_size",
+                "Requests waiting in each model server of the pool.",
+                labels=["name", "model_server_pod"],
+            ),
+            "demand": GaugeMetricFamily(
+                "sluice_pool_demand",
+                "Requests the pool is asked to hold: gateway queue + in flight or waiting.",
+                labels=["pool"],
+            ),
+            "desired": GaugeMetricFamily(
+                "sluice_pool_desired_replicas",
+                "Recommended replicas, safety margin (headroom) included.",
+                labels=["pool"],
+            ),
+            "panic": GaugeMetricFamily(
+                "sluice_pool_autoscale_panic", "1 while the recommendation is in panic mode.",
+                labels=["pool"],
+            ),
+            "in_flight": GaugeMetricFamily(
+                "sluice_pool_in_flight_requests", "Requests in flight from this gateway.",
+                labels=["pool"],
+            ),
+            "in_flight_tokens": GaugeMetricFamily(
+                "sluice_pool_in_flight_tokens", "Estimated tokens in flight from this gateway.",
+                labels=["pool"],
+            ),
+            "backend_waiting": GaugeMetricFamily(
+                "sluice_pool_backend_waiting", "Requests waiting inside the model servers.",
+                labels=["pool"],
+            ),
+            "backend_running": GaugeMetricFamily(
+                "sluice_pool_backend_running", "Requests running inside the model servers.",
+                labels=["pool"],
+            ),
+        }  # fmt: skip
+        table = ctx.holder.table
+        for name, settings in table.pools.items():
+            target = ctx.pools.current(name)
+            keys = ctx.pools.view(target).keys if target is not None else ()
+            queues, kvs = [], []
+            for key in keys:
+                state = ctx.pools.scraper.states.get(key)
+                fresh = state is not None and now - state.updated_at <= settings.staleness_s
+                if fresh and state is not None and state.metrics is not None:
+                    if state.metrics.waiting is not None:
+                        queues.append(state.metrics.waiting)
+                        f["per_pod"].add_metric([name, key], state.metrics.waiting)
+                    if state.metrics.kv_usage is not None:
+                        kvs.append(state.metrics.kv_usage)
+            f["queue"].add_metric([name], sum(queues) / len(queues) if queues else 0.0)
+            f["kv"].add_metric([name], sum(kvs) / len(kvs) if kvs else 0.0)
+            demand = ctx.autoscaling.demand(settings)
+            f["ready"].add_metric([name], demand.ready)
+            f["demand"].add_metric([name], demand.demand)
+            f["in_flight"].add_metric([name], demand.in_flight)
+            f["backend_waiting"].add_metric([name], demand.backend_waiting)
+            f["backend_running"].add_metric([name], demand.backend_running)
+            tokens = sum(ctx.pools.in_flight_tokens.get(k, 0) for k in keys)
+            f["in_flight_tokens"].add_metric([name], tokens)
+            latest = ctx.autoscaling.latest.get(name)
+            if latest is not None:
+                f["desired"].add_metric([name], latest[1].desired)
+                f["panic"].add_metric([name], 1.0 if latest[1].panic else 0.0)
+        yield from f.values()

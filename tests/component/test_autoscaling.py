@@ -1,0 +1,117 @@
+"""Autoscaler signals on real sockets: KEDA's gRPC contract, the metrics-api JSON, /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import httpx
+import pytest
+
+from gateway.app import running_gateway
+from gateway.kedaproto import (
+    ScaledObjectRef,
+    decode_bool_response,
+    decode_metric_specs,
+    decode_metric_values,
+    encode_metrics_request,
+    encode_ref,
+)
+from loadtests.fleet import Fleet, FleetSpec, ReplicaSpec
+from tests.component.harness import free_port, pool_yaml, wait_scraped
+
+SERVICE = "/externalscaler.ExternalScaler/"
+REF = ScaledObjectRef(name="llama-scaler", namespace="default", metadata={"pool": "llama"})
+
+
+async def _start(tmp_path, text: str):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return running_gateway(
+        [str(path)],
+        address="127.0.0.1",
+        admin_port=0,
+        watch_interval_s=None,
+        keda_address="127.0.0.1:0",
+        autoscaling_interval_s=0.05,
+    )
+
+
+@pytest.mark.single_loop
+async def test_first_request_at_zero_replicas_activates_the_keda_scaler_within_100ms(tmp_path):
+    port = free_port()
+    async with (
+        await _start(tmp_path, pool_yaml(port, [])) as gw,
+        grpc.aio.insecure_channel(f"127.0.0.1:{gw.keda_port}") as channel,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        is_active = channel.unary_unary(
+            SERVICE + "IsActive", request_serializer=encode_ref,
+            response_deserializer=decode_bool_response,
+        )  # fmt: skip
+        stream = channel.unary_stream(
+            SERVICE + "StreamIsActive", request_serializer=encode_ref,
+            response_deserializer=decode_bool_response,
+        )(REF)  # fmt: skip
+        assert await is_active(REF) is False
+        async with asyncio.timeout(5):
+            assert await stream.read() is False  # the current state, first
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        pending = asyncio.create_task(
+            client.post(
+                f"http://127.0.0.1:{port}/v1/completions",
+                json={"model": "m", "prompt": "wake up", "max_tokens": 2},
+            )
+        )
+        async with asyncio.timeout(5):
+            pushed = await stream.read()
+        pushed_after = loop.time() - sent
+        assert pushed is True
+        assert pushed_after <= 0.1, pushed_after
+        assert await is_active(REF) is True
+        stream.cancel()
+        pending.cancel()
+
+
+@pytest.mark.single_loop
+async def test_metric_spec_metrics_api_and_pool_metrics_agree(tmp_path):
+    port = free_port()
+    policy = """
+---
+apiVersion: sluice.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: t, namespace: default}
+spec:
+  targetRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: llama}]
+  autoscaling: {targetPerReplica: 4, headroom: 0.5, minReplicas: 1, maxReplicas: 8}
+"""
+    fleet = Fleet(FleetSpec(replicas=(ReplicaSpec(),) * 2, time_scale=0.05))
+    async with (
+        fleet,
+        await _start(
+            tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}), extra=policy)
+        ) as gw,
+        grpc.aio.insecure_channel(f"127.0.0.1:{gw.keda_port}") as channel,
+    ):
+        await wait_scraped(gw, 2)
+        gw.ctx.autoscaling.sample()
+        specs = await channel.unary_unary(
+            SERVICE + "GetMetricSpec", request_serializer=encode_ref,
+            response_deserializer=decode_metric_specs,
+        )(REF)  # fmt: skip
+        values = await channel.unary_unary(
+            SERVICE + "GetMetrics", request_serializer=lambda r: encode_metrics_request(*r),
+            response_deserializer=decode_metric_values,
+        )((REF, specs[0].name))  # fmt: skip
+        async with httpx.AsyncClient() as client:
+            api = (
+                await client.get(f"http://127.0.0.1:{gw.admin_port}/autoscaling/default/llama")
+            ).json()
+            text = (await client.get(f"http://127.0.0.1:{gw.admin_port}/metrics")).text
+    assert specs[0].target == 1.0
+    assert values[0].value == api["desiredReplicas"] == 1  # idle: minReplicas
+    assert api["readyReplicas"] == 2
+    assert api["headroom"] == 0.5
+    assert 'inference_pool_ready_pods{name="default/llama"} 2.0' in text
+    assert 'sluice_pool_desired_replicas{pool="default/llama"} 1.0' in text
