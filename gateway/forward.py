@@ -25,6 +25,7 @@ from gateway.upstream import (
     UpstreamTimeoutError,
     map_exceptions,
 )
+from gateway.usage import StreamTap
 from routing.backends import Endpoint
 from routing.errors import NoEligibleEndpointError
 from routing.model import RetryPolicy, Timeouts
@@ -63,6 +64,7 @@ async def forward(
     retry: RetryPolicy | None,
     on_response: ResponseHook,
     route: str,
+    tap: StreamTap | None = None,
 ) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     request_deadline = _deadline(loop.time(), timeouts.request_s)
@@ -79,7 +81,7 @@ async def forward(
             if not last and retry is not None and upstream.status in retry.codes:
                 upstream.release()
             else:
-                return await _stream_back(ctx, request, upstream, deadline, on_response)
+                return await _stream_back(ctx, request, upstream, deadline, on_response, tap)
         except UpstreamError as exc:
             ctx.metrics.upstream_errors.labels(endpoint.key, exc.code).inc()
             out_of_time = request_deadline is not None and loop.time() >= request_deadline
@@ -155,6 +157,7 @@ async def _stream_back(
     upstream: aiohttp.ClientResponse,
     deadline: float | None,
     on_response: ResponseHook,
+    tap: StreamTap | None = None,
 ) -> web.StreamResponse:
     complete = False
     try:
@@ -162,16 +165,20 @@ async def _stream_back(
         for name, value in end_to_end(upstream.headers):
             response.headers.add(name, value)
         on_response(response)
+        if tap is not None:
+            tap.on_headers(upstream.headers.get("Content-Type", ""))
         if request.method == "HEAD" or upstream.status in (204, 304):
             await response.prepare(request)
             complete = True
             return response
         await response.prepare(request)
-        complete = await _pump(ctx, request, upstream, response, deadline)
+        complete = await _pump(ctx, request, upstream, response, deadline, tap)
         if complete:
             await response.write_eof()
         return response
     finally:
+        if tap is not None:
+            tap.finish(upstream.status if complete else 599)
         if complete:
             upstream.release()
         else:
@@ -184,6 +191,7 @@ async def _pump(
     upstream: aiohttp.ClientResponse,
     response: web.StreamResponse,
     deadline: float | None,
+    tap: StreamTap | None = None,
 ) -> bool:
     """Copy the body chunk by chunk; False (and the client connection aborted) on failure."""
     reason = None
@@ -195,6 +203,8 @@ async def _pump(
                 if not chunk:
                     return True
                 await response.write(chunk)
+                if tap is not None:
+                    tap.on_chunk(chunk)
     except TimeoutError:
         reason = "timeout"
     except UpstreamResetError:

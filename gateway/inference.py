@@ -11,16 +11,18 @@ import asyncio
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from gateway.context import ProxyContext
-from gateway.errors import RequestError
+from gateway.errors import RequestError, response_for
 from gateway.forward import RequestPlan, ResponseHook, forward
+from gateway.usage import StreamTap
 from routing.admission import Ticket
 from routing.backends import Endpoint, PoolTarget
 from routing.candidates import select_candidates
-from routing.errors import ModelNotFoundError, NoEligibleEndpointError
+from routing.errors import ModelNotFoundError, NoEligibleEndpointError, SluiceError
 from routing.openai import BodyError, OpenAIRequest, parse_body, with_model
 from routing.picking import NoEligibleEndpoint, PickRequest
 from routing.pipeline import Profile, run_profile
@@ -37,6 +39,26 @@ SELECTION_HEADER = "test-epp-endpoint-selection"
 OBJECTIVE_HEADER = "x-gateway-inference-objective"
 SESSION_HEADER = "x-session-id"
 MODEL_REWRITE_HEADER = "x-gateway-model-name-rewrite"
+VARIANT_HEADER = "x-sluice-variant"
+
+
+@dataclass(slots=True, kw_only=True)
+class PoolRequest:
+    """One request on its way through a pool: what was asked, what it became."""
+
+    request: web.BaseRequest
+    rule: CompiledRule
+    target: PoolTarget
+    settings: PoolSettings
+    plan: RequestPlan
+    body: bytes | None
+    parsed: OpenAIRequest | None
+    requested: str  # the model the client named ("" if none)
+    model: str  # the target model after rewrites
+    priority: int
+    tokens: int
+    variant: str  # which A/B variant serves it ("" when there is no split)
+    on_response: ResponseHook
 
 
 async def serve_pool(
@@ -70,123 +92,119 @@ async def serve_pool(
             plan.headers = [(k, v) for k, v in plan.headers if k.lower() != "content-length"]
             plan.headers.append(("Content-Length", str(len(body))))
     model = choice.target if choice else ""
-    priority = choice.priority if choice else 0
-    loop = asyncio.get_running_loop()
-    tokens = (parsed.prompt_tokens + parsed.max_tokens) if parsed else 0
+    split = sum(1 for b in rule.backends if b.weight > 0) > 1
+    pr = PoolRequest(
+        request=request,
+        rule=rule,
+        target=target,
+        settings=settings,
+        plan=plan,
+        body=body,
+        parsed=parsed,
+        requested=requested or "",
+        model=model,
+        priority=choice.priority if choice else 0,
+        tokens=(parsed.prompt_tokens + parsed.max_tokens) if parsed else 0,
+        variant=model if choice and choice.rewritten else (target.name if split else ""),
+        on_response=on_response,
+    )
     ticket = Ticket(
         id=ctx.admission.next_id(),
-        priority=priority,
+        priority=pr.priority,
         tenant=_tenant(request, settings.fairness_header),
         model=model,
-        cost_tokens=max(1, tokens),
+        cost_tokens=max(1, pr.tokens),
         size_bytes=len(body or b""),
-        deadline=loop.time() + settings.limits_for(model).queue_ttl_s,
+        deadline=asyncio.get_running_loop().time() + settings.limits_for(model).queue_ttl_s,
     )
     if await ctx.admission.admit(settings, ticket):
         # it waited: the pool may have changed meanwhile (scale from zero, a reload)
-        table = ctx.holder.table
-        target = ctx.pools.current(target.name) or target
-        settings = table.pools.get(target.name, settings)
+        pr.target = ctx.pools.current(target.name) or target
+        pr.settings = ctx.holder.table.pools.get(target.name, settings)
     try:
-        return await _dispatch(
-            ctx, request, rule, target, settings, plan, body, parsed, model, priority, tokens,
-            on_response,
-        )  # fmt: skip
+        return await _dispatch(ctx, pr)
     finally:
-        ctx.admission.release(settings, ticket)
+        ctx.admission.release(pr.settings, ticket)
 
 
-async def _dispatch(
-    ctx: ProxyContext,
-    request: web.BaseRequest,
-    rule: CompiledRule,
-    target: PoolTarget,
-    settings: PoolSettings,
-    plan: RequestPlan,
-    body: bytes | None,
-    parsed: OpenAIRequest | None,
-    model: str,
-    priority: int,
-    tokens: int,
-    on_response: ResponseHook,
-) -> web.StreamResponse:
+async def _dispatch(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
     if (
-        parsed is not None
-        and settings.embeddings.enabled
-        and plan.path.rstrip("/").endswith("/v1/embeddings")
+        pr.parsed is not None
+        and pr.settings.embeddings.enabled
+        and pr.plan.path.rstrip("/").endswith("/v1/embeddings")
     ):
-        return await _embeddings(ctx, target, settings, plan, parsed, model, priority, on_response)
+        return await _embeddings(ctx, pr)
     endpoint = pick_endpoint(
         ctx,
-        target,
-        settings,
-        parsed=parsed,
-        model=model,
-        priority=priority,
-        session=request.headers.get(SESSION_HEADER),
-        selection=request.headers.get(SELECTION_HEADER),
+        pr.target,
+        pr.settings,
+        parsed=pr.parsed,
+        model=pr.model,
+        priority=pr.priority,
+        session=pr.request.headers.get(SESSION_HEADER),
+        selection=pr.request.headers.get(SELECTION_HEADER),
     )
-    tokens = (parsed.prompt_tokens + parsed.max_tokens) if parsed else 0
-    ctx.pools.in_flight_tokens[endpoint.key] = (
-        ctx.pools.in_flight_tokens.get(endpoint.key, 0) + tokens
-    )
+    token_counts = ctx.pools.in_flight_tokens
+    token_counts[endpoint.key] = token_counts.get(endpoint.key, 0) + pr.tokens
 
     def hook(response: web.StreamResponse) -> None:
         response.headers[SERVED_HEADER] = endpoint.key
-        on_response(response)
+        if pr.variant:
+            response.headers[VARIANT_HEADER] = pr.variant
+        pr.on_response(response)
 
+    tap = StreamTap(
+        ctx.metrics, model=pr.requested or pr.model, target=pr.model, variant=pr.variant
+    )
     try:
         return await forward(
             ctx,
-            request,
-            plan=plan,
+            pr.request,
+            plan=pr.plan,
             endpoints=(endpoint,),
-            body=body,
-            timeouts=rule.timeouts,
-            retry=rule.retry,
+            body=pr.body,
+            timeouts=pr.rule.timeouts,
+            retry=pr.rule.retry,
             on_response=hook,
-            route=rule.route,
+            route=pr.rule.route,
+            tap=tap,
         )
+    except SluiceError as exc:
+        tap.finish(response_for(exc).status)
+        raise
     finally:
-        ctx.pools.in_flight_tokens[endpoint.key] -= tokens
+        token_counts[endpoint.key] -= pr.tokens
 
 
-async def _embeddings(
-    ctx: ProxyContext,
-    target: PoolTarget,
-    settings: PoolSettings,
-    plan: RequestPlan,
-    parsed: OpenAIRequest,
-    model: str,
-    priority: int,
-    on_response: ResponseHook,
-) -> web.StreamResponse:
+async def _embeddings(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
     """Coalesce with other embedding requests for the same model (gateway/embeddings.py);
     the batch's endpoint is picked when the batch is sent, and counted in flight."""
+    parsed = pr.parsed
+    assert parsed is not None
 
     def pick() -> Endpoint:
-        endpoint = pick_endpoint(ctx, target, settings, parsed=parsed, model=model,
-                                 priority=priority, session=None, selection=None)  # fmt: skip
+        endpoint = pick_endpoint(ctx, pr.target, pr.settings, parsed=parsed, model=pr.model,
+                                 priority=pr.priority, session=None, selection=None)  # fmt: skip
         ctx.in_flight[endpoint.key] = ctx.in_flight.get(endpoint.key, 0) + 1
         return endpoint
 
     def release(endpoint: Endpoint) -> None:
         ctx.in_flight[endpoint.key] -= 1
 
-    document = {**parsed.document, "model": model} if model else dict(parsed.document)
+    document = {**parsed.document, "model": pr.model} if pr.model else dict(parsed.document)
     status, payload = await ctx.embeddings.embed(
-        key=(target.name, model),
-        settings=settings.embeddings,
+        key=(pr.target.name, pr.model),
+        settings=pr.settings.embeddings,
         document=document,
-        headers=plan.headers,
-        path=plan.path,
+        headers=pr.plan.headers,
+        path=pr.plan.path,
         pick=pick,
         release=release,
     )
     response = web.Response(
         status=status, body=json.dumps(payload).encode(), content_type="application/json"
     )
-    on_response(response)
+    pr.on_response(response)
     return response
 
 

@@ -17,6 +17,10 @@ LATENCY_BUCKETS_S = (
 )  # fmt: skip
 
 
+TOKEN_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 131072)
+TPOT_BUCKETS_S = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
+
+
 def code_class(status: int) -> str:
     return f"{status // 100}xx"
 
@@ -36,6 +40,15 @@ class Metrics:
     config_timestamp: Gauge
     rejected_requests: Counter
     picks: Counter
+    objective_requests: Counter
+    objective_errors: Counter
+    objective_duration: Histogram
+    objective_input_tokens: Histogram
+    objective_output_tokens: Histogram
+    ttft: Histogram
+    tpot: Histogram
+    e2e: Histogram
+    model_labels: set[str]
     queue_length: Gauge
     queue_wait: Histogram
     saturation: Gauge
@@ -103,6 +116,61 @@ class Metrics:
                 ["pool", "result"],
                 registry=r,
             ),
+            objective_requests=Counter(
+                "inference_objective_request",
+                "Inference requests, by requested and target model.",
+                ["model_name", "target_model_name"],
+                registry=r,
+            ),
+            objective_errors=Counter(
+                "inference_objective_request_error",
+                "Inference requests answered with an error, by model and status.",
+                ["model_name", "target_model_name", "error_code"],
+                registry=r,
+            ),
+            objective_duration=Histogram(
+                "inference_objective_request_duration_seconds",
+                "End-to-end time of successful inference requests.",
+                ["model_name", "target_model_name"],
+                buckets=LATENCY_BUCKETS_S,
+                registry=r,
+            ),
+            objective_input_tokens=Histogram(
+                "inference_objective_input_tokens",
+                "Prompt tokens of successful inference requests.",
+                ["model_name", "target_model_name"],
+                buckets=TOKEN_BUCKETS,
+                registry=r,
+            ),
+            objective_output_tokens=Histogram(
+                "inference_objective_output_tokens",
+                "Output tokens of successful inference requests.",
+                ["model_name", "target_model_name"],
+                buckets=TOKEN_BUCKETS,
+                registry=r,
+            ),
+            ttft=Histogram(
+                "sluice_time_to_first_token_seconds",
+                "Time to the first streamed token, by target model and variant.",
+                ["model", "variant"],
+                buckets=LATENCY_BUCKETS_S,
+                registry=r,
+            ),
+            tpot=Histogram(
+                "sluice_time_per_output_token_seconds",
+                "Time per output token after the first, by target model and variant.",
+                ["model", "variant"],
+                buckets=TPOT_BUCKETS_S,
+                registry=r,
+            ),
+            e2e=Histogram(
+                "sluice_e2e_request_seconds",
+                "End-to-end time of successful inference requests, by model and variant.",
+                ["model", "variant"],
+                buckets=LATENCY_BUCKETS_S,
+                registry=r,
+            ),
+            model_labels=set(),
             queue_length=Gauge(
                 "sluice_gateway_queue_length",
                 "Requests held in the gateway's queue, by pool.",

@@ -22,7 +22,8 @@ Rules:
    batch of its group sends that batch first and opens the next one.
 3. An item over a limit by itself (a list input longer than ``max_batch_size``) or with an
    input the planner cannot read is sent alone with its body unchanged, never split: the
-   upstream applies its own limits and answers it exactly as it would without Sluice.
+   upstream applies its own limits and answers it exactly as it would without Sluice. Any
+   batch of one caller is likewise sent with the caller's body and answered verbatim.
 4. At most ``max_pending`` items wait per planner (``PENDING_PER_BATCH_SIZE`` x
    ``max_batch_size``); beyond that an arrival is rejected. Items sent alone never wait.
 5. Usage: an OpenAI embeddings answer has one ``usage`` for the whole call and nothing per

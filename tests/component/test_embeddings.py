@@ -6,13 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 
 from gateway.app import RunningGateway
 from gateway.embeddings import EmbeddingBatcher
+from gateway.upstream import make_session
 from loadtests.fleet import (
     DEFAULT_MODEL,
     Fault,
@@ -23,7 +27,17 @@ from loadtests.fleet import (
     embedding_vector,
     tokenize,
 )
-from tests.component.harness import free_port, gateway_on, pool_yaml, wait_scraped
+from routing.backends import Endpoint
+from routing.model import EmbeddingBatching
+from tests.component.harness import (
+    Backend,
+    Handler,
+    backend,
+    free_port,
+    gateway_on,
+    pool_yaml,
+    wait_scraped,
+)
 
 MODEL = DEFAULT_MODEL
 PATH = "/v1/embeddings"
@@ -252,3 +266,168 @@ async def test_beyond_the_waiting_cap_callers_get_503(tmp_path):
     assert over.json()["error"]["retry_after_s"] >= 1
     assert [a.status_code for a in answers] == [503] * 8
     assert _upstream_calls(fleet) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the batcher alone, against a scripted upstream on 127.0.0.1
+
+SETTINGS = EmbeddingBatching(max_batch_size=2, max_batch_tokens=1000, max_queue_delay_s=30)
+
+
+@dataclass
+class _Picks:
+    """Stands in for the pool's pick/release pair and counts the calls."""
+
+    endpoint: Endpoint
+    picked: int = 0
+    released: int = 0
+
+    def pick(self) -> Endpoint:
+        self.picked += 1
+        return self.endpoint
+
+    def release(self, endpoint: Endpoint) -> None:
+        assert endpoint == self.endpoint
+        self.released += 1
+
+
+@contextlib.asynccontextmanager
+async def _batcher(handler: Handler) -> AsyncIterator[tuple[EmbeddingBatcher, Backend, _Picks]]:
+    async with backend(handler) as be:
+        session = make_session()
+        batcher = EmbeddingBatcher(session)
+        try:
+            yield batcher, be, _Picks(Endpoint(address="127.0.0.1", port=be.port))
+        finally:
+            await batcher.close()
+            await session.close()
+
+
+def _embed(batcher: EmbeddingBatcher, picks: _Picks, text: str) -> asyncio.Task[tuple[int, Any]]:
+    async def call() -> tuple[int, Any]:
+        return await batcher.embed(
+            key=("default/pool", "m"),
+            settings=SETTINGS,
+            document={"model": "m", "input": text},
+            headers=[
+                ("Host", "pool.local"),
+                ("Content-Length", "999"),
+                ("Accept-Encoding", "gzip"),
+            ],
+            path=PATH,
+            pick=picks.pick,
+            release=picks.release,
+        )
+
+    return asyncio.create_task(call())
+
+
+async def _echo(request: web.Request) -> web.Response:
+    """Embeds each input as [its length], answering in reverse order."""
+    body = await request.json()
+    data = [
+        {"object": "embedding", "index": i, "embedding": [float(len(text))]}
+        for i, text in enumerate(body["input"])
+    ]
+    return web.json_response(
+        {"object": "list", "data": data[::-1], "usage": {"prompt_tokens": 9, "total_tokens": 9}}
+    )
+
+
+async def test_the_combined_request_is_clean_json_sent_once():
+    async with _batcher(_echo) as (batcher, be, picks):
+        async with asyncio.timeout(5):
+            a, b = await asyncio.gather(_embed(batcher, picks, "a"), _embed(batcher, picks, "bbb"))
+        request = be.seen[0]
+    assert (a[0], b[0]) == (200, 200)
+    assert a[1]["data"] == [{"object": "embedding", "index": 0, "embedding": [1.0]}]
+    assert b[1]["data"] == [{"object": "embedding", "index": 0, "embedding": [3.0]}]
+    assert a[1]["usage"]["prompt_tokens"] + b[1]["usage"]["prompt_tokens"] == 9
+    assert len(be.seen) == 1
+    assert (picks.picked, picks.released) == (1, 1)
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["Content-Length"] != "999"
+    assert "Accept-Encoding" not in request.headers
+    assert request.headers["Host"] == "pool.local"
+
+
+def _answer_with(status: int, body: bytes) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=status, body=body)
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "want_status", "want_code"),
+    [
+        (200, b"not json", 502, "upstream_malformed_response"),
+        (200, b'{"data": [{"index": 0}]}', 502, "upstream_malformed_response"),
+        (200, b"[1, 2]", 502, "upstream_malformed_response"),
+        (500, b"plain text oops", 500, "upstream_error"),
+        (400, b"<html>bad</html>", 400, "upstream_error"),
+        (429, b'{"error": {"code": "rate_limited", "message": "slow down"}}', 429, "rate_limited"),
+    ],
+    ids=["not-json", "too-few-embeddings", "not-an-object", "500-text", "400-html", "429-json"],
+)
+async def test_unusable_answers_reach_every_caller(status, body, want_status, want_code):
+    async with _batcher(_answer_with(status, body)) as (batcher, _be, picks):
+        async with asyncio.timeout(5):
+            answers = await asyncio.gather(_embed(batcher, picks, "a"), _embed(batcher, picks, "b"))
+    assert [s for s, _ in answers] == [want_status] * 2
+    assert {p["error"]["code"] for _, p in answers} == {want_code}
+    assert (picks.picked, picks.released) == (1, 1)
+
+
+def _gated(gate: asyncio.Event) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        await gate.wait()
+        return await _echo(request)
+
+    return handler
+
+
+async def test_a_caller_leaving_a_batch_in_flight_does_not_cancel_it_for_the_others():
+    gate = asyncio.Event()
+    async with _batcher(_gated(gate)) as (batcher, be, picks):
+        async with asyncio.timeout(5):
+            leaver, stayer = _embed(batcher, picks, "a"), _embed(batcher, picks, "bb")
+            await be.arrived.wait()
+            leaver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await leaver
+            gate.set()
+            status, payload = await stayer
+    assert status == 200
+    assert payload["data"][0]["embedding"] == [2.0]
+    assert not be.disconnected.is_set()
+    assert (picks.picked, picks.released) == (1, 1)
+
+
+async def test_when_every_caller_leaves_the_upstream_call_is_cancelled():
+    async with _batcher(_gated(asyncio.Event())) as (batcher, be, picks):
+        async with asyncio.timeout(5):
+            callers = [_embed(batcher, picks, "a"), _embed(batcher, picks, "b")]
+            await be.arrived.wait()
+            for task in callers:
+                task.cancel()
+            await be.disconnected.wait()
+            while batcher.in_flight:  # noqa: ASYNC110 - the flight ends on its next step
+                await asyncio.sleep(0)
+    assert all(t.cancelled() for t in callers)
+    assert (picks.picked, picks.released) == (1, 1)
+
+
+async def test_close_fails_a_batch_in_flight_with_503_and_releases_its_endpoint():
+    async with _batcher(_gated(asyncio.Event())) as (batcher, be, picks):
+        async with asyncio.timeout(5):
+            callers = [_embed(batcher, picks, "a"), _embed(batcher, picks, "b")]
+            await be.arrived.wait()
+            await batcher.close()
+            answers = await asyncio.gather(*callers)
+            late = await _embed(batcher, picks, "c")
+    assert [s for s, _ in answers] == [503, 503]
+    assert late[0] == 503
+    assert {p["error"]["code"] for _, p in [*answers, late]} == {"shutting_down"}
+    assert (picks.picked, picks.released) == (1, 1)

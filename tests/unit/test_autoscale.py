@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -67,7 +68,7 @@ def test_scale_down_is_delayed_then_rate_limited_no_flapping():
     desired = [r.desired for r in down]
     assert desired[:20] == [12] * 20  # the scale-down delay holds the old value
     # it steps down as the stable window forgets the old load, and never back up: no flapping
-    assert all(b <= a for a, b in zip(desired, desired[1:], strict=False))
+    assert all(b <= a for a, b in itertools.pairwise(desired))
     assert desired[-1] == math.ceil(10 * 1.2 / 10)
 
 
