@@ -246,7 +246,7 @@ def _sticky(r: Reader | None) -> StickySpec | None:
         cookie=cookie,
         api_key=r.flag("apiKey", False),
     )
-    if out == StickySpec() and not r.sink.issues[-1:]:
+    if not r.has("header") and not r.has("cookie") and not out.api_key:
         r.sink.error(r.path, "set at least one of header, cookie or apiKey: true")
     r.finish()
     return out
@@ -281,3 +281,32 @@ def _shadow(r: Reader | None, baseline: str, candidate: str) -> Shadow | None:
 def _int(r: Reader, key: str, default: int, *, lo: int, hi: int | None = None) -> int:
     value = r.number(key, default, lo=lo, hi=hi)
     return default if value is None else value
+
+
+def bind_rollout(spec: RolloutSpec, config: m.Config) -> RolloutBinding | str:
+    """The rule ``spec`` drives, or why there is none (a warning: that Rollout stays inert).
+    Without ``ruleName``, the first rule that names both the baseline and the candidate."""
+    kind, key = spec.target.kind, f"{spec.meta.namespace}/{spec.target.name}"
+    rules: list[tuple[str | None, tuple[tuple[str, int], ...]]]
+    if kind == HTTPROUTE:
+        route = next((o for o in config.routes if o.meta.key == key), None)
+        if route is None:
+            return f"{kind} {key} not found"
+        rules = [
+            (rule.name, tuple((b.ref.name, b.weight) for b in rule.backend_refs))
+            for rule in route.rules
+        ]
+    else:
+        rewrite = next((o for o in config.rewrites if o.meta.key == key), None)
+        if rewrite is None:
+            return f"{kind} {key} not found"
+        rules = [(None, rule.targets) for rule in rewrite.rules]
+    named = [i for i, (name, _) in enumerate(rules) if spec.rule_name in (None, name)]
+    if not named:
+        return f"{kind} {key} has no rule named {spec.rule_name!r}"
+    plan = spec.plan
+    for i in named:
+        if {plan.baseline, plan.candidate} <= {name for name, _ in rules[i][1]}:
+            return RolloutBinding(kind=kind, key=key, rule=i, variants=rules[i][1])
+    where = f"rule {spec.rule_name!r} does not name" if spec.rule_name else "no rule names"
+    return f"{kind} {key}: {where} both {plan.baseline!r} and {plan.candidate!r}"
