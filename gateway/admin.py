@@ -34,6 +34,8 @@ def build_admin_app(
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/config", _config)
     app.router.add_post("/reload", _reload)
+    app.router.add_get("/rollouts", _rollouts)
+    app.router.add_post("/rollouts/{namespace}/{name}/{action}", _rollout_action)
     app.router.add_get("/autoscaling", _autoscaling)
     app.router.add_get("/autoscaling/{namespace}/{name}", _autoscaling)
     return app
@@ -54,6 +56,23 @@ async def _readyz(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     data = generate_latest(request.app[CTX].metrics.registry)
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _rollouts(request: web.Request) -> web.Response:
+    """Every Rollout's status: phase, step, candidate weight, last analysis, weight history."""
+    return web.json_response({"rollouts": request.app[CTX].rollouts.statuses()})
+
+
+async def _rollout_action(request: web.Request) -> web.Response:
+    """POST /rollouts/{namespace}/{name}/{pause|resume|promote|abort}."""
+    key = f"{request.match_info['namespace']}/{request.match_info['name']}"
+    status = request.app[CTX].rollouts.control(key, request.match_info["action"])
+    if status is None:
+        return web.json_response(
+            {"error": {"code": "not_found", "message": f"no Rollout {key} or unknown action"}},
+            status=404,
+        )
+    return web.json_response(status)
 
 
 async def _autoscaling(request: web.Request) -> web.Response:

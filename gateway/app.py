@@ -79,6 +79,8 @@ async def running_gateway(
     try:
         await (await listeners.apply(loaded.table))()
         ctx.pools.apply(loaded.table)
+        ctx.rollouts.apply(loaded.table)
+        ctx.rollouts.start()
         metrics.reloads.labels("ok").inc()
         metrics.config_timestamp.set(time.time())
         runner = web.AppRunner(
@@ -109,6 +111,7 @@ async def running_gateway(
                 await watcher
         await keda.close()
         await ctx.autoscaling.close()
+        await ctx.rollouts.close()
         await listeners.close(limits.shutdown_grace_s)
         if runner is not None:
             await runner.cleanup()

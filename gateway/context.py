@@ -19,6 +19,7 @@ from gateway.autoscaling import Autoscaling
 from gateway.embeddings import EmbeddingBatcher
 from gateway.metrics import Metrics
 from gateway.pools import PoolRuntime
+from gateway.rollouts import Rollouts
 from routing.table import RoutingTable
 
 __all__ = ["Limits", "ProxyContext", "TableHolder"]
@@ -62,9 +63,11 @@ class ProxyContext:
     embeddings: EmbeddingBatcher = field(init=False)
     admission: Admissions = field(init=False)
     autoscaling: Autoscaling = field(init=False)
+    rollouts: Rollouts = field(init=False)
     # the gateway's own count of requests in flight per endpoint key ("host:port")
     in_flight: dict[str, int] = field(default_factory=dict)
     mirrors_in_flight: int = 0
+    shadows_in_flight: int = 0
     # fire-and-forget tasks (mirrors), referenced so they are not collected mid-flight
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -72,3 +75,4 @@ class ProxyContext:
         self.embeddings = EmbeddingBatcher(self.session)
         self.admission = Admissions(self.metrics, self.pools.capacity_inputs)
         self.autoscaling = Autoscaling(self.pools, self.admission, lambda: self.holder.table)
+        self.rollouts = Rollouts(self.metrics)

@@ -160,6 +160,7 @@ async def _stream_back(
     tap: StreamTap | None = None,
 ) -> web.StreamResponse:
     complete = False
+    cut: str | None = "client_disconnect"  # if cancelled before the pump returns: the client left
     try:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         for name, value in end_to_end(upstream.headers):
@@ -172,13 +173,16 @@ async def _stream_back(
             complete = True
             return response
         await response.prepare(request)
-        complete = await _pump(ctx, request, upstream, response, deadline, tap)
+        cut = await _pump(ctx, request, upstream, response, deadline, tap)
+        complete = cut is None
         if complete:
             await response.write_eof()
         return response
     finally:
         if tap is not None:
-            tap.finish(upstream.status if complete else 599)
+            # a cut stream: 499 when the client left (nginx's code), 599 when the upstream
+            # or a timeout cut it (the variant's fault)
+            tap.finish(upstream.status if complete else 499 if cut == "client_disconnect" else 599)
         if complete:
             upstream.release()
         else:
@@ -192,8 +196,9 @@ async def _pump(
     response: web.StreamResponse,
     deadline: float | None,
     tap: StreamTap | None = None,
-) -> bool:
-    """Copy the body chunk by chunk; False (and the client connection aborted) on failure."""
+) -> str | None:
+    """Copy the body chunk by chunk; None when complete, else why it was cut (and the client
+    connection aborted)."""
     reason = None
     try:
         async with asyncio.timeout_at(deadline):
@@ -201,7 +206,7 @@ async def _pump(
                 with map_exceptions("upstream"):
                     chunk = await upstream.content.readany()
                 if not chunk:
-                    return True
+                    return None
                 await response.write(chunk)
                 if tap is not None:
                     tap.on_chunk(chunk)
@@ -214,4 +219,4 @@ async def _pump(
     ctx.metrics.stream_aborts.labels(reason).inc()
     if request.transport is not None:
         request.transport.abort()
-    return False
+    return reason

@@ -18,17 +18,21 @@ from aiohttp import web
 from gateway.context import ProxyContext
 from gateway.errors import RequestError, response_for
 from gateway.forward import RequestPlan, ResponseHook, forward
+from gateway.mirror import send_shadow
+from gateway.rollouts import Assignment
 from gateway.usage import StreamTap
 from routing.admission import Ticket
 from routing.backends import Endpoint, PoolTarget
 from routing.candidates import select_candidates
 from routing.errors import ModelNotFoundError, NoEligibleEndpointError, SluiceError
+from routing.model import RewriteRule
 from routing.openai import BodyError, OpenAIRequest, parse_body, with_model
 from routing.picking import NoEligibleEndpoint, PickRequest
 from routing.pipeline import Profile, run_profile
 from routing.plugins.registry import BUILTIN_PROFILES
 from routing.pools import PoolSettings, choose_model
 from routing.prefix import block_hashes
+from routing.rolloutconfig import Shadow
 from routing.table import CompiledRule, RoutingTable
 
 __all__ = ["SERVED_HEADER", "pick_endpoint", "serve_pool"]
@@ -59,6 +63,7 @@ class PoolRequest:
     tokens: int
     variant: str  # which A/B variant serves it ("" when there is no split)
     on_response: ResponseHook
+    assigned: Assignment | None = None  # the Rollout that chose the variant, if any
 
 
 async def serve_pool(
@@ -71,17 +76,31 @@ async def serve_pool(
     plan: RequestPlan,
     body: bytes | None,
     on_response: ResponseHook,
+    assigned: Assignment | None = None,
 ) -> web.StreamResponse:
     settings = table.pools[target.name]
     if request.method == "GET" and plan.path.rstrip("/") == "/v1/models":
         return _models_response(ctx, table, rule)
     parsed = _parse(body, request)
     requested = request.headers.get(MODEL_REWRITE_HEADER) or (parsed.model if parsed else None)
-    choice = (
-        choose_model(settings, requested, request.headers.get(OBJECTIVE_HEADER), ctx.rng)
-        if requested
-        else None
-    )
+    rewrite_assignment: list[Assignment] = []
+
+    def sticky_target(rule: RewriteRule) -> str | None:
+        # a Rollout on this InferenceModelRewrite rule assigns the target by sticky key
+        got = ctx.rollouts.assign(
+            table, rule.source, rule.targets, request.headers, request.cookies,
+            f"r:{ctx.rng.getrandbits(64):016x}",
+        )  # fmt: skip
+        if got is None:
+            return None
+        rewrite_assignment.append(got)
+        return got.variant
+
+    objective = request.headers.get(OBJECTIVE_HEADER)
+    chooser = sticky_target if table.rollouts else None
+    choice = choose_model(settings, requested, objective, ctx.rng, chooser) if requested else None
+    if rewrite_assignment:
+        assigned = rewrite_assignment[0]
     if choice is not None:
         served = ctx.pools.served_models(target)
         known = choice.target in served or requested in settings.rewritten_names()
@@ -105,9 +124,14 @@ async def serve_pool(
         model=model,
         priority=choice.priority if choice else 0,
         tokens=(parsed.prompt_tokens + parsed.max_tokens) if parsed else 0,
-        variant=model if choice and choice.rewritten else (target.name if split else ""),
+        variant=assigned.variant
+        if assigned is not None
+        else (model if choice and choice.rewritten else (target.name if split else "")),
         on_response=on_response,
+        assigned=assigned,
     )
+    if assigned is not None and assigned.spec.shadow is not None and parsed is not None:
+        _shadow(ctx, pr, assigned.spec.shadow)
     ticket = Ticket(
         id=ctx.admission.next_id(),
         priority=pr.priority,
@@ -154,7 +178,11 @@ async def _dispatch(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
         pr.on_response(response)
 
     tap = StreamTap(
-        ctx.metrics, model=pr.requested or pr.model, target=pr.model, variant=pr.variant
+        ctx.metrics,
+        model=pr.requested or pr.model,
+        target=pr.model,
+        variant=pr.variant,
+        rollout=pr.assigned.rollout if pr.assigned is not None else None,
     )
     try:
         return await forward(
@@ -206,6 +234,19 @@ async def _embeddings(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
     )
     pr.on_response(response)
     return response
+
+
+def _shadow(ctx: ProxyContext, pr: PoolRequest, shadow: Shadow) -> None:
+    """A Rollout's shadow copy in a pool: the same request with the model set to the shadow
+    target (a model rewrite target), to any ready endpoint of the pool; never waited for."""
+    parsed = pr.parsed
+    assert parsed is not None
+    body = with_model(parsed, shadow.target)
+    headers = [(k, v) for k, v in pr.plan.headers if k.lower() != "content-length"]
+    headers.append(("Content-Length", str(len(body))))
+    plan = RequestPlan(method=pr.plan.method, path=pr.plan.path, query=pr.plan.query,
+                       headers=headers)  # fmt: skip
+    send_shadow(ctx, pr.target, plan, body, shadow)
 
 
 def _tenant(request: web.BaseRequest, header: str) -> str:

@@ -49,6 +49,9 @@ class Metrics:
     tpot: Histogram
     e2e: Histogram
     model_labels: set[str]
+    rollout_weight: Gauge
+    rollout_transitions: Counter
+    shadow: Counter
     queue_length: Gauge
     queue_wait: Histogram
     saturation: Gauge
@@ -171,6 +174,24 @@ class Metrics:
                 registry=r,
             ),
             model_labels=set(),
+            rollout_weight=Gauge(
+                "sluice_rollout_candidate_weight",
+                "The candidate's share (0..100) in each Rollout.",
+                ["rollout"],
+                registry=r,
+            ),
+            rollout_transitions=Counter(
+                "sluice_rollout_transitions",
+                "Rollout phase and step changes, by rollout and phase.",
+                ["rollout", "phase"],
+                registry=r,
+            ),
+            shadow=Counter(
+                "sluice_shadow_requests",
+                "Shadow copies of requests, by result (sent, dropped, failed).",
+                ["result"],
+                registry=r,
+            ),
             queue_length=Gauge(
                 "sluice_gateway_queue_length",
                 "Requests held in the gateway's queue, by pool.",

@@ -15,11 +15,12 @@ from yarl import URL
 from gateway.context import ProxyContext
 from gateway.forward import RequestPlan
 from gateway.upstream import UpstreamError, map_exceptions
-from routing.backends import InvalidTarget
+from routing.backends import InvalidTarget, Target
+from routing.rolloutconfig import Shadow
 from routing.splits import choose_endpoint
 from routing.table import MirrorTarget
 
-__all__ = ["send_mirrors"]
+__all__ = ["send_mirrors", "send_shadow"]
 
 
 def send_mirrors(
@@ -49,7 +50,43 @@ def send_mirrors(
         task.add_done_callback(ctx.background.discard)
 
 
-async def _send(ctx: ProxyContext, plan: RequestPlan, url: URL, body: bytes | None) -> None:
+def send_shadow(
+    ctx: ProxyContext,
+    target: Target,
+    plan: RequestPlan,
+    body: bytes | None,
+    shadow: Shadow,
+) -> None:
+    """A Rollout's shadow copy: like a mirror, but bounded by the Rollout's own in-flight and
+    body-size limits and counted apart (``sluice_shadow_requests_total``); never client
+    traffic, never waited for."""
+    if ctx.rng.randrange(100) >= shadow.percent:
+        return
+    endpoints = target.ready_endpoints if not isinstance(target, InvalidTarget) else ()
+    endpoint = choose_endpoint(endpoints, ctx.in_flight, ctx.rng)
+    too_big = body is not None and len(body) > shadow.max_bytes
+    busy = ctx.shadows_in_flight >= shadow.max_in_flight
+    if endpoint is None or too_big or busy:
+        ctx.metrics.shadow.labels("dropped").inc()
+        return
+    url = URL.build(
+        scheme="http",
+        host=endpoint.address,
+        port=endpoint.port,
+        path=plan.path,
+        query_string=plan.query,
+        encoded=True,
+    )
+    ctx.shadows_in_flight += 1
+    task = asyncio.create_task(_send(ctx, plan, url, body, shadow=True))
+    ctx.background.add(task)
+    task.add_done_callback(ctx.background.discard)
+
+
+async def _send(
+    ctx: ProxyContext, plan: RequestPlan, url: URL, body: bytes | None, *, shadow: bool = False
+) -> None:
+    counter = ctx.metrics.shadow if shadow else ctx.metrics.mirrors
     try:
         async with asyncio.timeout(ctx.limits.mirror_timeout_s):
             with map_exceptions(str(url.origin())):
@@ -61,8 +98,11 @@ async def _send(ctx: ProxyContext, plan: RequestPlan, url: URL, body: bytes | No
                     allow_redirects=False,
                 ) as response:
                     await response.read()
-        ctx.metrics.mirrors.labels("sent").inc()
+        counter.labels("sent").inc()
     except (UpstreamError, TimeoutError):
-        ctx.metrics.mirrors.labels("failed").inc()
+        counter.labels("failed").inc()
     finally:
-        ctx.mirrors_in_flight -= 1
+        if shadow:
+            ctx.shadows_in_flight -= 1
+        else:
+            ctx.mirrors_in_flight -= 1

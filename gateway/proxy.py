@@ -18,9 +18,10 @@ from gateway.context import ProxyContext
 from gateway.errors import RequestError, response_for
 from gateway.forward import Body, RequestPlan, forward
 from gateway.headers import forwarded_request_headers
-from gateway.inference import serve_pool
+from gateway.inference import VARIANT_HEADER, serve_pool
 from gateway.metrics import code_class
-from gateway.mirror import send_mirrors
+from gateway.mirror import send_mirrors, send_shadow
+from gateway.rollouts import Assignment
 from gateway.websocket import is_websocket_upgrade, proxy_websocket
 from routing import model as m
 from routing.backends import InvalidTarget, PoolTarget
@@ -35,7 +36,7 @@ from routing.rewrite import (
     rewrite_path,
 )
 from routing.splits import choose_weighted
-from routing.table import FilterSet
+from routing.table import CompiledRule, FilterSet, RoutingTable, WeightedBackend
 
 __all__ = ["Handler", "make_handler"]
 
@@ -48,6 +49,7 @@ class Record:
 
     route: str = ""
     backend: str = ""
+    variant: str = ""
 
 
 def make_handler(ctx: ProxyContext, port: int) -> Handler:
@@ -113,7 +115,13 @@ async def _route(
     plan = _apply(
         filters, RequestPlan(method=request.method, path=path, query=query, headers=headers), prefix
     )
-    chosen = choose_weighted(rule.backends, rule.cumulative, ctx.rng)
+    assigned = _assign(ctx, table, rule, request)
+    chosen: WeightedBackend | None
+    if assigned is not None:
+        chosen = rule.backends[rule.backend_names.index(assigned.variant)]
+        record.variant = assigned.variant
+    else:
+        chosen = choose_weighted(rule.backends, rule.cumulative, ctx.rng)
     if chosen is None:
         raise InvalidBackendError("the matched rule has no backend with a weight above 0")
     record.backend = chosen.target.name
@@ -132,7 +140,12 @@ async def _route(
     body = await _body(ctx, request, buffer=buffer)
     if mirrors:
         send_mirrors(ctx, mirrors, plan, body if isinstance(body, bytes) else None)
-    hook = _response_hook(filters, chosen.filters, origin)
+    if assigned is not None and assigned.spec.shadow is not None:
+        shadow = assigned.spec.shadow
+        if shadow.target in rule.backend_names:
+            shadow_target = rule.backends[rule.backend_names.index(shadow.target)].target
+            send_shadow(ctx, shadow_target, plan, body if isinstance(body, bytes) else None, shadow)
+    hook = _response_hook(filters, chosen.filters, origin, record.variant)
     if isinstance(chosen.target, PoolTarget):
         return await serve_pool(
             ctx,
@@ -143,18 +156,48 @@ async def _route(
             plan=plan,
             body=body if isinstance(body, bytes) else None,
             on_response=hook,
+            assigned=assigned,
         )
-    return await forward(
-        ctx,
-        request,
-        plan=plan,
-        endpoints=chosen.target.ready_endpoints,
-        body=body,
-        timeouts=rule.timeouts,
-        retry=rule.retry,
-        on_response=hook,
-        route=rule.route,
+    try:
+        response = await forward(
+            ctx,
+            request,
+            plan=plan,
+            endpoints=chosen.target.ready_endpoints,
+            body=body,
+            timeouts=rule.timeouts,
+            retry=rule.retry,
+            on_response=hook,
+            route=rule.route,
+        )
+    except SluiceError as exc:
+        _observe(assigned, response_for(exc).status)
+        raise
+    _observe(assigned, response.status)
+    return response
+
+
+def _assign(
+    ctx: ProxyContext, table: RoutingTable, rule: CompiledRule, request: web.BaseRequest
+) -> Assignment | None:
+    """A Rollout's sticky choice among the rule's backendRefs, if one drives this rule."""
+    if not table.rollouts:
+        return None
+    variants = tuple(zip(rule.backend_names, (b.weight for b in rule.backends), strict=True))
+    return ctx.rollouts.assign(
+        table,
+        (rule.route, rule.index),
+        variants,
+        request.headers,
+        request.cookies,
+        f"r:{ctx.rng.getrandbits(64):016x}",
     )
+
+
+def _observe(assigned: Assignment | None, status: int) -> None:
+    if assigned is not None and status < 600:
+        now = asyncio.get_running_loop().time()
+        assigned.rollout.observe(now, assigned.variant, status < 500, None, None)
 
 
 def _apply(filters: FilterSet, plan: RequestPlan, prefix: str | None) -> RequestPlan:
@@ -173,9 +216,11 @@ def _apply(filters: FilterSet, plan: RequestPlan, prefix: str | None) -> Request
 
 
 def _response_hook(
-    rule_filters: FilterSet, backend_filters: FilterSet, origin: str | None
+    rule_filters: FilterSet, backend_filters: FilterSet, origin: str | None, variant: str = ""
 ) -> Callable[[web.StreamResponse], None]:
     def hook(response: web.StreamResponse) -> None:
+        if variant:
+            response.headers[VARIANT_HEADER] = variant
         for mod in (rule_filters.response_headers, backend_filters.response_headers):
             if mod is not None:
                 items = apply_header_modifier(response.headers.items(), mod)

@@ -74,6 +74,7 @@ class Reloader:
         holder.table = loaded.table
         holder.generation += 1
         self._ctx.pools.apply(loaded.table)
+        self._ctx.rollouts.apply(loaded.table)
         self._ctx.admission.wake_all()
         task = asyncio.create_task(drain())
         self._ctx.background.add(task)

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 
 from gateway.metrics import Metrics
+from routing.rollout import Rollout
 
 __all__ = ["StreamTap", "Usage", "bounded"]
 
@@ -35,6 +36,7 @@ class Usage:
 
 
 MAX_MODEL_LABELS = 200
+CLIENT_GONE = 499  # nginx's code: the client closed the connection; not the variant's fault
 
 
 def bounded(metrics: Metrics, model: str) -> str:
@@ -61,11 +63,21 @@ class StreamTap:
         "_started",
         "labels",
         "metrics",
+        "rollout",
         "usage",
     )
 
-    def __init__(self, metrics: Metrics, *, model: str, target: str, variant: str) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        model: str,
+        target: str,
+        variant: str,
+        rollout: Rollout | None = None,
+    ) -> None:
         self.metrics = metrics
+        self.rollout = rollout
         self.labels = (bounded(metrics, model), bounded(metrics, target), variant)
         self._done = False
         self.usage = Usage()
@@ -123,6 +135,15 @@ class StreamTap:
         if not self._sse:
             usage.ttft_s = None  # a non-streamed answer has no first-token time
         model, target, variant = self.labels
+        if self.rollout is not None and status != CLIENT_GONE:
+            ok = status < 500
+            self.rollout.observe(
+                asyncio.get_running_loop().time(),
+                variant,
+                ok,
+                usage.ttft_s if ok else None,
+                usage.tpot_s if ok else None,
+            )
         m = self.metrics
         m.objective_requests.labels(model, target).inc()
         if status >= 400:

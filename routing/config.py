@@ -22,6 +22,7 @@ from routing.inference_config import (
     parse_rewrite,
 )
 from routing.reader import IssueSink, Reader
+from routing.rolloutconfig import RolloutSpec, parse_rollout
 from routing.routeconfig import parse_httproute
 from routing.trafficconfig import parse_traffic_policy
 
@@ -78,6 +79,7 @@ def parse_config(docs: Sequence[RawDocument]) -> tuple[m.Config, tuple[ConfigIss
         presets=tuple(o for o in objects if isinstance(o, m.PresetDoc)),
         pool_policies=tuple(o for o in objects if isinstance(o, m.InferencePoolPolicy)),
         traffic_policies=tuple(o for o in objects if isinstance(o, m.TrafficPolicy)),
+        rollouts=tuple(o for o in objects if isinstance(o, RolloutSpec)),
     )
     return config, tuple(issues)
 
@@ -351,4 +353,5 @@ _PARSERS: dict[str, tuple[frozenset[str], _Parser]] = {
     "ModelServerPreset": (frozenset({m.SLUICE_GROUP}), parse_preset),
     "InferencePoolPolicy": (frozenset({m.SLUICE_GROUP}), parse_pool_policy),
     "TrafficPolicy": (frozenset({m.SLUICE_GROUP}), parse_traffic_policy),
+    "Rollout": (frozenset({m.SLUICE_GROUP}), parse_rollout),
 }

@@ -85,7 +85,12 @@ def parse_rewrite(r: Reader, meta: m.Meta) -> ModelRewrite:
             e.sink.error(e.sub("targets"), "a rule needs at least one target")
         return RewriteRule(models=e.list_of("matches", match), targets=targets)
 
-    rewrite = ModelRewrite(meta=meta, pool=_pool_ref(spec), rules=spec.list_of("rules", rule))
+    rules = spec.list_of("rules", rule)
+    rules = tuple(
+        RewriteRule(models=r.models, targets=r.targets, source=(meta.key, i))
+        for i, r in enumerate(rules)
+    )
+    rewrite = ModelRewrite(meta=meta, pool=_pool_ref(spec), rules=rules)
     spec.finish()
     return rewrite
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from routing.autoscale import AutoscaleSpec
 from routing.pipeline import Profile
 from routing.presets import Preset
+
+if TYPE_CHECKING:  # rolloutconfig reads this module's constants when it loads
+    from routing.rolloutconfig import RolloutSpec
 
 __all__ = [
     "AllowedFrom",
@@ -362,6 +366,7 @@ class InferenceObjective:
 class RewriteRule:
     models: tuple[str, ...]  # exact model names; empty matches every model
     targets: tuple[tuple[str, int], ...]  # (model, weight)
+    source: tuple[str, int] = ("", 0)  # (InferenceModelRewrite namespace/name, rule index)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -461,3 +466,4 @@ class Config:
     presets: tuple[PresetDoc, ...] = ()
     pool_policies: tuple[InferencePoolPolicy, ...] = ()
     traffic_policies: tuple[TrafficPolicy, ...] = ()
+    rollouts: tuple[RolloutSpec, ...] = ()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from routing import model as m
@@ -134,13 +134,18 @@ def _autoscaling(tp: m.TrafficPolicy | None) -> AutoscaleSpec:
 
 
 def choose_model(
-    settings: PoolSettings, requested: str, objective: str | None, rng: random.Random
+    settings: PoolSettings,
+    requested: str,
+    objective: str | None,
+    rng: random.Random,
+    chooser: Callable[[m.RewriteRule], str | None] | None = None,
 ) -> ModelChoice:
     """The target model for ``requested`` and the request's priority.
 
     Priority: the named InferenceObjective's, else the InferenceModel's criticality, else 0.
     Target: the first InferenceModelRewrite rule matching the model (weighted), else the
-    InferenceModel's targetModels (weighted), else the model itself."""
+    InferenceModel's targetModels (weighted), else the model itself. ``chooser`` may pick a
+    rewrite rule's target instead (sticky A/B assignment under a Rollout)."""
     priority = 0
     rule = settings.model_rules.get(requested)
     if rule is not None:
@@ -149,7 +154,9 @@ def choose_model(
         priority = settings.objectives[objective]
     for rw in settings.rewrites:
         if not rw.models or requested in rw.models:
-            target = _weighted(rw.targets, rng)
+            # a Rollout on this rule assigns by sticky key; otherwise weighted at random
+            target = chooser(rw) if chooser is not None else None
+            target = target or _weighted(rw.targets, rng)
             if target is not None:
                 return ModelChoice(
                     requested=requested, target=target, priority=priority, rewritten=True

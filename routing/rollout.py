@@ -30,9 +30,11 @@ high baseline rate from hiding a large regression.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import enum
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -332,11 +334,9 @@ def _p95(histogram: dict[int, int]) -> float | None:
     total = sum(histogram.values())
     if total == 0:
         return None
-    rank, seen = math.ceil(_QUANTILE * total), 0
-    for bucket in sorted(histogram):  # not empty: total > 0
-        seen += histogram[bucket]
-        if seen >= rank:
-            break
+    buckets = sorted(histogram)
+    cumulative = list(itertools.accumulate(histogram[b] for b in buckets))
+    bucket = buckets[bisect.bisect_left(cumulative, math.ceil(_QUANTILE * total))]
     return _LOWEST_S * math.pow(_GROWTH, bucket + 0.5)
 
 
@@ -525,7 +525,7 @@ class Rollout:
 
     def _advance(self, now: float) -> None:
         steps = self._plan.steps
-        while self._phase is Phase.PROGRESSING:
+        while True:  # zero-duration steps pass in one tick
             step = steps[self._step]
             if now - self._step_started_at < step.duration_s:
                 return

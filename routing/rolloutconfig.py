@@ -156,8 +156,7 @@ def _target(r: Reader) -> m.ObjectRef:
 
 
 def _name(r: Reader, key: str, *, token: bool = False) -> str | None:
-    """An optional non-empty name; ``token``: an HTTP header or cookie name, lower-cased
-    when it is a header (HTTP compares those case-insensitively)."""
+    """An optional non-empty name; with ``token``, a valid HTTP header or cookie name."""
     value = r.string(key)
     if value is not None and not value:
         r.sink.error(r.sub(key), "must not be empty")
@@ -246,7 +245,7 @@ def _sticky(r: Reader | None) -> StickySpec | None:
         cookie=cookie,
         api_key=r.flag("apiKey", False),
     )
-    if not r.has("header") and not r.has("cookie") and not out.api_key:
+    if not r.has("header") and not r.has("cookie") and r.raw("apiKey") in (None, False):
         r.sink.error(r.path, "set at least one of header, cookie or apiKey: true")
     r.finish()
     return out
@@ -265,11 +264,11 @@ def _override(r: Reader | None) -> str | None:
 def _shadow(r: Reader | None, baseline: str, candidate: str) -> Shadow | None:
     if r is None:
         return None
-    target = _name(r, "target") or candidate
-    if target == baseline and baseline:
+    target = _name(r, "target")
+    if target is not None and target == baseline:
         r.sink.error(r.sub("target"), "mirroring to the baseline doubles its load for nothing")
     out = Shadow(
-        target=target,
+        target=target or candidate,
         percent=_int(r, "percent", 100, lo=0, hi=100),
         max_in_flight=_int(r, "maxInFlight", DEFAULT_SHADOW_MAX_IN_FLIGHT, lo=1),
         max_bytes=_int(r, "maxBytes", DEFAULT_SHADOW_MAX_BYTES, lo=0),

@@ -18,6 +18,7 @@ from routing.backends import InvalidTarget, PoolTarget, Resolver, Target
 from routing.hostnames import intersect_hostnames, specificity
 from routing.pools import PoolSettings, build_pool_settings, presets_by_engine
 from routing.presets import Preset
+from routing.rolloutconfig import RolloutSpec, bind_rollout
 
 __all__ = [
     "ACCEPTED_CONTROLLERS",
@@ -72,6 +73,7 @@ class CompiledRule:
     cumulative: tuple[int, ...]
     timeouts: m.Timeouts
     retry: m.RetryPolicy | None
+    backend_names: tuple[str, ...] = ()  # backendRef names, in backends order (A/B variants)
 
     @property
     def total_weight(self) -> int:
@@ -127,6 +129,8 @@ class RoutingTable:
     rules: tuple[CompiledRule, ...] = field(default=())
     pools: Mapping[str, PoolSettings] = field(default_factory=dict)
     presets: Mapping[str, Preset] = field(default_factory=dict)
+    # Rollouts by what they drive: (route key, rule index) or (rewrite key, rule index)
+    rollouts: Mapping[tuple[str, int], RolloutSpec] = field(default_factory=dict)
 
     def pool_targets(self) -> tuple[PoolTarget, ...]:
         """Every InferencePool some rule routes to (once each)."""
@@ -167,7 +171,9 @@ def build_table(config: m.Config) -> RoutingTable:
                 continue
             attached_here = per_listener.get((gw.meta.key, listener.name), [])
             ports.setdefault(listener.port, []).append(_listener_table(gw, listener, attached_here))
+    rollouts = _bind_rollouts(config, warnings)
     return RoutingTable(
+        rollouts=rollouts,
         ports={
             port: PortTable(
                 port=port, listeners=tuple(sorted(ls, key=lambda t: specificity(t.hostname)))
@@ -180,6 +186,25 @@ def build_table(config: m.Config) -> RoutingTable:
         pools=build_pool_settings(config),
         presets=presets_by_engine(config.presets),
     )
+
+
+def _bind_rollouts(config: m.Config, warnings: list[str]) -> dict[tuple[str, int], RolloutSpec]:
+    """Each Rollout's rule; an unbindable one is a warning and stays inert. Two on one rule:
+    the oldest wins."""
+    out: dict[tuple[str, int], RolloutSpec] = {}
+    for spec in sorted(config.rollouts, key=lambda r: (r.meta.creation, r.meta.key)):
+        binding = bind_rollout(spec, config)
+        if isinstance(binding, str):
+            warnings.append(f"Rollout {spec.meta.key}: {binding}")
+            continue
+        where = (binding.key, binding.rule)
+        if where in out:
+            warnings.append(
+                f"Rollout {spec.meta.key}: rule already driven by {out[where].meta.key}"
+            )
+            continue
+        out[where] = spec
+    return out
 
 
 def _served_gateways(config: m.Config, warnings: list[str]) -> list[m.Gateway]:
@@ -275,6 +300,7 @@ def _compile_rule(
         cumulative=tuple(cumulative),
         timeouts=rule.timeouts,
         retry=rule.retry,
+        backend_names=tuple(b.ref.name for b in rule.backend_refs),
     )
 
 

@@ -1,0 +1,124 @@
+"""Live Rollouts: sticky variant assignment per request, analysis ticks, admin controls.
+
+State survives reloads: a Rollout whose spec is unchanged continues from its status
+(``Rollout.restore``); a changed plan restarts it. Every time is the loop clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway.metrics import Metrics
+from routing.rollout import Rollout, split_weights
+from routing.rolloutconfig import RolloutSpec
+from routing.sticky import StickySpec, assign, key_from
+from routing.table import RoutingTable
+
+__all__ = ["Assignment", "Rollouts"]
+
+log = logging.getLogger("sluice.rollout")
+TICK_S = 1.0
+_NO_STICKY = StickySpec()
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    variant: str
+    rollout: Rollout
+    spec: RolloutSpec
+
+
+class Rollouts:
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self.live: dict[str, Rollout] = {}  # by Rollout namespace/name
+        self._specs: dict[str, RolloutSpec] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def apply(self, table: RoutingTable) -> None:
+        now = asyncio.get_running_loop().time()
+        live: dict[str, Rollout] = {}
+        for spec in table.rollouts.values():
+            key = spec.meta.key
+            old = self.live.get(key)
+            live[key] = (
+                Rollout.restore(spec.plan, old.status, now)
+                if old is not None
+                else Rollout.start(spec.plan, now)
+            )
+            self._specs[key] = spec
+        self.live = live
+        self._specs = {k: v for k, v in self._specs.items() if k in live}
+        self._gauges()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def assign(
+        self,
+        table: RoutingTable,
+        where: tuple[str, int],
+        variants: tuple[tuple[str, int], ...],
+        headers: Mapping[str, str],
+        cookies: Mapping[str, str],
+        random_key: str,
+    ) -> Assignment | None:
+        """The variant for this request if a Rollout drives ``where``; None otherwise."""
+        spec = table.rollouts.get(where)
+        if spec is None:
+            return None
+        rollout = self.live.get(spec.meta.key)
+        if rollout is None:
+            return None
+        plan = spec.plan
+        weights = split_weights(
+            variants, baseline=plan.baseline, candidate=plan.candidate, weight=rollout.weight
+        )
+        key = key_from(headers, cookies, spec.sticky or _NO_STICKY) or random_key
+        override = headers.get(spec.override_header) if spec.override_header else None
+        name = assign(key, weights, salt=spec.salt, override=override)
+        return Assignment(name, rollout, spec) if name is not None else None
+
+    def statuses(self) -> dict[str, object]:
+        return {key: r.status.to_json() for key, r in self.live.items()}
+
+    def control(self, key: str, action: str) -> dict[str, object] | None:
+        rollout = self.live.get(key)
+        if rollout is None or action not in ("pause", "resume", "promote", "abort"):
+            return None
+        now = asyncio.get_running_loop().time()
+        status = getattr(rollout, action)(now)
+        self._gauges()
+        log.info("rollout %s: %s -> %s", key, action, status.phase)
+        result: dict[str, object] = status.to_json()
+        return result
+
+    def tick(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for key, rollout in self.live.items():
+            before = (rollout.status.phase, rollout.weight)
+            status = rollout.tick(now)
+            if (status.phase, rollout.weight) != before:
+                log.info("rollout %s: %s at weight %d (%s)", key, status.phase,
+                         rollout.weight, status.message)  # fmt: skip
+                self._metrics.rollout_transitions.labels(key, str(status.phase)).inc()
+        self._gauges()
+
+    def _gauges(self) -> None:
+        for key, rollout in self.live.items():
+            self._metrics.rollout_weight.labels(key).set(rollout.weight)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            self.tick()

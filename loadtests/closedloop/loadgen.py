@@ -1,0 +1,108 @@
+"""The closed-loop run's load generator: open-loop Poisson arrivals along a rate profile.
+
+`python -m loadtests.closedloop.loadgen SPEC.json`, one process per policy, so it never shares
+an event loop with the fleet or the gateway. It is `loadtests.loadgen.Generator` (streaming
+OpenAI requests, one `Record` each, `max_in_flight` and `request_timeout_s` bounds) with the
+arrival times of `arrivals.arrival_times` instead of a constant rate; every request belongs
+to the measured phase. Protocol on stdio as in `loadtests.loadgen`: it prints
+`{"event": "ready"}`, waits for `go T0` (CLOCK_MONOTONIC), writes its records as JSON lines,
+then prints `{"event": "done", ...}`.
+"""
+
+import asyncio
+import dataclasses
+import json
+import random
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from ..loadgen import Generator, GeneratorSpec
+from ..scenario import is_loopback_url
+from .arrivals import RateProfile, arrival_times
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ProfileSpec:
+    generator: GeneratorSpec  # qps is the mean rate; duration_s the profile's length
+    profile: tuple[tuple[float, float], ...]
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ProfileSpec":
+        raw = json.loads(text)
+        return cls(
+            generator=GeneratorSpec(**raw["generator"]),
+            profile=tuple((float(t), float(r)) for t, r in raw["profile"]),
+        )
+
+
+class ProfileGenerator(Generator):
+    """Sends at the given arrival times; waits up to the drain for every request to finish."""
+
+    def __init__(
+        self,
+        spec: GeneratorSpec,
+        session: aiohttp.ClientSession,
+        t0: float,
+        arrivals: Sequence[float],
+    ) -> None:
+        super().__init__(spec, session, t0)
+        self.arrivals = tuple(arrivals)
+
+    async def run(self) -> None:
+        s = self.spec
+        content = random.Random(f"content/{s.seed}/{s.index}")
+        for t in self.arrivals[: s.max_requests]:
+            await self._until(t, None)
+            self._dispatch(content, t, "measure")
+        await self._finish(s.warmup_s + s.duration_s + s.drain_s)
+
+
+async def generate(spec: ProfileSpec) -> None:
+    g = spec.generator
+    if not is_loopback_url(g.url):
+        raise ValueError(f"refusing to load a non-loopback URL: {g.url}")
+    arrivals = arrival_times(RateProfile(points=spec.profile), g.seed)
+    _emit("ready", arrivals=len(arrivals))
+    line = await asyncio.to_thread(sys.stdin.readline)
+    word, _, when = line.partition(" ")
+    if word != "go":
+        return  # the parent gave up before starting: nothing sent
+    timeout = aiohttp.ClientTimeout(total=g.request_timeout_s)
+    async with aiohttp.ClientSession(
+        timeout=timeout, connector=aiohttp.TCPConnector(limit=0)
+    ) as session:
+        gen = ProfileGenerator(g, session, float(when), arrivals)
+        await gen.run()
+    lines = [json.dumps(dataclasses.asdict(r), separators=(",", ":")) + "\n" for r in gen.records]
+    await asyncio.to_thread(Path(g.records_path).write_text, "".join(lines), encoding="utf-8")
+    _emit("done", records=len(gen.records), errors=gen.tally.errors)
+
+
+def _emit(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m loadtests.closedloop.loadgen SPEC.json", file=sys.stderr)
+        return 2
+    spec = ProfileSpec.from_json(Path(args[0]).read_text(encoding="utf-8"))
+    try:
+        import uvloop
+
+        uvloop.run(generate(spec))
+    except ImportError:
+        asyncio.run(generate(spec))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

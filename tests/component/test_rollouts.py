@@ -1,0 +1,159 @@
+"""A/B splits and rollouts on real sockets: sticky variants, overrides, automatic rollback,
+shadow copies that the primary never waits for, state kept across reloads."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from aiohttp import web
+
+from tests.component.harness import backend, free_port, gateway_on, gateway_yaml, service_yaml
+
+ROUTE = """
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: llm, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - name: chat
+    backendRefs:
+    - {name: v1, port: 80, weight: 100}
+    - {name: v2, port: 80, weight: 0}
+"""
+
+
+def _rollout(steps: str, analysis: str = "", shadow: str = "") -> str:
+    return f"""
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Rollout
+metadata: {{name: v2-rollout, namespace: default}}
+spec:
+  targetRef: {{group: gateway.networking.k8s.io, kind: HTTPRoute, name: llm}}
+  baseline: v1
+  candidate: v2
+  sticky: {{header: x-user-id}}
+  override: {{header: x-sluice-variant}}
+  steps: {steps}
+{analysis}{shadow}"""
+
+
+def _named(name: str, status: int = 200):
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text=name, status=status)
+
+    return handler
+
+
+def _config(port: int, v1: int, v2: int, rollout: str) -> str:
+    services = service_yaml("v1", [v1]) + service_yaml("v2", [v2])
+    return gateway_yaml(port, ROUTE + rollout, services)
+
+
+async def test_assignment_is_sticky_per_user_and_the_variant_is_named(tmp_path):
+    port = free_port()
+    rollout = _rollout("[{weight: 30, duration: 1h}]")
+    async with (
+        backend(_named("v1")) as a,
+        backend(_named("v2")) as b,
+        gateway_on(tmp_path, _config(port, a.port, b.port, rollout)),
+        httpx.AsyncClient() as client,
+    ):
+        url = f"http://127.0.0.1:{port}/"
+        first, second = {}, {}
+        for round_ in (first, second):
+            for user in range(300):
+                resp = await client.get(url, headers={"x-user-id": f"user-{user}"})
+                assert resp.headers["x-sluice-variant"] == resp.text
+                round_[user] = resp.text
+        forced = await client.get(url, headers={"x-user-id": "u", "x-sluice-variant": "v2"})
+    assert first == second  # every user kept their variant
+    share = sum(1 for v in first.values() if v == "v2") / len(first)
+    assert 0.2 <= share <= 0.4  # 30 % ± 3σ for 300 users
+    assert forced.text == "v2"
+
+
+async def test_a_failing_candidate_is_rolled_back_automatically(tmp_path):
+    port = free_port()
+    rollout = _rollout(
+        "[{weight: 50, duration: 1h}, {weight: 100, duration: 0s}]",
+        analysis="  analysis: {interval: 6s, minSamples: 20, maxErrorRateRatio: 2.0,"
+        " maxErrorRateIncrease: 0.05}\n",
+    )
+    async with (
+        backend(_named("v1")) as a,
+        backend(_named("v2", 500)) as b,
+        gateway_on(tmp_path, _config(port, a.port, b.port, rollout)) as gw,
+        httpx.AsyncClient() as client,
+    ):
+        live = gw.ctx.rollouts.live["default/v2-rollout"]
+        assert live.weight == 50
+        url = f"http://127.0.0.1:{port}/"
+        user = 0
+        async with asyncio.timeout(20):  # one analysis interval (6 s) plus margin
+            while live.weight != 0:
+                await client.get(url, headers={"x-user-id": f"u{user}"})
+                user += 1
+                gw.ctx.rollouts.tick()
+        status = (await client.get(f"http://127.0.0.1:{gw.admin_port}/rollouts")).json()
+        after = {(await client.get(url, headers={"x-user-id": f"u{i}"})).text for i in range(50)}
+    assert status["rollouts"]["default/v2-rollout"]["phase"] == "RolledBack"
+    assert after == {"v1"}
+
+
+async def test_rollout_state_survives_a_reload(tmp_path):
+    port = free_port()
+    rollout = _rollout("[{weight: 20, duration: 1h}]")
+    async with (
+        backend(_named("v1")) as a,
+        backend(_named("v2")) as b,
+        gateway_on(tmp_path, _config(port, a.port, b.port, rollout)) as gw,
+        httpx.AsyncClient() as client,
+    ):
+        admin = f"http://127.0.0.1:{gw.admin_port}"
+        paused = await client.post(f"{admin}/rollouts/default/v2-rollout/pause")
+        assert paused.json()["phase"] == "Paused"
+        (tmp_path / "config.yaml").write_text(_config(port, a.port, b.port, rollout) + "\n")
+        assert (await gw.reloader.reload()).ok
+        status = (await client.get(f"{admin}/rollouts")).json()["rollouts"]["default/v2-rollout"]
+    assert status["phase"] == "Paused"
+    assert status["weight"] == 20
+
+
+@pytest.mark.single_loop
+async def test_shadow_copies_go_to_the_candidate_and_the_primary_never_waits(tmp_path):
+    port = free_port()
+    hang = asyncio.Event()
+    shadow_seen = asyncio.Event()
+
+    async def hanging(request: web.Request) -> web.Response:
+        shadow_seen.set()
+        await hang.wait()  # the shadow target never answers while the test runs
+        return web.Response(text="late")
+
+    rollout = _rollout(
+        "[{weight: 0, duration: 1h}]",
+        shadow="  shadow: {percent: 100, target: v2, maxInFlight: 4, maxBytes: 1024}\n",
+    )
+    async with (
+        backend(_named("v1")) as a,
+        backend(hanging) as b,
+        gateway_on(tmp_path, _config(port, a.port, b.port, rollout)) as gw,
+        httpx.AsyncClient() as client,
+    ):
+        url = f"http://127.0.0.1:{port}/"
+        async with asyncio.timeout(5):  # the primary answers although its shadow hangs
+            answers = [
+                (await client.get(url, headers={"x-user-id": f"u{i}"})).text for i in range(10)
+            ]
+            await shadow_seen.wait()
+        registry = gw.ctx.metrics.registry
+        dropped = registry.get_sample_value("sluice_shadow_requests_total", {"result": "dropped"})
+        hang.set()
+    assert answers == ["v1"] * 10
+    assert len(b.seen) == 4  # bounded: maxInFlight copies in flight, the rest dropped
+    assert dropped == 6

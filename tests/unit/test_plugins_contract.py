@@ -1,0 +1,160 @@
+"""One contract suite over every registered filter, scorer and picker (STYLE §C):
+filters only narrow, scores lie in [0, 1] for every candidate, picks are members."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from routing.picking import Decision, EndpointSnapshot, NoEligibleEndpoint, PickRequest
+from routing.pipeline import run_profile
+from routing.plugins.registry import BUILTIN_PROFILES, FILTERS, PICKERS, SCORERS
+
+maybe_float = st.one_of(st.none(), st.floats(min_value=0, max_value=500, allow_nan=False))
+adapters = st.frozensets(st.sampled_from(["a", "b", "c"]), max_size=3)
+
+
+@st.composite
+def endpoints(draw, min_size: int = 1) -> tuple[EndpointSnapshot, ...]:
+    n = draw(st.integers(min_value=min_size, max_value=12))
+    out = []
+    for i in range(n):
+        out.append(
+            EndpointSnapshot(
+                key=f"10.0.0.{i}:8000",
+                healthy=draw(st.booleans()),
+                waiting=draw(maybe_float),
+                running=draw(maybe_float),
+                kv_usage=draw(st.one_of(st.none(), st.floats(min_value=0, max_value=1))),
+                lora_running=draw(adapters),
+                lora_waiting=draw(adapters),
+                max_lora=draw(st.one_of(st.none(), st.integers(min_value=1, max_value=4))),
+                in_flight=draw(st.integers(min_value=0, max_value=200)),
+                in_flight_tokens=draw(st.integers(min_value=0, max_value=500_000)),
+                prefix_blocks=draw(st.integers(min_value=0, max_value=64)),
+                group=draw(st.sampled_from([None, "g/0", "g/1"])),
+                is_leader=draw(st.booleans()),
+                group_healthy=draw(st.booleans()),
+                models=draw(st.frozensets(st.sampled_from(["m", "a", "x"]), max_size=3)),
+            )
+        )
+    return tuple(out)
+
+
+requests = st.builds(
+    PickRequest,
+    model=st.sampled_from(["m", "a", "nope"]),
+    adapter=st.sampled_from([None, "a", "b"]),
+    prompt_blocks=st.integers(min_value=0, max_value=64),
+    session_endpoint=st.sampled_from([None, "10.0.0.1:8000"]),
+    subset=st.sampled_from([None, frozenset({"10.0.0.0:8000", "10.0.0.2:8000"})]),
+    sequence=st.integers(min_value=0, max_value=1000),
+)
+
+
+@pytest.mark.parametrize("name", sorted(FILTERS))
+@settings(max_examples=60)
+@given(req=requests, eps=endpoints())
+def test_filters_only_narrow(name, req, eps):
+    kept = FILTERS[name]({}).filter(req, eps)
+    assert set(kept) <= set(eps)
+    assert list(kept) == [e for e in eps if e in kept]  # order preserved
+
+
+@pytest.mark.parametrize("name", sorted(SCORERS))
+@settings(max_examples=60)
+@given(req=requests, eps=endpoints())
+def test_scores_lie_in_unit_interval_for_every_candidate(name, req, eps):
+    scores = SCORERS[name]({}).score(req, eps)
+    assert set(scores) == {e.key for e in eps}
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
+
+
+@pytest.mark.parametrize("name", sorted(PICKERS))
+@settings(max_examples=60)
+@given(
+    req=requests,
+    eps=endpoints(),
+    weights=st.lists(st.floats(min_value=0, max_value=10), min_size=12, max_size=12),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_picks_are_members_of_their_input(name, req, eps, weights, seed):
+    scored = list(zip(eps, weights, strict=False))
+    chosen = PICKERS[name]({}).pick(req, scored, random.Random(seed))
+    assert chosen in eps
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_PROFILES))
+@settings(max_examples=60)
+@given(req=requests, eps=endpoints(), seed=st.integers(min_value=0, max_value=2**32))
+def test_profiles_decide_within_the_filtered_set(name, req, eps, seed):
+    decision = run_profile(BUILTIN_PROFILES[name], req, eps, random.Random(seed))
+    if isinstance(decision, NoEligibleEndpoint):
+        assert decision.trace.removed
+        return
+    assert isinstance(decision, Decision)
+    assert decision.endpoint in eps
+    removed = {key for _, keys in decision.trace.removed for key in keys}
+    assert decision.endpoint.key not in removed
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("hot-spot", {"ratio": 0.5}), ("hot-spot", {"bogus": 1}), ("packing", {"batchTarget": 0})],
+)
+def test_bad_plugin_parameters_are_refused(name, params):
+    with pytest.raises(ValueError):  # noqa: PT011 - the message names the parameter
+        FILTERS[name](params)
+
+
+def test_plugins_without_parameters_refuse_them():
+    with pytest.raises(ValueError, match="takes no parameters"):
+        SCORERS["queue"]({"x": 1})
+
+
+def _ep(key: str, **kw) -> EndpointSnapshot:
+    return EndpointSnapshot(key=key, **kw)
+
+
+@pytest.mark.parametrize(
+    ("eps", "req", "expected"),
+    [
+        (
+            (_ep("a", waiting=0.0, kv_usage=0.1), _ep("b", waiting=9.0, kv_usage=0.9)),
+            PickRequest(model="m"),
+            "a",
+        ),
+        (
+            (_ep("a", waiting=0.0, prefix_blocks=0), _ep("b", waiting=1.0, prefix_blocks=10)),
+            PickRequest(model="m", prompt_blocks=10),
+            "b",
+        ),
+        (
+            (
+                _ep("a", waiting=0.0, lora_running=frozenset({"x"}), max_lora=1),
+                _ep("b", waiting=0.0, lora_running=frozenset({"y"}), max_lora=1),
+            ),
+            PickRequest(model="x", adapter="x"),
+            "a",
+        ),
+        (
+            (_ep("a", waiting=0.0, in_flight=20), _ep("b", waiting=0.0, prefix_blocks=10)),
+            PickRequest(model="m", prompt_blocks=10),
+            "b",
+        ),
+        (
+            # the hot-spot guard: the prefix holder is far busier than the other endpoint
+            (_ep("a", waiting=0.0, in_flight=30, prefix_blocks=10), _ep("b", waiting=0.0)),
+            PickRequest(model="m", prompt_blocks=10),
+            "b",
+        ),
+    ],
+    ids=["queue-and-kv", "prefix", "lora-affinity", "prefix-over-idle", "hot-spot-guard"],
+)
+def test_default_profile_prefers_what_the_signals_say(eps, req, expected):
+    decision = run_profile(BUILTIN_PROFILES["default"], req, eps, random.Random(0))
+    assert isinstance(decision, Decision)
+    assert decision.endpoint.key == expected
