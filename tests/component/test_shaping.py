@@ -53,6 +53,7 @@ def _completion(prompt: str, max_tokens: int = 4) -> dict:
     return {"model": MODEL, "prompt": prompt, "max_tokens": max_tokens, "ignore_eos": True}
 
 
+@pytest.mark.single_loop
 async def test_backend_concurrency_never_exceeds_the_caps_under_a_burst_of_500(tmp_path):
     port = free_port()
     policy = _policy("  concurrency: {maxPerEndpoint: 6}\n  queue: {maxRequests: 1000}")
@@ -76,6 +77,7 @@ async def test_backend_concurrency_never_exceeds_the_caps_under_a_burst_of_500(t
     assert sum(s.served for s in stats) == 500
 
 
+@pytest.mark.single_loop
 async def test_light_tenant_gets_its_fair_share_while_both_are_backlogged(tmp_path):
     port = free_port()
     policy = _policy("  concurrency: {maxPerEndpoint: 2}")
