@@ -1,8 +1,9 @@
 """The control loop of one policy: every tick, look (the gateway's recommendation and the
 replicas' utilisation), let the policy's rule decide, and scale the fleet.
 
-`sluice`: apply `desiredReplicas` from `GET /autoscaling/{ns}/{pool}` each tick, as KEDA's
-metrics-api or external scaler would hand it to an HPA with an AverageValue target of 1.
+`sluice`: apply `desiredReplicas` from `GET /autoscaling/{ns}/{pool}` each tick (or once per
+`sync_s`, as the HPA that KEDA or prometheus-adapter feed with an AverageValue target of 1
+would).
 `utilisation`: the HPA algorithm of `hpa.py` on the replicas' busy fraction (running sequences
 / max_num_seqs) or KV-cache usage. Both read the same gateway JSON, so the timeline also shows
 what Sluice would have recommended for the utilisation-scaled fleet.
@@ -41,6 +42,7 @@ class Reconciler:
         self.timeline: list[TimelineRow] = []
         self.read_failures = 0
         self._hpa: UtilisationAutoscaler | None = None
+        self._next_apply = 0.0  # sluice with sync_s: when the recommendation is next applied
         if policy.kind is RuleKind.UTILISATION:
             s = scenario.scaling
             self._hpa = UtilisationAutoscaler(
@@ -75,8 +77,9 @@ class Reconciler:
             self._hpa.observe(now, metric)
             decision = self._hpa.decide(now, fleet.target, fleet.count(Phase.STARTING))
             decided = decision.desired if decision.synced else None
-        elif view.get("desiredReplicas") is not None:
+        elif view.get("desiredReplicas") is not None and now >= self._next_apply:
             decided = int(view["desiredReplicas"])
+            self._next_apply = now + self.policy.sync_s
         if decided is not None:
             await fleet.scale_to(decided)
         self.timeline.append(

@@ -145,8 +145,9 @@ def _trace(s: ClosedLoopScenario) -> str:
 def _describe(s: ClosedLoopScenario, policy: Policy) -> str:
     if policy.kind is RuleKind.SLUICE:
         block = s.traffic_for(policy)["autoscaling"]
+        when = f"every {policy.sync_s:g} s (an HPA's sync)" if policy.sync_s else "every tick"
         return (
-            "the reconciler applies the gateway's `desiredReplicas` every tick; TrafficPolicy "
+            f"the reconciler applies the gateway's `desiredReplicas` {when}; TrafficPolicy "
             f"`autoscaling: {json.dumps(block, separators=(', ', ': '))}`"
         )
     metric = "running / max_num_seqs" if policy.metric == "busy" else "KV-cache usage"

@@ -16,6 +16,7 @@ from ..scenario import Workload, parse_workload
 from .arrivals import RateProfile
 
 DEFAULT_POOL = "llama"
+HPA_SYNC_S = 15.0
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 
@@ -61,9 +62,11 @@ class Scaling:
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Policy:
     """One compared autoscaler. `sluice`: the reconciler applies the gateway's recommendation
-    (its TrafficPolicy `autoscaling:` is `autoscaling`). `utilisation`: Kubernetes' HPA
-    algorithm on `metric` against `target`, with its tolerance, sync period, scale-down
-    stabilisation and default scale-up policy (max of +4 pods and +100 % per sync)."""
+    (its TrafficPolicy `autoscaling:` is `autoscaling`), every tick or, with `sync_s`, once
+    per sync period as the HPA that KEDA or prometheus-adapter feed would. `utilisation`:
+    Kubernetes' HPA algorithm on `metric` against `target`, with its tolerance, sync period
+    (default 15 s), scale-down stabilisation and default scale-up policy (max of +4 pods and
+    +100 % per sync)."""
 
     name: str
     kind: RuleKind
@@ -71,7 +74,7 @@ class Policy:
     metric: UtilisationMetric = UtilisationMetric.BUSY
     target: float = 0.6
     tolerance: float = 0.1
-    sync_s: float = 15.0
+    sync_s: float = 0.0  # 0: every tick
     metric_window_s: float = 15.0  # the utilisation is averaged over this (avg_over_time)
     stabilization_s: float = 300.0
     scale_up_pods: int = 4
@@ -309,7 +312,7 @@ def _parse_policies(raw: object, issues: list[str]) -> tuple[Policy, ...]:
             metric=UtilisationMetric(metric_text),
             target=r.positive("target", float, d.target),
             tolerance=r.positive("tolerance", float, d.tolerance, zero_ok=True),
-            sync_s=r.positive("sync_s", float, d.sync_s),
+            sync_s=r.positive("sync_s", float, _default_sync_s(kind_text), zero_ok=True),
             metric_window_s=r.positive("metric_window_s", float, d.metric_window_s),
             stabilization_s=r.positive("stabilization_s", float, d.stabilization_s, zero_ok=True),
             scale_up_pods=r.positive("scale_up_pods", int, d.scale_up_pods),
@@ -322,6 +325,12 @@ def _parse_policies(raw: object, issues: list[str]) -> tuple[Policy, ...]:
     if len(set(names)) != len(names):
         issues.append("policies: names must be unique")
     return tuple(out)
+
+
+def _default_sync_s(kind: str) -> float:
+    """An HPA syncs every 15 s (kube-controller-manager's default); the Sluice reconciler acts
+    on every tick unless told to act like that HPA."""
+    return HPA_SYNC_S if kind == RuleKind.UTILISATION else 0.0
 
 
 def _name(value: str, path: str, issues: list[str]) -> str:

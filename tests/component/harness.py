@@ -216,3 +216,15 @@ async def until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
 
 def gauge(gw: RunningGateway, name: str, **labels: str) -> float:
     return gw.ctx.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def raw_post(path: str, document: dict[str, object], host: str = "127.0.0.1") -> bytes:
+    """An HTTP/1.1 POST of ``document`` as JSON, as bytes to write on an open connection."""
+    import json
+
+    body = json.dumps(document).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body

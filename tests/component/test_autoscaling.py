@@ -18,7 +18,7 @@ from gateway.kedaproto import (
     encode_ref,
 )
 from loadtests.fleet import Fleet, FleetSpec, ReplicaSpec
-from tests.component.harness import free_port, pool_yaml, wait_scraped
+from tests.component.harness import free_port, pool_yaml, raw_post, wait_scraped
 
 SERVICE = "/externalscaler.ExternalScaler/"
 REF = ScaledObjectRef(name="llama-scaler", namespace="default", metadata={"pool": "llama"})
@@ -43,7 +43,6 @@ async def test_first_request_at_zero_replicas_activates_the_keda_scaler_within_1
     async with (
         await _start(tmp_path, pool_yaml(port, [])) as gw,
         grpc.aio.insecure_channel(f"127.0.0.1:{gw.keda_port}") as channel,
-        httpx.AsyncClient(timeout=30) as client,
     ):
         is_active = channel.unary_unary(
             SERVICE + "IsActive", request_serializer=encode_ref,
@@ -56,13 +55,12 @@ async def test_first_request_at_zero_replicas_activates_the_keda_scaler_within_1
         assert await is_active(REF) is False
         async with asyncio.timeout(5):
             assert await stream.read() is False  # the current state, first
+        # the connection is open before the clock starts (TCP set-up is not the scaler's)
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
         loop = asyncio.get_running_loop()
         sent = loop.time()
-        pending = asyncio.create_task(
-            client.post(
-                f"http://127.0.0.1:{port}/v1/completions",
-                json={"model": "m", "prompt": "wake up", "max_tokens": 2},
-            )
+        writer.write(
+            raw_post("/v1/completions", {"model": "m", "prompt": "wake up", "max_tokens": 2})
         )
         async with asyncio.timeout(5):
             pushed = await stream.read()
@@ -71,7 +69,7 @@ async def test_first_request_at_zero_replicas_activates_the_keda_scaler_within_1
         assert pushed_after <= 0.1, pushed_after
         assert await is_active(REF) is True
         stream.cancel()
-        pending.cancel()
+        writer.close()
 
 
 @pytest.mark.single_loop

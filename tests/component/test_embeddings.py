@@ -94,9 +94,12 @@ async def _wait_waiting(gw: RunningGateway, count: int) -> None:
 async def test_64_single_inputs_reach_the_backend_as_at_most_4_calls(tmp_path):
     # maxQueueDelay is generous so the bound does not depend on how fast 64 connections open
     # on a slow CI machine: the batches are sent when full, long before the delay.
-    async with _stack(
-        tmp_path, 2, maxBatchSize=32, maxBatchTokens=16384, maxQueueDelay="200ms"
-    ) as (fleet, _gw, client, url):
+    async with _stack(tmp_path, 2, maxBatchSize=32, maxBatchTokens=16384, maxQueueDelay="2s") as (
+        fleet,
+        _gw,
+        client,
+        url,
+    ):
         texts = [f"document number {i}: the quick brown fox {i * 7}" for i in range(64)]
         async with asyncio.timeout(5):
             responses = await asyncio.gather(

@@ -1,0 +1,273 @@
+"""One run of the rollout scenario: fresh fleets with faults injected, a fresh `sluice serve`,
+steady sticky load, and the Rollout's status polled until it finishes (plus a tail).
+
+Process layout, as in `loadtests/trial.py`: both fleets run in this process's event loop (light,
+and their faults are set through `Replica.set_fault`); the gateway and the load generator are
+separate processes. Every wait is bounded: readiness by a timeout, the run by `max_run_s`, the
+generator's drain by `drain_s` plus a grace period.
+
+Clocks. The gateway stamps rollout times with its loop clock, which for asyncio and uvloop alike
+counts CLOCK_MONOTONIC seconds, the clock of `time.monotonic()` here. The run checks that the
+Rollout's `startedAt` falls between the gateway's spawn and its readiness (`clock_ok`), so a
+mismatch is reported rather than silently shifting the timeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from loadtests.fleet import Fault, FaultMode, Fleet
+from loadtests.targets import HOST, free_port, log_tail, sluice_command, stop_process
+
+from .config import BASELINE, CANDIDATE, ROLLOUT_KEY, gateway_docs, write_checked
+from .spec import RolloutScenario, RunSpec
+from .traffic import Request, TrafficSpec, read_requests
+
+READY_TIMEOUT_S = 30.0
+READY_POLL_S = 0.05
+GO_DELAY_S = 0.1
+DRAIN_S = 5.0
+DONE_GRACE_S = 15.0
+CLOCK_SLACK_S = 0.05
+TERMINAL = ("RolledBack", "Promoted")
+
+
+class RunError(RuntimeError):
+    """A process of the run failed to start or to finish in time."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Poll:
+    """One GET /rollouts, `t` seconds after the load started."""
+
+    t: float
+    phase: str
+    step: int
+    weight: int
+    message: str
+
+
+@dataclasses.dataclass(slots=True, kw_only=True)
+class RunRecord:
+    """What one run produced; times are seconds after the load started (T0)."""
+
+    spec: RunSpec
+    polls: list[Poll]
+    status: dict[str, Any]  # the last GET /rollouts entry of the Rollout, as served
+    requests: list[Request]
+    t0: float  # when the load started, on the gateway's (monotonic) clock
+    rollout_start_t: float  # the Rollout's startedAt, on the T0 scale (before 0: no load yet)
+    clock_ok: bool
+    generator_cpu_s: float
+    wall_s: float
+
+
+async def run_once(
+    scenario: RolloutScenario, run: RunSpec, out_dir: Path, say: Any = print
+) -> RunRecord:
+    """Run `run` with logs under `out_dir/logs` and raw data under `out_dir/raw`."""
+    logs, raw = out_dir / "logs", out_dir / "raw"
+    port = free_port()
+    started = time.monotonic()
+    async with contextlib.AsyncExitStack() as stack:
+        fleets = {
+            BASELINE: await stack.enter_async_context(Fleet(_fleet_spec(scenario, 0))),
+            CANDIDATE: await stack.enter_async_context(Fleet(_fleet_spec(scenario, 1))),
+        }
+        await _inject(fleets[BASELINE], run.baseline_error_rate, scenario.error_statuses)
+        await _inject(fleets[CANDIDATE], run.candidate_error_rate, scenario.error_statuses)
+        config = logs / f"{run.name}.config.yaml"
+        write_checked(config, gateway_docs(scenario, port, fleets))
+        traffic = await stack.enter_async_context(
+            _Traffic.spawn(_traffic_spec(scenario, port, raw / f"{run.name}.jsonl"), logs, run)
+        )
+        spawned = time.monotonic()
+        admin = await stack.enter_async_context(_gateway(config, logs / f"{run.name}.log"))
+        ready = time.monotonic()
+        await traffic.wait_for("ready", READY_TIMEOUT_S)
+        t0 = time.monotonic() + GO_DELAY_S
+        traffic.go(t0)
+        say(f"  {run.name}: load started, polling {admin}/rollouts")
+        polls, status = await _poll(scenario, admin, t0, say, run.name)
+        traffic.stop()
+        cpu_s = await traffic.wait_done(DRAIN_S + DONE_GRACE_S)
+    started_at = float(status.get("startedAt", 0.0))
+    return RunRecord(
+        spec=run,
+        polls=polls,
+        status=status,
+        requests=read_requests(raw / f"{run.name}.jsonl"),
+        t0=t0,
+        rollout_start_t=started_at - t0,
+        clock_ok=spawned - CLOCK_SLACK_S <= started_at <= ready + CLOCK_SLACK_S,
+        generator_cpu_s=cpu_s,
+        wall_s=time.monotonic() - started,
+    )
+
+
+def _fleet_spec(scenario: RolloutScenario, index: int) -> Any:
+    return dataclasses.replace(scenario.fleet, seed=scenario.fleet.seed + index)
+
+
+async def _inject(fleet: Fleet, rate: float, statuses: tuple[int, ...]) -> None:
+    if rate <= 0:
+        return
+    fault = Fault(mode=FaultMode.ERROR_RATE, rate=rate, statuses=statuses)
+    for replica in fleet.replicas:
+        await replica.set_fault(fault)
+
+
+def _traffic_spec(scenario: RolloutScenario, port: int, records: Path) -> TrafficSpec:
+    load = scenario.load
+    return TrafficSpec(
+        url=f"http://{HOST}:{port}",
+        qps=load.qps,
+        users=load.users,
+        user_header=load.user_header,
+        seed=scenario.seed,
+        max_s=scenario.max_run_s,
+        drain_s=DRAIN_S,
+        request_timeout_s=scenario.request_timeout_s,
+        max_in_flight=load.max_in_flight,
+        max_requests=int(load.qps * scenario.max_run_s * 2 + 1000),
+        default_model=scenario.fleet.replicas[0].model,
+        workload=dict(scenario.workload),
+        records_path=str(records),
+    )
+
+
+async def _poll(
+    scenario: RolloutScenario, admin: str, t0: float, say: Any, name: str
+) -> tuple[list[Poll], dict[str, Any]]:
+    """GET /rollouts every `poll_s` until the Rollout has been finished for `tail_s`, or
+    `max_run_s` after T0."""
+    polls: list[Poll] = []
+    status: dict[str, Any] = {}
+    finished_at: float | None = None
+    timeout = aiohttp.ClientTimeout(total=5.0)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while (t := time.monotonic() - t0) < scenario.max_run_s:
+            async with session.get(f"{admin}/rollouts") as resp:
+                status = (await resp.json())["rollouts"][ROLLOUT_KEY]
+            poll = Poll(t=t, phase=status["phase"], step=status["step"],
+                        weight=status["weight"], message=status["message"])  # fmt: skip
+            if not polls or (poll.phase, poll.weight) != (polls[-1].phase, polls[-1].weight):
+                say(f"  {name}: t={t:6.1f} s  {poll.phase:<11} weight {poll.weight:3d} %  "
+                    f"({poll.message})")  # fmt: skip
+            polls.append(poll)
+            if finished_at is None and poll.phase in TERMINAL:
+                finished_at = t
+            if finished_at is not None and t - finished_at >= scenario.tail_s:
+                break
+            await asyncio.sleep(scenario.poll_s)
+    return polls, status
+
+
+@contextlib.asynccontextmanager
+async def _gateway(config: Path, log_path: Path) -> AsyncIterator[str]:
+    """`sluice serve` on `config`; yields its admin URL once /readyz answers 200."""
+    admin_port = free_port()
+    cmd = [*sluice_command(), "serve", "--config", str(config), "--address", HOST,
+           "--admin", f"{HOST}:{admin_port}", "--no-watch", "--log-level", "info"]  # fmt: skip
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
+        )
+    admin = f"http://{HOST}:{admin_port}"
+    try:
+        await _wait_ready(proc, f"{admin}/readyz", log_path)
+        yield admin
+    finally:
+        await stop_process(proc)
+
+
+async def _wait_ready(proc: asyncio.subprocess.Process, url: str, log_path: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
+        while time.monotonic() < deadline:
+            if proc.returncode is not None:
+                raise RunError(f"sluice exited with {proc.returncode}:\n{log_tail(log_path)}")
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(READY_POLL_S)
+    raise RunError(f"sluice not ready after {READY_TIMEOUT_S:g} s:\n{log_tail(log_path)}")
+
+
+class _Traffic:
+    """The load generator process and its stdout protocol (see `traffic`)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.events: dict[str, dict[str, Any]] = {}
+        self.changed = asyncio.Event()
+        self.reader = asyncio.create_task(self._read())
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def spawn(cls, spec: TrafficSpec, logs: Path, run: RunSpec) -> AsyncIterator[_Traffic]:
+        spec_path = Path(spec.records_path).with_suffix(".spec.json")
+        spec_path.write_text(json.dumps(dataclasses.asdict(spec), indent=1), encoding="utf-8")
+        with (logs / f"{run.name}.traffic.log").open("wb") as err:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "loadtests.rolloutrun.traffic", str(spec_path),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,
+            )  # fmt: skip
+        traffic = cls(proc)
+        try:
+            yield traffic
+        finally:
+            await stop_process(proc)
+            traffic.reader.cancel()
+            await asyncio.gather(traffic.reader, return_exceptions=True)
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            event = json.loads(line)
+            self.events[event.pop("event")] = event
+            self.changed.set()
+        self.events["exited"] = {}
+        self.changed.set()
+
+    async def wait_for(self, event: str, timeout_s: float) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(timeout_s):
+                while event not in self.events:
+                    if "exited" in self.events:
+                        raise RunError(f"the load generator exited before {event!r} (see logs)")
+                    self.changed.clear()
+                    await self.changed.wait()
+        except TimeoutError:
+            raise RunError(f"the load generator did not report {event!r} in time") from None
+        return self.events[event]
+
+    def _write(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        if not self.proc.stdin.is_closing():
+            self.proc.stdin.write(line.encode())
+
+    def go(self, t0: float) -> None:
+        self._write(f"go {t0!r}\n")
+
+    def stop(self) -> None:
+        self._write("stop\n")
+
+    async def wait_done(self, timeout_s: float) -> float:
+        done = await self.wait_for("done", timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await self.proc.wait()
+        if self.proc.returncode:
+            raise RunError(f"the load generator failed with {self.proc.returncode}")
+        return float(done.get("cpu_s", 0.0))
