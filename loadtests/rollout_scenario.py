@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import os
 import shlex
 import sys
 import time
@@ -48,19 +49,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("scenario", type=Path, help="scenario YAML (loadtests/scenarios/rollout.yaml)")
     p.add_argument("--out", type=Path, help="report folder (default /tmp/sluice-reports/...)")
     p.add_argument("--quick", action="store_true", help="the scenario's quick: settings")
-    p.add_argument("--simulate", type=int, default=0, metavar="N",
-                   help="also simulate N runs of each to estimate the odds of each outcome")  # fmt: skip
+    p.add_argument(
+        "--simulate", type=int, default=0, metavar="N",
+        help="also simulate N runs of each to estimate the odds of each outcome",
+    )  # fmt: skip
     return p
 
 
-async def _run_all(
-    scenario: RolloutScenario, out: Path
-) -> tuple[list[RunResult], dict[str, str]]:
+async def _run_all(scenario: RolloutScenario, out: Path) -> tuple[list[RunResult], dict[str, str]]:
     results: list[RunResult] = []
     failures: dict[str, str] = {}
     for run in scenario.runs:
-        print(f"run {run.name}: 5xx {100 * run.baseline_error_rate:g} % baseline, "
-              f"{100 * run.candidate_error_rate:g} % candidate; expect {run.expect}", flush=True)  # fmt: skip
+        rates = f"{100 * run.baseline_error_rate:g} % / {100 * run.candidate_error_rate:g} %"
+        print(f"run {run.name}: 5xx {rates} (baseline / candidate); expect {run.expect}")
         try:
             record = await run_once(scenario, run, out)
         except (RunError, ConfigCheckError, OSError) as exc:
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as exc:
         print("invalid scenario:\n  " + "\n  ".join(exc.issues), file=sys.stderr)
         return 2
-    started, t = datetime.datetime.now().astimezone(), time.monotonic()
+    started, t, load0 = datetime.datetime.now().astimezone(), time.monotonic(), os.getloadavg()
     out = args.out or REPORTS / f"{scenario.name}-{started:%Y%m%d-%H%M%S}"
     for sub in ("logs", "raw"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                          if argv is None else ["main", *argv])  # fmt: skip
     write(out, Report(scenario=scenario, raw=raw, results=results, odds=odds, started=started,
                       wall_s=time.monotonic() - t, command=command, plot=plot,
-                      failures=failures))  # fmt: skip
+                      failures=failures, loadavg=(load0, os.getloadavg())))  # fmt: skip
     for r in results:
         ended = "-" if r.finished_from_rollout_s is None else f"{r.finished_from_rollout_s:.1f} s"
         print(f"{r.name}: {r.outcome} after {ended} (expected {r.expect}: "

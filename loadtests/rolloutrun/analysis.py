@@ -68,7 +68,7 @@ class RunResult:
     lag_p99_ms: float
     polls: int
     clock_ok: bool
-    generator_cpu_s: float
+    cpu_s: dict[str, float]
     wall_s: float
 
 
@@ -100,7 +100,7 @@ def summarize(rec: RunRecord, window_s: float) -> RunResult:
         e2e_s=Percentiles.of(e2e) if e2e else Percentiles(p50=math.nan, p90=math.nan,
                                                           p99=math.nan),
         lag_p99_ms=lags[min(len(lags) - 1, int(0.99 * len(lags)))] * 1e3 if lags else math.nan,
-        polls=len(rec.polls), clock_ok=rec.clock_ok, generator_cpu_s=rec.generator_cpu_s,
+        polls=len(rec.polls), clock_ok=rec.clock_ok, cpu_s=rec.cpu_s,
         wall_s=rec.wall_s,
     )  # fmt: skip
 

@@ -2,6 +2,11 @@
 (the baseline `llama-v1`, the candidate `llama-v2`, each over its own simulated fleet), and a
 Rollout driving that rule with the scenario's steps and analysis.
 
+Both pools get one InferencePoolPolicy: scrapes every 250 ms, 2 s staleness, FailOpen. The
+defaults (50 ms, 0.5 s, FailClose) are for real model servers; here the fleet, the gateway and
+the generator share a small machine, and a CPU stall of the fleet's process would otherwise turn
+into gateway 503s (no fresh metrics) that this scenario does not set out to measure.
+
 The config is checked with the gateway's own loader before `sluice serve` starts: a Rollout
 that does not bind to its rule is only a warning to the gateway (it stays inert), so that
 warning is an error here.
@@ -72,6 +77,12 @@ def gateway_docs(
         _doc(gw, "HTTPRoute", ROUTE, {"parentRefs": [{"name": "gw"}], "rules": [rule]}),
         _doc("sluice.dev/v1alpha1", "Rollout", ROLLOUT, rollout),
     ]
+    policy = {
+        "targetRefs": [{"group": POOL_GROUP, "kind": "InferencePool", "name": n} for n in fleets],
+        "scrape": {"interval": "250ms", "staleness": "2s"},
+        "failureMode": "FailOpen",
+    }
+    docs.append(_doc("sluice.dev/v1alpha1", "InferencePoolPolicy", "rollout-pools", policy))
     for name, fleet in fleets.items():
         pool = {"selector": {"matchLabels": {"app": name}}, "targetPorts": [{"number": 8000}]}
         docs.append(_doc(f"{POOL_GROUP}/v1", "InferencePool", name, pool))

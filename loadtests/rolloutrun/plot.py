@@ -48,32 +48,37 @@ def _weights(ax: Any, result: RunResult, window_s: float) -> None:
             label="candidate weight (GET /rollouts history)")  # fmt: skip
     mids = [w.start_s + window_s / 2 for w in result.windows if w.share is not None]
     shares = [100 * w.share for w in result.windows if w.share is not None]
-    ax.errorbar(mids, shares, xerr=window_s / 2, fmt="o", color="C1", markersize=4,
-                capsize=0, label=f"observed x-sluice-variant share ({window_s:g} s windows)")  # fmt: skip
+    label = f"observed x-sluice-variant share ({window_s:g} s windows)"
+    ax.errorbar(
+        mids, shares, xerr=window_s / 2, fmt="o", color="C1", markersize=4, capsize=0, label=label
+    )
     if result.finished_from_rollout_s is not None:
         at = result.finished_from_rollout_s + result.rollout_start_s
         ax.axvline(at, color="C3" if result.outcome == "RolledBack" else "C2", linestyle="--")
         ax.annotate(f"{result.outcome} at {result.finished_from_rollout_s:.1f} s",
-                    (at, 104), ha="center", fontsize=8)  # fmt: skip
+                    (at, 104), ha="right", fontsize=8, xytext=(-4, 0),
+                    textcoords="offset points")  # fmt: skip
     verdict = "as expected" if result.passed else f"EXPECTED {result.expect}"
     ax.set_title(
         f"{result.name}: 5xx injected {100 * result.baseline_error_rate:g} % baseline / "
         f"{100 * result.candidate_error_rate:g} % candidate\n{result.outcome} ({verdict})",
         fontsize=10,
     )
-    ax.set(ylabel="candidate (%)", ylim=(-3, 110), xlim=(min(-1.0, result.rollout_start_s), end))
+    ax.set(ylabel="candidate (%)", ylim=(-3, 135), xlim=(min(-1.0, result.rollout_start_s), end))
+    ax.set_yticks(range(0, 101, 20))
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="center right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
 
 
 def _errors(ax: Any, result: RunResult, window_s: float) -> None:
-    for label, color, pick in (
-        ("baseline", "C0", lambda w: (w.baseline_errors, w.baseline)),
-        ("candidate", "C1", lambda w: (w.candidate_errors, w.candidate)),
-    ):
-        points = [(w.start_s + window_s / 2, pick(w)) for w in result.windows]
-        xs = [x for x, (_, n) in points if n]
-        ys = [100 * e / n for _, (e, n) in points if n]
+    for label, color in (("baseline", "C0"), ("candidate", "C1")):
+        xs, ys = [], []
+        for w in result.windows:
+            n, failed = (w.candidate, w.candidate_errors) if label == "candidate" else (
+                w.baseline, w.baseline_errors)  # fmt: skip
+            if n:
+                xs.append(w.start_s + window_s / 2)
+                ys.append(100 * failed / n)
         ax.plot(xs, ys, marker=".", color=color, label=f"{label} 5xx seen by clients")
     ax.set(xlabel="seconds after the load started", ylabel="errors (%)")
     ax.set_ylim(bottom=0)

@@ -32,6 +32,7 @@ class Report:
     command: str
     plot: str  # the PNG's file name, or why there is none
     failures: Mapping[str, str]  # run name -> why it could not run at all
+    loadavg: tuple[tuple[float, ...], tuple[float, ...]]  # os.getloadavg() at start and end
 
 
 def write(out_dir: Path, rep: Report) -> None:
@@ -47,6 +48,7 @@ def write(out_dir: Path, rep: Report) -> None:
         "odds": {k: dataclasses.asdict(v) for k, v in rep.odds.items()},
         "failures": dict(rep.failures),
         "plot": rep.plot,
+        "loadavg": {"start": list(rep.loadavg[0]), "end": list(rep.loadavg[1])},
     }
     (out_dir / "results.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     (out_dir / "report.md").write_text("\n".join(_markdown(rep)) + "\n", encoding="utf-8")
@@ -72,6 +74,9 @@ def _markdown(rep: Report) -> list[str]:
         f"- date: {rep.started.isoformat(timespec='seconds')}; wall time {rep.wall_s:.0f} s",
         f"- machine: nproc={mach['nproc']}, CPU {mach['cpu_model']}, {mach['os']}, "
         f"Python {mach['python']}",
+        f"- load average (1, 5, 15 min) at the start {_avg(rep.loadavg[0])}, at the end "
+        f"{_avg(rep.loadavg[1])}: on {mach['nproc']} CPUs, anything above the scenario's own "
+        "share is other work competing with the fleet, the gateway and the generator",
         f"- command: `{rep.command}`",
         *_setup(s),
         "",
@@ -89,6 +94,10 @@ def _markdown(rep: Report) -> list[str]:
     lines += ["", "## Plot", "", f"![candidate weight over time]({rep.plot})" if
               rep.plot.endswith(".png") else f"No plot: {rep.plot}"]  # fmt: skip
     return lines
+
+
+def _avg(values: Sequence[float]) -> str:
+    return " / ".join(f"{v:.1f}" for v in values)
 
 
 def _setup(s: RolloutScenario) -> list[str]:
@@ -128,8 +137,13 @@ def _run_section(r: RunResult, window_s: float) -> list[str]:
             f"load started; the Rollout started {-r.rollout_start_s:.2f} s before the load)."
         )
     lines += _analysis_lines(r.last_analysis)
-    lines += ["", "Weight timeline (the Rollout's history):", "",
-              "| after Rollout start | after load start | candidate weight |", "|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "Weight timeline (the Rollout's history):",
+        "",
+        "| after Rollout start | after load start | candidate weight |",
+        "|---|---|---|",
+    ]
     lines += [f"| {t.from_rollout_s:.1f} s | {t.at_s:.1f} s | {t.weight} % |"
               for t in r.transitions]  # fmt: skip
     lines += ["", f"Observed per {window_s:g} s window (requests by due time):", "",
@@ -149,6 +163,9 @@ def _run_section(r: RunResult, window_s: float) -> list[str]:
         f"E2E p50 {1e3 * r.e2e_s.p50:.0f} ms, p99 {1e3 * r.e2e_s.p99:.0f} ms; generator lag "
         f"p99 {r.lag_p99_ms:.1f} ms; {r.polls} polls of /rollouts; clock check "
         f"{'ok' if r.clock_ok else 'FAILED (times may be shifted)'}.",
+        "CPU seconds from the load's start to the end of the run: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in r.cpu_s.items())
+        + f" (over {r.wall_s:.0f} s of wall time for the whole run).",
     ]
     return lines
 

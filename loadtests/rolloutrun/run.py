@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from typing import Any
 
 import aiohttp
 
+from loadtests.benchsupport import proc_cpu_seconds
 from loadtests.fleet import Fault, FaultMode, Fleet
 from loadtests.targets import HOST, free_port, log_tail, sluice_command, stop_process
 
@@ -36,7 +38,6 @@ from .traffic import Request, TrafficSpec, read_requests
 READY_TIMEOUT_S = 30.0
 READY_POLL_S = 0.05
 GO_DELAY_S = 0.1
-DRAIN_S = 5.0
 DONE_GRACE_S = 15.0
 CLOCK_SLACK_S = 0.05
 TERMINAL = ("RolledBack", "Promoted")
@@ -68,7 +69,7 @@ class RunRecord:
     t0: float  # when the load started, on the gateway's (monotonic) clock
     rollout_start_t: float  # the Rollout's startedAt, on the T0 scale (before 0: no load yet)
     clock_ok: bool
-    generator_cpu_s: float
+    cpu_s: dict[str, float]  # CPU seconds from T0 to the end: generator, gateway, fleets
     wall_s: float
 
 
@@ -92,15 +93,21 @@ async def run_once(
             _Traffic.spawn(_traffic_spec(scenario, port, raw / f"{run.name}.jsonl"), logs, run)
         )
         spawned = time.monotonic()
-        admin = await stack.enter_async_context(_gateway(config, logs / f"{run.name}.log"))
+        admin, gw_pid = await stack.enter_async_context(_gateway(config, logs / f"{run.name}.log"))
         ready = time.monotonic()
         await traffic.wait_for("ready", READY_TIMEOUT_S)
         t0 = time.monotonic() + GO_DELAY_S
+        cpu0 = proc_cpu_seconds(gw_pid), proc_cpu_seconds(os.getpid())
         traffic.go(t0)
         say(f"  {run.name}: load started, polling {admin}/rollouts")
         polls, status = await _poll(scenario, admin, t0, say, run.name)
         traffic.stop()
-        cpu_s = await traffic.wait_done(DRAIN_S + DONE_GRACE_S)
+        gen_cpu_s = await traffic.wait_done(scenario.drain_s + DONE_GRACE_S)
+        cpu_s = {
+            "generator": gen_cpu_s,
+            "gateway": proc_cpu_seconds(gw_pid) - cpu0[0],
+            "fleets (harness)": proc_cpu_seconds(os.getpid()) - cpu0[1],
+        }
     started_at = float(status.get("startedAt", 0.0))
     return RunRecord(
         spec=run,
@@ -110,7 +117,7 @@ async def run_once(
         t0=t0,
         rollout_start_t=started_at - t0,
         clock_ok=spawned - CLOCK_SLACK_S <= started_at <= ready + CLOCK_SLACK_S,
-        generator_cpu_s=cpu_s,
+        cpu_s=cpu_s,
         wall_s=time.monotonic() - started,
     )
 
@@ -136,7 +143,7 @@ def _traffic_spec(scenario: RolloutScenario, port: int, records: Path) -> Traffi
         user_header=load.user_header,
         seed=scenario.seed,
         max_s=scenario.max_run_s,
-        drain_s=DRAIN_S,
+        drain_s=scenario.drain_s,
         request_timeout_s=scenario.request_timeout_s,
         max_in_flight=load.max_in_flight,
         max_requests=int(load.qps * scenario.max_run_s * 2 + 1000),
@@ -174,8 +181,8 @@ async def _poll(
 
 
 @contextlib.asynccontextmanager
-async def _gateway(config: Path, log_path: Path) -> AsyncIterator[str]:
-    """`sluice serve` on `config`; yields its admin URL once /readyz answers 200."""
+async def _gateway(config: Path, log_path: Path) -> AsyncIterator[tuple[str, int]]:
+    """`sluice serve` on `config`; yields its admin URL and pid once /readyz answers 200."""
     admin_port = free_port()
     cmd = [*sluice_command(), "serve", "--config", str(config), "--address", HOST,
            "--admin", f"{HOST}:{admin_port}", "--no-watch", "--log-level", "info"]  # fmt: skip
@@ -186,7 +193,7 @@ async def _gateway(config: Path, log_path: Path) -> AsyncIterator[str]:
     admin = f"http://{HOST}:{admin_port}"
     try:
         await _wait_ready(proc, f"{admin}/readyz", log_path)
-        yield admin
+        yield admin, proc.pid
     finally:
         await stop_process(proc)
 

@@ -21,10 +21,11 @@ from routing.durations import parse_duration
 PHASES = ("RolledBack", "Promoted")
 _TOP = {
     *("name", "description", "fleet", "workload", "load", "rollout", "error_statuses"),
-    *("runs", "max_run_s", "tail_s", "poll_s", "share_window_s", "request_timeout_s"),
+    *("runs", "max_run_s", "tail_s", "drain_s", "poll_s", "share_window_s"),
+    "request_timeout_s",
     *("seed", "quick"),
 }
-_QUICK = {"rollout", "load", "max_run_s", "tail_s", "runs"}
+_QUICK = {"rollout", "load", "max_run_s", "tail_s", "drain_s", "runs"}
 _LOAD = {"qps", "users", "user_header", "max_in_flight"}
 _RUN = {"name", "baseline_error_rate", "candidate_error_rate", "expect"}
 
@@ -70,6 +71,7 @@ class RolloutScenario:
     runs: tuple[RunSpec, ...]
     max_run_s: float  # per run: stop even if the rollout has not finished
     tail_s: float  # load goes on this long after the rollout finished
+    drain_s: float  # then open requests get this long to finish before they are cancelled
     poll_s: float  # GET /rollouts period
     share_window_s: float  # window of the observed x-sluice-variant share
     request_timeout_s: float
@@ -134,6 +136,7 @@ def parse_rollout_scenario(raw: object, *, quick: bool = False) -> RolloutScenar
         runs=_runs(top.raw.get("runs"), issues),
         max_run_s=top.number("max_run_s", float, 120.0, lo=1.0, hi=3600.0),
         tail_s=top.number("tail_s", float, 10.0, lo=0.0, hi=600.0),
+        drain_s=top.number("drain_s", float, 5.0, lo=0.0, hi=600.0),
         poll_s=top.number("poll_s", float, 0.5, lo=0.05, hi=10.0),
         share_window_s=top.number("share_window_s", float, 5.0, lo=0.5, hi=600.0),
         request_timeout_s=top.number("request_timeout_s", float, 30.0, lo=0.1, hi=600.0),

@@ -192,15 +192,19 @@ async def generate(spec: TrafficSpec) -> None:
             await traffic.run()
         finally:
             watcher.cancel()
-    with Path(spec.records_path).open("w", encoding="utf-8") as f:
-        for record in traffic.records:
-            f.write(json.dumps(dataclasses.asdict(record), separators=(",", ":")) + "\n")
+    _write_requests(Path(spec.records_path), traffic.records)
     _emit("done", records=len(traffic.records), cpu_s=round(_cpu_s() - cpu0, 3))
 
 
 def _cpu_s() -> float:
     times = os.times()
     return times.user + times.system
+
+
+def _write_requests(path: Path, records: list[Request]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(dataclasses.asdict(record), separators=(",", ":")) + "\n")
 
 
 def read_requests(path: Path) -> list[Request]:

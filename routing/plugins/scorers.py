@@ -43,12 +43,23 @@ def _normalise(values: Sequence[tuple[str, float | None]]) -> dict[str, float]:
     return {k: 0.0 if v is None else (hi - v) / span for k, v in values}
 
 
+def _smooth(values: Sequence[tuple[str, float | None]], half: float) -> dict[str, float]:
+    """``half / (half + v)``: 1 when idle, 0.5 at ``half``, falling smoothly; unknown 0.
+
+    Unlike min-max (the Inference Extension's queue scorer), a difference of one or two
+    requests costs a fraction of a point, not the whole weight, so a prefix or adapter
+    affinity is not thrown away for a queue one request longer; large imbalances are the
+    hot-spot guard's to stop."""
+    return {k: 0.0 if v is None else half / (half + max(0.0, v)) for k, v in values}
+
+
 @dataclass(frozen=True, slots=True)
 class QueueScorer:
-    """Shorter server queue is better: min-max over ``num_requests_waiting``, plus the
-    gateway's own in-flight requests beyond what the server already reports running (they are
-    on their way into that queue)."""
+    """Shorter server queue is better: ``num_requests_waiting``, plus the gateway's own
+    in-flight requests beyond what the server already reports running (they are on their way
+    into that queue), scored ``half / (half + queue)`` (1 when empty, 0.5 at ``half``)."""
 
+    half: float = 4.0
     name: str = "queue"
 
     def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
@@ -60,7 +71,7 @@ class QueueScorer:
                 continue
             unseen = e.in_flight - waiting - (e.running or 0.0)
             values.append((e.key, waiting + unseen if unseen > 0 else waiting))
-        return _normalise(values)
+        return _smooth(values, self.half)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +96,14 @@ class KVCacheScorer:
 
 @dataclass(frozen=True, slots=True)
 class InFlightScorer:
-    """Fewer requests in flight from this gateway is better (min-max). Known at pick time,
-    so it separates endpoints that look alike between two scrapes."""
+    """Fewer requests in flight from this gateway is better, scored ``half / (half + n)``.
+    Known at pick time, so it separates endpoints that look alike between two scrapes."""
 
+    half: float = 8.0
     name: str = "in-flight"
 
     def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
-        return _normalise([(e.key, e.in_flight) for e in eps])
+        return _smooth([(e.key, e.in_flight) for e in eps], self.half)
 
 
 @dataclass(frozen=True, slots=True)

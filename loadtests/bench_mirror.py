@@ -1,0 +1,459 @@
+"""Does a hanging mirror target slow the primary down? Acceptance: with a RequestMirror (or a
+Rollout shadow at 100 %) to a target that accepts connections but never answers, the primary's
+p99 latency rises by at most 5 ms.
+
+Processes, so that none shares an event loop: the backend (``loadtests.benchsupport backend``),
+the hanging target (``hang`` below: accepts, reads, never writes), one ``sluice serve`` per
+variant, and a fresh open-loop load generator per phase (``loadgen`` below: requests due at a
+fixed rate, each sent on time whether or not earlier ones have finished). The variants are
+served by separate gateways over the same backend, all running throughout; the phases
+alternate between them (none, mirror[, shadow], none, mirror, ...) to cancel drift on a noisy
+machine, each with its own unmeasured warm-up:
+
+- ``none``: HTTPRoute rule → backend;
+- ``mirror``: the same rule with a ``RequestMirror`` filter to the hanging target;
+- ``shadow`` (``--shadow``): a Rollout on the rule, candidate = the hanging target at weight 0,
+  ``shadow: {percent: 100}``.
+
+Mirrors that never finish are bounded by the gateway (64 in flight, 30 s each; the Rollout
+shadow by its own ``maxInFlight``, 16 by default): once the bound is reached, further copies are
+dropped, and every 30 s the hung ones time out and the bound fills again. Latency is measured
+from when a request left the generator; the generator's lag (how late it left against the
+schedule) is reported apart. The p99 difference is paired per round (each variant's phase
+against the ``none`` phase of the same round), then the median over rounds is taken; the
+pooled p99 over all rounds is shown too.
+
+    .venv/bin/python -m loadtests.bench_mirror [--rate 200] [--duration 10] [--rounds 2]
+        [--warmup 1] [--shadow]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from loadtests.benchsupport import (
+    HOST,
+    GatewayProcess,
+    free_port,
+    http_request,
+    machine_lines,
+    percentile,
+    proc_cpu_seconds,
+    running_backend,
+    running_gateway,
+    stop_process,
+)
+
+ACCEPTANCE_MS = 5.0
+REQUEST_TIMEOUT_S = 10.0
+PHASE_GRACE_S = 30.0
+VARIANTS = ("none", "mirror", "shadow")
+MIRROR_METRICS = ("sluice_mirror_requests_total", "sluice_shadow_requests_total")
+
+
+# ---------------------------------------------------------------------------------------------
+# configs
+
+
+def _head(port: int) -> str:
+    return textwrap.dedent(f"""\
+        apiVersion: gateway.networking.k8s.io/v1
+        kind: GatewayClass
+        metadata: {{name: sluice}}
+        spec: {{controllerName: sluice.dev/gateway-controller}}
+        ---
+        apiVersion: gateway.networking.k8s.io/v1
+        kind: Gateway
+        metadata: {{name: gw, namespace: default}}
+        spec:
+          gatewayClassName: sluice
+          listeners:
+          - {{name: http, port: {port}, protocol: HTTP}}
+        """)
+
+
+def _service(name: str, port: int) -> str:
+    return textwrap.dedent(f"""\
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {{name: {name}, namespace: default}}
+        spec:
+          ports: [{{name: http, port: 80}}]
+        ---
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata:
+          name: {name}-0
+          namespace: default
+          labels: {{kubernetes.io/service-name: {name}}}
+        addressType: IPv4
+        endpoints:
+        - addresses: [{HOST}]
+        ports:
+        - {{name: http, port: {port}}}
+        """)
+
+
+def config_for(variant: str, port: int, backend_port: int, hang_port: int) -> str:
+    """The gateway config of one variant (see the module docstring)."""
+    rule = "  - name: bench\n    backendRefs:\n    - {name: bench, port: 80, weight: 100}\n"
+    extra = ""
+    if variant == "mirror":
+        rule += (
+            "    filters:\n    - type: RequestMirror\n"
+            "      requestMirror: {backendRef: {name: hang, port: 80}}\n"
+        )
+    elif variant == "shadow":
+        rule += "    - {name: hang, port: 80, weight: 0}\n"
+        extra = textwrap.dedent("""\
+            ---
+            apiVersion: sluice.dev/v1alpha1
+            kind: Rollout
+            metadata: {name: hang-shadow, namespace: default}
+            spec:
+              targetRef: {group: gateway.networking.k8s.io, kind: HTTPRoute, name: route}
+              baseline: bench
+              candidate: hang
+              steps: [{weight: 0, duration: 1h}]
+              shadow: {percent: 100, target: hang}
+            """)
+    route = (
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"
+        "metadata: {name: route, namespace: default}\n"
+        f"spec:\n  parentRefs: [{{name: gw}}]\n  rules:\n{rule}"
+    )
+    return (
+        _head(port) + route + extra + _service("bench", backend_port) + _service("hang", hang_port)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the hanging target, inside its process
+
+
+class _Swallow(asyncio.Protocol):
+    """A connection that is read and never answered."""
+
+    def __init__(self, counts: Counter[str]) -> None:
+        self.counts = counts
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.counts["accepted"] += 1
+        self.counts["open"] += 1
+
+    def data_received(self, data: bytes) -> None:
+        self.counts["bytes"] += len(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.counts["open"] -= 1
+
+
+async def _hang(ready: Any) -> None:
+    """Accept every connection and read what arrives; never answer. On SIGTERM, print how
+    many connections were accepted and how many are still open."""
+    counts: Counter[str] = Counter()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Swallow(counts), HOST, 0, backlog=1024)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"listening {server.sockets[0].getsockname()[1]}", file=ready, flush=True)
+    await stop.wait()
+    print(json.dumps(dict(counts)), file=ready, flush=True)
+    server.close()
+
+
+@dataclass
+class HangProcess:
+    proc: subprocess.Popen[str]
+    port: int
+
+    def accepted(self) -> dict[str, int]:
+        """Stop it and read how many connections it accepted."""
+        stop_process(self.proc)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        return dict(json.loads(line)) if line else {}
+
+
+@contextlib.contextmanager
+def running_hang() -> Iterator[HangProcess]:
+    cmd = [sys.executable, "-m", "loadtests.bench_mirror", "hang"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().split()
+        if len(line) != 2 or line[0] != "listening":
+            raise RuntimeError(f"the hanging target did not start (said {line!r})")
+        yield HangProcess(proc=proc, port=int(line[1]))
+    finally:
+        stop_process(proc)
+
+
+# ---------------------------------------------------------------------------------------------
+# the open-loop load generator, inside its process
+
+
+@dataclass
+class _Tally:
+    latencies_s: list[float] = field(default_factory=list)
+    lags_s: list[float] = field(default_factory=list)
+    statuses: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+async def _one(session: aiohttp.ClientSession, url: str, due: float, tally: _Tally) -> None:
+    sent = time.perf_counter()
+    try:
+        async with session.get(url) as resp:
+            await resp.read()
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        tally.errors[type(exc).__name__] += 1
+        return
+    tally.latencies_s.append(time.perf_counter() - sent)
+    tally.lags_s.append(max(0.0, sent - due))
+    tally.statuses[str(resp.status)] += 1
+
+
+async def _schedule(
+    session: aiohttp.ClientSession, url: str, rate: float, seconds: float
+) -> _Tally:
+    """Requests due every 1/rate s for `seconds`, each sent on time; waits for all of them."""
+    tally, tasks = _Tally(), []
+    start = time.perf_counter()
+    for i in range(int(rate * seconds)):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(_one(session, url, due, tally)))
+    await asyncio.gather(*tasks)
+    return tally
+
+
+async def _loadgen(url: str, rate: float, seconds: float, warmup: float) -> dict[str, Any]:
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        session._retry_connection = False  # as benchsupport: never hide a failed request
+        if warmup > 0:
+            await _schedule(session, url, rate, warmup)
+        cpu0 = time.process_time()
+        tally = await _schedule(session, url, rate, seconds)
+        cpu = time.process_time() - cpu0
+    return {
+        "latencies_ms": [round(v * 1e3, 4) for v in tally.latencies_s],
+        "lag_p99_ms": percentile(sorted(tally.lags_s), 99) * 1e3,
+        "statuses": dict(tally.statuses),
+        "errors": dict(tally.errors),
+        "client_cpu_s": cpu,
+    }
+
+
+def _run(coro: Any) -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+# ---------------------------------------------------------------------------------------------
+# the benchmark, in the parent
+
+
+@dataclass
+class Phase:
+    variant: str
+    round: int
+    latencies_ms: list[float]
+    lag_p99_ms: float
+    statuses: dict[str, int]
+    errors: dict[str, int]
+    client_cpu_s: float
+    sluice_cpu_s: float
+    copies: dict[str, float]  # mirror/shadow counter deltas over the phase, by result
+
+    def p(self, pct: float) -> float:
+        return percentile(sorted(self.latencies_ms), pct)
+
+    @property
+    def failures(self) -> int:
+        bad = sum(n for s, n in self.statuses.items() if not s.startswith("2"))
+        return bad + sum(self.errors.values())
+
+
+def _copies(gw: GatewayProcess) -> dict[str, float]:
+    """sluice_{mirror,shadow}_requests_total by result, from the gateway's /metrics."""
+    text = http_request("GET", f"{gw.admin_url}/metrics").body.decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        if name in MIRROR_METRICS:
+            result = rest.split('result="', 1)[1].split('"', 1)[0]
+            out[result] = out.get(result, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def _phase(variant: str, rnd: int, gw: GatewayProcess, args: argparse.Namespace) -> Phase:
+    cmd = [sys.executable, "-m", "loadtests.bench_mirror", "loadgen", "--url", f"{gw.url}/bench",
+           "--rate", str(args.rate), "--duration", str(args.duration),
+           "--warmup", str(args.warmup)]  # fmt: skip
+    before, cpu0 = _copies(gw), proc_cpu_seconds(gw.proc.pid)
+    limit = args.warmup + args.duration + REQUEST_TIMEOUT_S + PHASE_GRACE_S
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the load generator failed:\n{done.stderr[-2000:]}")
+    cpu, after = proc_cpu_seconds(gw.proc.pid) - cpu0, _copies(gw)
+    raw = json.loads(done.stdout)
+    return Phase(
+        variant=variant, round=rnd, latencies_ms=raw["latencies_ms"],
+        lag_p99_ms=raw["lag_p99_ms"], statuses=raw["statuses"], errors=raw["errors"],
+        client_cpu_s=raw["client_cpu_s"], sluice_cpu_s=cpu,
+        copies={k: after[k] - before.get(k, 0.0) for k in after if after[k] != before.get(k)},
+    )  # fmt: skip
+
+
+def _line(p: Phase) -> str:
+    copies = ", ".join(f"{k} {v:.0f}" for k, v in sorted(p.copies.items())) or "-"
+    return (
+        f"  round {p.round + 1} {p.variant:<6}  n={len(p.latencies_ms):5d}  p50 {p.p(50):6.2f} ms"
+        f"  p99 {p.p(99):7.2f} ms  max {max(p.latencies_ms, default=0):7.1f} ms  "
+        f"lag p99 {p.lag_p99_ms:5.1f} ms  failures {p.failures}  sluice CPU {p.sluice_cpu_s:.2f} s"
+        f"  copies: {copies}"
+    )
+
+
+def _table(phases: Sequence[Phase], variants: Sequence[str]) -> list[str]:
+    def pooled(variant: str, pct: float) -> float:
+        values = sorted(v for p in phases if p.variant == variant for v in p.latencies_ms)
+        return percentile(values, pct)
+
+    def paired(variant: str, pct: float) -> float:
+        base = {p.round: p.p(pct) for p in phases if p.variant == "none"}
+        return statistics.median(p.p(pct) - base[p.round] for p in phases if p.variant == variant)
+
+    lines = [
+        "| variant | requests | p50 (ms) | p99 (ms) | p99 − none, paired median (ms) "
+        "| p99 − none, pooled (ms) | failures |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for v in variants:
+        n = sum(len(p.latencies_ms) for p in phases if p.variant == v)
+        fails = sum(p.failures for p in phases if p.variant == v)
+        diff = "" if v == "none" else f"{paired(v, 99):+.2f}"
+        pooled_diff = "" if v == "none" else f"{pooled(v, 99) - pooled('none', 99):+.2f}"
+        lines.append(
+            f"| {v} | {n} | {pooled(v, 50):.2f} | {pooled(v, 99):.2f} | {diff} | "
+            f"{pooled_diff} | {fails} |"
+        )
+    return lines
+
+
+def _verdicts(phases: Sequence[Phase], variants: Sequence[str]) -> list[tuple[str, bool]]:
+    out = []
+    base = {p.round: p.p(99) for p in phases if p.variant == "none"}
+    for v in variants[1:]:
+        diff = statistics.median(p.p(99) - base[p.round] for p in phases if p.variant == v)
+        ok = diff <= ACCEPTANCE_MS and not any(p.failures for p in phases if p.variant == v)
+        out.append((f"{v}: p99 {diff:+.2f} ms against none (limit +{ACCEPTANCE_MS:g} ms)", ok))
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m loadtests.bench_mirror",
+                                description=__doc__.splitlines()[0])  # fmt: skip
+    sub = p.add_subparsers(dest="role")
+    sub.add_parser("hang", help="(internal) the hanging target")
+    lg = sub.add_parser("loadgen", help="(internal) one open-loop phase")
+    for q in (p, lg):
+        q.add_argument("--rate", type=float, default=200.0, help="requests/s (200)")
+        q.add_argument("--duration", type=float, default=10.0, help="measured s per phase (10)")
+        q.add_argument("--warmup", type=float, default=1.0, help="unmeasured s first (1)")
+    lg.add_argument("--url", required=True)
+    p.add_argument("--rounds", type=int, default=2, help="rounds of every variant (2)")
+    p.add_argument("--shadow", action="store_true", help="also a Rollout shadow variant")
+    return p
+
+
+@contextlib.contextmanager
+def _gateways(
+    tmp: Path, variants: Sequence[str], backend_port: int, hang_port: int
+) -> Iterator[dict[str, GatewayProcess]]:
+    with contextlib.ExitStack() as stack:
+        gws = {}
+        for v in variants:
+            port, config = free_port(), tmp / f"{v}.yaml"
+            config.write_text(config_for(v, port, backend_port, hang_port))
+            gws[v] = stack.enter_context(
+                running_gateway(config, port=port, log_path=tmp / f"{v}.log", extra=["--no-watch"])
+            )
+        yield gws
+
+
+def bench(args: argparse.Namespace) -> int:
+    variants = ("none", "mirror", "shadow") if args.shadow else ("none", "mirror")
+    print("Sluice mirror benchmark: does a hanging mirror target raise the primary's p99?")
+    print("\n".join(machine_lines()))
+    print(f"load:    open loop, {args.rate:g} req/s fixed rate, GET, {args.duration:g} s measured "
+          f"per phase after {args.warmup:g} s warm-up; {args.rounds} rounds of "
+          f"{', '.join(variants)}; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print("processes: backend (aiohttp), hanging target (asyncio, never answers), one sluice "
+          "serve per variant, a load generator per phase (aiohttp, uvloop)")  # fmt: skip
+    with (
+        tempfile.TemporaryDirectory(prefix="sluice-mirror-") as tmp,
+        running_backend("bench") as be,
+        running_hang() as hang,
+        _gateways(Path(tmp), variants, be.port, hang.port) as gws,
+    ):
+        phases = []
+        for rnd in range(args.rounds):
+            for v in variants:
+                phases.append(_phase(v, rnd, gws[v], args))
+                print(_line(phases[-1]), flush=True)
+        accepted = hang.accepted()
+    print(f"hanging target: {accepted.get('accepted', '?')} connections accepted, "
+          f"{accepted.get('open', '?')} still open at the end (none ever answered)")  # fmt: skip
+    print(f"load average at the end {os.getloadavg()[0]:.2f}\n")
+    print("\n".join(_table(phases, variants)))
+    verdicts = _verdicts(phases, variants)
+    for text, ok in verdicts:
+        print(f"{'PASS' if ok else 'FAIL'}: {text}")
+    return 0 if all(ok for _, ok in verdicts) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.role == "hang":
+        _run(_hang(sys.stdout))
+        return 0
+    if args.role == "loadgen":
+        if not args.url.startswith(f"http://{HOST}:"):
+            print(f"refusing to load anything but {HOST}", file=sys.stderr)
+            return 2
+        print(json.dumps(_run(_loadgen(args.url, args.rate, args.duration, args.warmup))))
+        return 0
+    return bench(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
