@@ -307,7 +307,8 @@ def pick_endpoint(
     if cap is not None:
         room = tuple(k for k in keys if ctx.in_flight.get(k, 0) < cap)
         keys = room or keys  # admission keeps the total under the caps; skew is tolerated
-    candidates = select_candidates(keys, preferred, settings.max_candidates, ctx.rng)
+    allowed = view.key_set if keys is view.keys else None
+    candidates = select_candidates(keys, preferred, settings.max_candidates, ctx.rng, allowed)
     snapshots = pools.snapshots(target, settings, candidates, ctx.in_flight, prefix_match)
     pick_req = PickRequest(
         model=model,

@@ -36,6 +36,7 @@ class _PoolView:
 
     by_key: Mapping[str, Endpoint]  # ready, pickable endpoints (group leaders)
     keys: tuple[str, ...]
+    key_set: frozenset[str]
     info: Mapping[str, tuple[str, str | None, str | None]]  # key → (engine, group, accelerator)
     groups: Mapping[str, tuple[Endpoint, ...]]  # group → every member, ready or not
     ring: HashRing
@@ -226,6 +227,7 @@ def _view(target: PoolTarget) -> _PoolView:
     return _PoolView(
         by_key=by_key,
         keys=tuple(by_key),
+        key_set=frozenset(by_key),
         info={
             key: (
                 ep.label(ENGINE_LABEL, DEFAULT_ENGINE),

@@ -9,7 +9,7 @@ the power-of-k-choices idea (Envoy's least_request, Ray Serve) applied to weight
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 
 __all__ = ["DEFAULT_MAX_CANDIDATES", "select_candidates"]
 
@@ -17,12 +17,18 @@ DEFAULT_MAX_CANDIDATES = 16
 
 
 def select_candidates(
-    keys: Sequence[str], preferred: Iterable[str], limit: int, rng: random.Random
+    keys: Sequence[str],
+    preferred: Iterable[str],
+    limit: int,
+    rng: random.Random,
+    allowed: Container[str] | None = None,
 ) -> list[str]:
-    """At most ``limit`` of ``keys``: preferred ones first (up to half), then a random fill."""
+    """At most ``limit`` of ``keys``: preferred ones first (up to half), then a random fill.
+    ``allowed`` is ``keys`` as a set, when the caller has one (saves building it)."""
     if len(keys) <= limit:
         return list(keys)
-    allowed = set(keys)
+    if allowed is None:
+        allowed = set(keys)
     chosen: dict[str, None] = {}
     for key in preferred:
         if len(chosen) >= limit // 2:
