@@ -4,27 +4,33 @@ p99 latency rises by at most 5 ms.
 
 Processes, so that none shares an event loop: the backend (``loadtests.benchsupport backend``),
 the hanging target (``hang`` below: accepts, reads, never writes), one ``sluice serve`` per
-variant, and a fresh open-loop load generator per phase (``loadgen`` below: requests due at a
-fixed rate, each sent on time whether or not earlier ones have finished). The variants are
-served by separate gateways over the same backend, all running throughout; the phases
-alternate between them (none, mirror[, shadow], none, mirror, ...) to cancel drift on a noisy
-machine, each with its own unmeasured warm-up:
+variant, and one open-loop load generator (``loadgen`` below: requests due at a fixed rate, each
+sent on time whether or not earlier ones have finished). The variants are separate gateways over
+the same backend, all running throughout:
 
 - ``none``: HTTPRoute rule → backend;
 - ``mirror``: the same rule with a ``RequestMirror`` filter to the hanging target;
 - ``shadow`` (``--shadow``): a Rollout on the rule, candidate = the hanging target at weight 0,
   ``shadow: {percent: 100}``.
 
-Mirrors that never finish are bounded by the gateway (64 in flight, 30 s each; the Rollout
-shadow by its own ``maxInFlight``, 16 by default): once the bound is reached, further copies are
-dropped, and every 30 s the hung ones time out and the bound fills again. Latency is measured
-from when a request left the generator; the generator's lag (how late it left against the
-schedule) is reported apart. The p99 difference is paired per round (each variant's phase
-against the ``none`` phase of the same round), then the median over rounds is taken; the
-pooled p99 over all rounds is shown too.
+The generator warms every variant up, then sends phases of ``--phase`` seconds alternating
+between them (none, mirror[, shadow], none, mirror, ...) for ``--rounds`` rounds, so drift on a
+noisy machine falls on every variant alike; shorter phases and more rounds (``--phase 1
+--rounds 20``) interleave more finely for the same total. Mirrors that never finish are bounded
+by the gateway (64 in flight, 30 s each; the Rollout shadow by its ``maxInFlight``, 16 by
+default): once the bound is reached further copies are dropped, and every 30 s the hung ones
+time out and the bound fills again. Latency is measured from when a request left the generator;
+its lag (how late it left against the schedule) is shown per phase.
 
-    .venv/bin/python -m loadtests.bench_mirror [--rate 200] [--duration 10] [--rounds 2]
+The verdict is on the pooled p99 of each variant against ``none``. The ``none`` phases also
+measure the machine's own noise, A/A: the pooled p99 of even rounds against odd rounds. When
+that alone exceeds the 5 ms limit the verdict is INCONCLUSIVE (other jobs on the same cores move
+a p99 by more than the effect sought).
+
+    .venv/bin/python -m loadtests.bench_mirror [--rate 200] [--phase 10] [--rounds 2]
         [--warmup 1] [--shadow]
+
+Exit status: 0 PASS, 1 FAIL (the limit exceeded, or a request failed), 3 INCONCLUSIVE.
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ from loadtests.benchsupport import (
 
 ACCEPTANCE_MS = 5.0
 REQUEST_TIMEOUT_S = 10.0
-PHASE_GRACE_S = 30.0
+GRACE_S = 30.0
 VARIANTS = ("none", "mirror", "shadow")
 MIRROR_METRICS = ("sluice_mirror_requests_total", "sluice_shadow_requests_total")
 
@@ -250,23 +256,27 @@ async def _schedule(
     return tally
 
 
-async def _loadgen(url: str, rate: float, seconds: float, warmup: float) -> dict[str, Any]:
+async def _loadgen(targets: Sequence[tuple[str, str]], args: argparse.Namespace) -> dict[str, Any]:
+    """Warm every target up, then `rounds` rounds of one `phase`-second phase per target."""
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    phases = []
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         session._retry_connection = False  # as benchsupport: never hide a failed request
-        if warmup > 0:
-            await _schedule(session, url, rate, warmup)
+        for _, url in targets:
+            await _schedule(session, url, args.rate, args.warmup)
         cpu0 = time.process_time()
-        tally = await _schedule(session, url, rate, seconds)
+        for rnd in range(args.rounds):
+            for name, url in targets:
+                tally = await _schedule(session, url, args.rate, args.phase)
+                phases.append({
+                    "variant": name, "round": rnd,
+                    "latencies_ms": [round(v * 1e3, 4) for v in tally.latencies_s],
+                    "lag_p99_ms": percentile(sorted(tally.lags_s), 99) * 1e3,
+                    "statuses": dict(tally.statuses), "errors": dict(tally.errors),
+                })  # fmt: skip
         cpu = time.process_time() - cpu0
-    return {
-        "latencies_ms": [round(v * 1e3, 4) for v in tally.latencies_s],
-        "lag_p99_ms": percentile(sorted(tally.lags_s), 99) * 1e3,
-        "statuses": dict(tally.statuses),
-        "errors": dict(tally.errors),
-        "client_cpu_s": cpu,
-    }
+    return {"phases": phases, "client_cpu_s": cpu}
 
 
 def _run(coro: Any) -> Any:
@@ -289,9 +299,6 @@ class Phase:
     lag_p99_ms: float
     statuses: dict[str, int]
     errors: dict[str, int]
-    client_cpu_s: float
-    sluice_cpu_s: float
-    copies: dict[str, float]  # mirror/shadow counter deltas over the phase, by result
 
     def p(self, pct: float) -> float:
         return percentile(sorted(self.latencies_ms), pct)
@@ -300,6 +307,15 @@ class Phase:
     def failures(self) -> int:
         bad = sum(n for s, n in self.statuses.items() if not s.startswith("2"))
         return bad + sum(self.errors.values())
+
+
+@dataclass
+class Usage:
+    """Per variant, over the whole run: its gateway's CPU seconds and mirror/shadow copies."""
+
+    sluice_cpu_s: dict[str, float]
+    copies: dict[str, dict[str, float]]
+    client_cpu_s: float
 
 
 def _copies(gw: GatewayProcess) -> dict[str, float]:
@@ -314,68 +330,97 @@ def _copies(gw: GatewayProcess) -> dict[str, float]:
     return out
 
 
-def _phase(variant: str, rnd: int, gw: GatewayProcess, args: argparse.Namespace) -> Phase:
-    cmd = [sys.executable, "-m", "loadtests.bench_mirror", "loadgen", "--url", f"{gw.url}/bench",
-           "--rate", str(args.rate), "--duration", str(args.duration),
+def _drive(gws: dict[str, GatewayProcess], args: argparse.Namespace) -> tuple[list[Phase], Usage]:
+    cmd = [sys.executable, "-m", "loadtests.bench_mirror", "loadgen", "--rate", str(args.rate),
+           "--phase", str(args.phase), "--rounds", str(args.rounds),
            "--warmup", str(args.warmup)]  # fmt: skip
-    before, cpu0 = _copies(gw), proc_cpu_seconds(gw.proc.pid)
-    limit = args.warmup + args.duration + REQUEST_TIMEOUT_S + PHASE_GRACE_S
+    for name, gw in gws.items():
+        cmd += ["--target", f"{name}={gw.url}/bench"]
+    before = {v: (proc_cpu_seconds(gw.proc.pid), _copies(gw)) for v, gw in gws.items()}
+    per_round = (args.phase + REQUEST_TIMEOUT_S) * len(gws)
+    limit = args.rounds * per_round + args.warmup * len(gws) + GRACE_S
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"the load generator failed:\n{done.stderr[-2000:]}")
-    cpu, after = proc_cpu_seconds(gw.proc.pid) - cpu0, _copies(gw)
     raw = json.loads(done.stdout)
-    return Phase(
-        variant=variant, round=rnd, latencies_ms=raw["latencies_ms"],
-        lag_p99_ms=raw["lag_p99_ms"], statuses=raw["statuses"], errors=raw["errors"],
-        client_cpu_s=raw["client_cpu_s"], sluice_cpu_s=cpu,
-        copies={k: after[k] - before.get(k, 0.0) for k in after if after[k] != before.get(k)},
-    )  # fmt: skip
+    usage = Usage(sluice_cpu_s={}, copies={}, client_cpu_s=raw["client_cpu_s"])
+    for v, gw in gws.items():
+        cpu0, copies0 = before[v]
+        usage.sluice_cpu_s[v] = proc_cpu_seconds(gw.proc.pid) - cpu0
+        after = _copies(gw)
+        usage.copies[v] = {k: after[k] - copies0.get(k, 0.0) for k in after}
+    return [Phase(**p) for p in raw["phases"]], usage
 
 
 def _line(p: Phase) -> str:
-    copies = ", ".join(f"{k} {v:.0f}" for k, v in sorted(p.copies.items())) or "-"
     return (
         f"  round {p.round + 1} {p.variant:<6}  n={len(p.latencies_ms):5d}  p50 {p.p(50):6.2f} ms"
         f"  p99 {p.p(99):7.2f} ms  max {max(p.latencies_ms, default=0):7.1f} ms  "
-        f"lag p99 {p.lag_p99_ms:5.1f} ms  failures {p.failures}  sluice CPU {p.sluice_cpu_s:.2f} s"
-        f"  copies: {copies}"
+        f"lag p99 {p.lag_p99_ms:5.1f} ms  failures {p.failures}"
     )
 
 
-def _table(phases: Sequence[Phase], variants: Sequence[str]) -> list[str]:
-    def pooled(variant: str, pct: float) -> float:
-        values = sorted(v for p in phases if p.variant == variant for v in p.latencies_ms)
-        return percentile(values, pct)
+def _pooled(phases: Sequence[Phase], variant: str, pct: float, parity: int | None = None) -> float:
+    values = sorted(
+        v
+        for p in phases
+        if p.variant == variant and (parity is None or p.round % 2 == parity)
+        for v in p.latencies_ms
+    )
+    return percentile(values, pct)
 
-    def paired(variant: str, pct: float) -> float:
-        base = {p.round: p.p(pct) for p in phases if p.variant == "none"}
-        return statistics.median(p.p(pct) - base[p.round] for p in phases if p.variant == variant)
 
+def _paired(phases: Sequence[Phase], variant: str) -> float:
+    """Median over rounds of (variant's p99 − the none phase's p99 of the same round)."""
+    base = {p.round: p.p(99) for p in phases if p.variant == "none"}
+    return statistics.median(p.p(99) - base[p.round] for p in phases if p.variant == variant)
+
+
+def _noise_ms(phases: Sequence[Phase]) -> float | None:
+    """An A/A comparison: the pooled p99 of the `none` phases of even rounds against that of
+    odd rounds. What the machine alone moves a pooled p99 by (None with one round)."""
+    if len({p.round for p in phases}) < 2:
+        return None
+    return abs(_pooled(phases, "none", 99, 0) - _pooled(phases, "none", 99, 1))
+
+
+def _table(phases: Sequence[Phase], variants: Sequence[str], usage: Usage) -> list[str]:
     lines = [
-        "| variant | requests | p50 (ms) | p99 (ms) | p99 − none, paired median (ms) "
-        "| p99 − none, pooled (ms) | failures |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | requests | p50 (ms) | p99 (ms) | p99 − none (ms) | p99 − none, paired "
+        "median over rounds (ms) | failures | gateway CPU (s) | copies (by result) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for v in variants:
         n = sum(len(p.latencies_ms) for p in phases if p.variant == v)
         fails = sum(p.failures for p in phases if p.variant == v)
-        diff = "" if v == "none" else f"{paired(v, 99):+.2f}"
-        pooled_diff = "" if v == "none" else f"{pooled(v, 99) - pooled('none', 99):+.2f}"
+        diff = "" if v == "none" else f"{_pooled(phases, v, 99) - _pooled(phases, 'none', 99):+.2f}"
+        paired = "" if v == "none" else f"{_paired(phases, v):+.2f}"
+        copies = ", ".join(f"{k} {c:.0f}" for k, c in sorted(usage.copies[v].items()) if c)
         lines.append(
-            f"| {v} | {n} | {pooled(v, 50):.2f} | {pooled(v, 99):.2f} | {diff} | "
-            f"{pooled_diff} | {fails} |"
+            f"| {v} | {n} | {_pooled(phases, v, 50):.2f} | {_pooled(phases, v, 99):.2f} | "
+            f"{diff} | {paired} | {fails} | {usage.sluice_cpu_s[v]:.1f} | {copies or '-'} |"
         )
     return lines
 
 
-def _verdicts(phases: Sequence[Phase], variants: Sequence[str]) -> list[tuple[str, bool]]:
+def _verdicts(phases: Sequence[Phase], variants: Sequence[str]) -> list[tuple[str, str]]:
+    """(PASS | FAIL | INCONCLUSIVE, why) per variant, on the pooled p99 difference;
+    inconclusive when the A/A noise alone exceeds the limit."""
     out = []
-    base = {p.round: p.p(99) for p in phases if p.variant == "none"}
+    noise = _noise_ms(phases)
+    shown = "unknown (one round)" if noise is None else f"{noise:.2f} ms"
     for v in variants[1:]:
-        diff = statistics.median(p.p(99) - base[p.round] for p in phases if p.variant == v)
-        ok = diff <= ACCEPTANCE_MS and not any(p.failures for p in phases if p.variant == v)
-        out.append((f"{v}: p99 {diff:+.2f} ms against none (limit +{ACCEPTANCE_MS:g} ms)", ok))
+        diff = _pooled(phases, v, 99) - _pooled(phases, "none", 99)
+        text = (
+            f"{v}: p99 {diff:+.2f} ms against none (limit +{ACCEPTANCE_MS:g} ms; "
+            f"A/A noise of the none phases {shown})"
+        )
+        if any(p.failures for p in phases if p.variant == v):
+            out.append(("FAIL", text + "; requests failed"))
+        elif noise is None or noise > ACCEPTANCE_MS:
+            out.append(("INCONCLUSIVE", text))
+        else:
+            out.append(("PASS" if diff <= ACCEPTANCE_MS else "FAIL", text))
     return out
 
 
@@ -384,13 +429,13 @@ def _parser() -> argparse.ArgumentParser:
                                 description=__doc__.splitlines()[0])  # fmt: skip
     sub = p.add_subparsers(dest="role")
     sub.add_parser("hang", help="(internal) the hanging target")
-    lg = sub.add_parser("loadgen", help="(internal) one open-loop phase")
+    lg = sub.add_parser("loadgen", help="(internal) the open-loop phases")
     for q in (p, lg):
         q.add_argument("--rate", type=float, default=200.0, help="requests/s (200)")
-        q.add_argument("--duration", type=float, default=10.0, help="measured s per phase (10)")
-        q.add_argument("--warmup", type=float, default=1.0, help="unmeasured s first (1)")
-    lg.add_argument("--url", required=True)
-    p.add_argument("--rounds", type=int, default=2, help="rounds of every variant (2)")
+        q.add_argument("--phase", type=float, default=10.0, help="s per phase (10)")
+        q.add_argument("--rounds", type=int, default=2, help="phases per variant (2)")
+        q.add_argument("--warmup", type=float, default=1.0, help="unmeasured s per variant (1)")
+    lg.add_argument("--target", action="append", default=[], help="NAME=URL, in phase order")
     p.add_argument("--shadow", action="store_true", help="also a Rollout shadow variant")
     return p
 
@@ -414,31 +459,30 @@ def bench(args: argparse.Namespace) -> int:
     variants = ("none", "mirror", "shadow") if args.shadow else ("none", "mirror")
     print("Sluice mirror benchmark: does a hanging mirror target raise the primary's p99?")
     print("\n".join(machine_lines()))
-    print(f"load:    open loop, {args.rate:g} req/s fixed rate, GET, {args.duration:g} s measured "
-          f"per phase after {args.warmup:g} s warm-up; {args.rounds} rounds of "
-          f"{', '.join(variants)}; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(f"load:    open loop, {args.rate:g} req/s fixed rate, GET; phases of {args.phase:g} s "
+          f"alternating {', '.join(variants)}, {args.rounds} rounds, after {args.warmup:g} s "
+          f"warm-up per variant; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     print("processes: backend (aiohttp), hanging target (asyncio, never answers), one sluice "
-          "serve per variant, a load generator per phase (aiohttp, uvloop)")  # fmt: skip
+          "serve per variant, one load generator (aiohttp, uvloop)")  # fmt: skip
     with (
         tempfile.TemporaryDirectory(prefix="sluice-mirror-") as tmp,
         running_backend("bench") as be,
         running_hang() as hang,
         _gateways(Path(tmp), variants, be.port, hang.port) as gws,
     ):
-        phases = []
-        for rnd in range(args.rounds):
-            for v in variants:
-                phases.append(_phase(v, rnd, gws[v], args))
-                print(_line(phases[-1]), flush=True)
+        phases, usage = _drive(gws, args)
         accepted = hang.accepted()
+    if len(phases) <= 12:
+        print("\n".join(_line(p) for p in phases))
     print(f"hanging target: {accepted.get('accepted', '?')} connections accepted, "
-          f"{accepted.get('open', '?')} still open at the end (none ever answered)")  # fmt: skip
-    print(f"load average at the end {os.getloadavg()[0]:.2f}\n")
-    print("\n".join(_table(phases, variants)))
+          f"{accepted.get('open', '?')} still open at the end (none ever answered); "
+          f"load average at the end {os.getloadavg()[0]:.2f}\n")  # fmt: skip
+    print("\n".join(_table(phases, variants, usage)))
     verdicts = _verdicts(phases, variants)
-    for text, ok in verdicts:
-        print(f"{'PASS' if ok else 'FAIL'}: {text}")
-    return 0 if all(ok for _, ok in verdicts) else 1
+    for word, text in verdicts:
+        print(f"{word}: {text}")
+    words = {word for word, _ in verdicts}
+    return 1 if "FAIL" in words else 3 if "INCONCLUSIVE" in words else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -447,10 +491,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _run(_hang(sys.stdout))
         return 0
     if args.role == "loadgen":
-        if not args.url.startswith(f"http://{HOST}:"):
+        targets = [tuple(t.split("=", 1)) for t in args.target]
+        if not targets or not all(url.startswith(f"http://{HOST}:") for _, url in targets):
             print(f"refusing to load anything but {HOST}", file=sys.stderr)
             return 2
-        print(json.dumps(_run(_loadgen(args.url, args.rate, args.duration, args.warmup))))
+        print(json.dumps(_run(_loadgen(targets, args))))
         return 0
     return bench(args)
 

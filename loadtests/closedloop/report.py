@@ -236,6 +236,7 @@ def draw_timeline(
     )  # fmt: skip
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     end = s.load.end_s
+    failed: list[tuple[float, str]] = []  # windows with a failed request, marked on top
     ax_load = ax_rep.twinx()
     ts = [end * i / 400 for i in range(401)]
     ax_load.fill_between(ts, [s.load.rate(t) for t in ts], color="grey", alpha=0.18, lw=0)
@@ -256,9 +257,7 @@ def draw_timeline(
         ax_ttft.step([*starts, starts[-1] + slo.window_s] if starts else [],
                      [*values, values[-1]] if values else [], where="post", color=c,
                      label=r.policy)  # fmt: skip
-        failed = [w.start_s + slo.window_s / 2 for w in r.windows if w.ttft_s is None]
-        if failed:
-            ax_ttft.plot(failed, [ax_ttft.get_ylim()[1]] * len(failed), "x", color=c)
+        failed.extend((w.start_s + slo.window_s / 2, c) for w in r.windows if w.ttft_s is None)
     if s.replica_capacity_rps:
         ax_rep.plot(ts, [s.load.rate(t) / s.replica_capacity_rps for t in ts], color="black",
                     lw=0.8, ls=":", label="replicas needed at 100 %")  # fmt: skip
@@ -266,6 +265,9 @@ def draw_timeline(
     ax_rep.set_ylim(0, s.scaling.max_replicas + 0.5)
     ax_rep.legend(loc="upper left", fontsize=8, ncol=2)
     ax_ttft.axhline(slo.ttft_s, color="black", ls=":", lw=1)
+    top = ax_ttft.get_ylim()[1]
+    for x, c in failed:
+        ax_ttft.plot([x], [top], "x", color=c, clip_on=False)
     ax_ttft.set_yscale("log")
     ax_ttft.set(ylabel=f"TTFT p{slo.percentile:g} (s)",
                 title=f"TTFT p{slo.percentile:g} per {slo.window_s:g} s window")  # fmt: skip

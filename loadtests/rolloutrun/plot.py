@@ -12,6 +12,7 @@ from typing import Any
 from .analysis import RunResult
 
 PNG = "rollout_weight.png"
+MIN_WINDOW_REQUESTS = 20  # an error rate over fewer requests is noise, not a point worth plotting
 
 
 def draw(out_dir: Path, results: Sequence[RunResult], window_s: float, title: str) -> str:
@@ -76,11 +77,12 @@ def _errors(ax: Any, result: RunResult, window_s: float) -> None:
         for w in result.windows:
             n, failed = (w.candidate, w.candidate_errors) if label == "candidate" else (
                 w.baseline, w.baseline_errors)  # fmt: skip
-            if n:
+            if n >= MIN_WINDOW_REQUESTS:
                 xs.append(w.start_s + window_s / 2)
                 ys.append(100 * failed / n)
         ax.plot(xs, ys, marker=".", color=color, label=f"{label} 5xx seen by clients")
-    ax.set(xlabel="seconds after the load started", ylabel="errors (%)")
+    ax.set(xlabel=f"seconds after the load started (windows of {MIN_WINDOW_REQUESTS}+ requests)",
+           ylabel="errors (%)")  # fmt: skip
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper right", fontsize=8)

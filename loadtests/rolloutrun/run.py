@@ -21,7 +21,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,20 +73,18 @@ class RunRecord:
     wall_s: float
 
 
+Say = Callable[[str], object]
+
+
 async def run_once(
-    scenario: RolloutScenario, run: RunSpec, out_dir: Path, say: Any = print
+    scenario: RolloutScenario, run: RunSpec, out_dir: Path, say: Say = print
 ) -> RunRecord:
     """Run `run` with logs under `out_dir/logs` and raw data under `out_dir/raw`."""
     logs, raw = out_dir / "logs", out_dir / "raw"
     port = free_port()
     started = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
-        fleets = {
-            BASELINE: await stack.enter_async_context(Fleet(_fleet_spec(scenario, 0))),
-            CANDIDATE: await stack.enter_async_context(Fleet(_fleet_spec(scenario, 1))),
-        }
-        await _inject(fleets[BASELINE], run.baseline_error_rate, scenario.error_statuses)
-        await _inject(fleets[CANDIDATE], run.candidate_error_rate, scenario.error_statuses)
+        fleets = await _fleets(stack, scenario, run)
         config = logs / f"{run.name}.config.yaml"
         write_checked(config, gateway_docs(scenario, port, fleets))
         traffic = await stack.enter_async_context(
@@ -122,16 +120,21 @@ async def run_once(
     )
 
 
-def _fleet_spec(scenario: RolloutScenario, index: int) -> Any:
-    return dataclasses.replace(scenario.fleet, seed=scenario.fleet.seed + index)
-
-
-async def _inject(fleet: Fleet, rate: float, statuses: tuple[int, ...]) -> None:
-    if rate <= 0:
-        return
-    fault = Fault(mode=FaultMode.ERROR_RATE, rate=rate, statuses=statuses)
-    for replica in fleet.replicas:
-        await replica.set_fault(fault)
+async def _fleets(
+    stack: contextlib.AsyncExitStack, scenario: RolloutScenario, run: RunSpec
+) -> dict[str, Fleet]:
+    """A fresh fleet per variant (seeds differ), every replica failing at its variant's rate."""
+    out = {}
+    for index, (name, rate) in enumerate(
+        ((BASELINE, run.baseline_error_rate), (CANDIDATE, run.candidate_error_rate))
+    ):
+        spec = dataclasses.replace(scenario.fleet, seed=scenario.fleet.seed + index)
+        fleet = out[name] = await stack.enter_async_context(Fleet(spec))
+        if rate > 0:
+            fault = Fault(mode=FaultMode.ERROR_RATE, rate=rate, statuses=scenario.error_statuses)
+            for replica in fleet.replicas:
+                await replica.set_fault(fault)
+    return out
 
 
 def _traffic_spec(scenario: RolloutScenario, port: int, records: Path) -> TrafficSpec:
@@ -154,7 +157,7 @@ def _traffic_spec(scenario: RolloutScenario, port: int, records: Path) -> Traffi
 
 
 async def _poll(
-    scenario: RolloutScenario, admin: str, t0: float, say: Any, name: str
+    scenario: RolloutScenario, admin: str, t0: float, say: Say, name: str
 ) -> tuple[list[Poll], dict[str, Any]]:
     """GET /rollouts every `poll_s` until the Rollout has been finished for `tail_s`, or
     `max_run_s` after T0."""

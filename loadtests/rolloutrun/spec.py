@@ -28,6 +28,7 @@ _TOP = {
 _QUICK = {"rollout", "load", "max_run_s", "tail_s", "drain_s", "runs"}
 _LOAD = {"qps", "users", "user_header", "max_in_flight"}
 _RUN = {"name", "baseline_error_rate", "candidate_error_rate", "expect"}
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
 class ScenarioError(ValueError):
@@ -116,11 +117,12 @@ def parse_rollout_scenario(raw: object, *, quick: bool = False) -> RolloutScenar
     """Build a scenario from its YAML form (with `quick:` applied on top when `quick`);
     raises `ScenarioError` listing every issue."""
     issues: list[str] = []
-    top = _Fields(raw, "", issues, _TOP)
-    merged = dict(top.raw)
-    if quick:
-        merged.update(_Fields(top.raw.get("quick", {}), "quick", issues, _QUICK).raw)
-    top = _Fields(merged, "", issues, _TOP)
+    given: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    if not isinstance(raw, Mapping):
+        issues.append("<root>: must be a mapping")
+    shrink = _Fields(given.get("quick", {}), "quick", issues, _QUICK)
+    overrides = {k: v for k, v in shrink.raw.items() if k in _QUICK} if quick else {}
+    top = _Fields({**given, **overrides}, "", issues, _TOP)
     workload = top.get("workload", dict, {})
     parse_workload(workload, "workload", issues)
     rollout = top.get("rollout", dict, {})
@@ -177,15 +179,18 @@ def _steps(rollout: Mapping[str, Any], issues: list[str]) -> tuple[tuple[int, fl
     for i, step in enumerate(raw):
         weight = step.get("weight") if isinstance(step, Mapping) else None
         duration = step.get("duration") if isinstance(step, Mapping) else None
+        percent: int | None = None
+        if isinstance(weight, int) and not isinstance(weight, bool) and 0 <= weight <= 100:
+            percent = weight
+        else:
+            issues.append(f"rollout.steps[{i}].weight: an integer in [0, 100]")
         try:
             seconds = parse_duration(str(duration))
         except ValueError as exc:
             issues.append(f"rollout.steps[{i}].duration: {exc}")
             continue
-        if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= 100:
-            issues.append(f"rollout.steps[{i}].weight: an integer in [0, 100]")
-            continue
-        out.append((weight, seconds))
+        if percent is not None:
+            out.append((percent, seconds))
     return tuple(out)
 
 
@@ -215,6 +220,9 @@ def _runs(raw: object, issues: list[str]) -> tuple[RunSpec, ...]:
                 expect=expect,
             )
         )
+    for i, run in enumerate(runs):
+        if not run.name or not set(run.name) <= _NAME_CHARS:
+            issues.append(f"runs[{i}].name: letters, digits, '-', '_' and '.' only (file names)")
     if len({r.name for r in runs}) != len(runs):
         issues.append("runs: names must be unique")
     return tuple(runs)
