@@ -28,7 +28,7 @@ that alone exceeds the 5 ms limit the verdict is INCONCLUSIVE (other jobs on the
 a p99 by more than the effect sought).
 
     .venv/bin/python -m loadtests.bench_mirror [--rate 200] [--phase 10] [--rounds 2]
-        [--warmup 1] [--shadow]
+        [--warmup 2] [--shadow]
 
 Exit status: 0 PASS, 1 FAIL (the limit exceeded, or a request failed), 3 INCONCLUSIVE.
 """
@@ -434,7 +434,7 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--rate", type=float, default=200.0, help="requests/s (200)")
         q.add_argument("--phase", type=float, default=10.0, help="s per phase (10)")
         q.add_argument("--rounds", type=int, default=2, help="phases per variant (2)")
-        q.add_argument("--warmup", type=float, default=1.0, help="unmeasured s per variant (1)")
+        q.add_argument("--warmup", type=float, default=2.0, help="unmeasured s per variant (2)")
     lg.add_argument("--target", action="append", default=[], help="NAME=URL, in phase order")
     p.add_argument("--shadow", action="store_true", help="also a Rollout shadow variant")
     return p

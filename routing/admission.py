@@ -170,6 +170,14 @@ class AdmissionQueue:
         out: list[Admit | Reject] = [
             Reject(t, "ttl_expired", 503, QUEUE_FULL_RETRY_AFTER_S) for t in self._expire(now)
         ]
+        if capacity.saturated:
+            # sheddable requests already queued are shed too, with the same answer as at
+            # arrival (429), instead of waiting out their TTL for a 503
+            for priority in [p for p in self._bands if p < 0]:
+                for ticket in list(self._bands[priority]):
+                    self._bands[priority].remove(ticket)
+                    self._forget(ticket)
+                    out.append(Reject(ticket, "saturated", 429, SATURATED_RETRY_AFTER_S))
         in_flight = self.in_flight
         for priority in sorted(self._bands, reverse=True):
             band = self._bands[priority]

@@ -1,0 +1,112 @@
+"""The admission state machine: caps, priority, tenant fairness, TTL, shedding."""
+
+from __future__ import annotations
+
+import itertools
+
+from routing.admission import AdmissionQueue, Admit, Capacity, Queued, Reject, Ticket
+from routing.model import TrafficLimits
+from routing.saturation import has_headroom, saturation
+
+_ids = itertools.count(1)
+ROOM = Capacity(slots=1, saturated=False, ready_endpoints=1)
+
+
+def _t(priority=0, tenant="a", model="m", cost=10, size=100, deadline=100.0) -> Ticket:
+    return Ticket(id=next(_ids), priority=priority, tenant=tenant, model=model,
+                  cost_tokens=cost, size_bytes=size, deadline=deadline)  # fmt: skip
+
+
+def test_admits_while_there_is_room_then_queues():
+    q = AdmissionQueue(TrafficLimits())
+    assert isinstance(q.arrive(_t(), ROOM), Admit)
+    assert isinstance(q.arrive(_t(), ROOM), Queued)
+
+
+def test_higher_priority_goes_first():
+    q = AdmissionQueue(TrafficLimits())
+    first = _t()
+    q.arrive(first, ROOM)
+    low, high = _t(priority=0), _t(priority=10)
+    q.arrive(low, ROOM)
+    q.arrive(high, ROOM)
+    q.release(first)
+    assert [d.ticket for d in q.tick(0.0, ROOM)] == [high]
+
+
+def test_tenants_alternate_by_tokens_served_not_by_arrival():
+    q = AdmissionQueue(TrafficLimits())
+    running = _t(tenant="heavy")
+    q.arrive(running, ROOM)
+    heavy = [_t(tenant="heavy") for _ in range(10)]
+    light = [_t(tenant="light") for _ in range(3)]
+    for ticket in heavy + light:
+        q.arrive(ticket, ROOM)
+    order = []
+    current = running
+    for _ in range(8):
+        q.release(current)
+        (admit,) = q.tick(0.0, ROOM)
+        current = admit.ticket
+        order.append(current.tenant)
+    assert order[:6].count("light") == 3  # the light tenant is not stuck behind 10 heavy ones
+
+
+def test_full_queue_and_expired_tickets_get_503_with_retry_after():
+    q = AdmissionQueue(TrafficLimits(queue_max_requests=1))
+    q.arrive(_t(), ROOM)
+    waiting = _t(deadline=5.0)
+    assert isinstance(q.arrive(waiting, ROOM), Queued)
+    full = q.arrive(_t(), ROOM)
+    assert isinstance(full, Reject)
+    assert (full.status, full.reason) == (503, "queue_full")
+    expired = q.tick(6.0, Capacity(slots=1, saturated=False, ready_endpoints=1))
+    assert [(r.ticket, r.status, r.reason) for r in expired if isinstance(r, Reject)] == [
+        (waiting, 503, "ttl_expired")
+    ]
+
+
+def test_sheddable_requests_get_429_while_saturated_also_when_already_queued():
+    q = AdmissionQueue(TrafficLimits())
+    saturated = Capacity(slots=None, saturated=True, ready_endpoints=1)
+    refused = q.arrive(_t(priority=-1), saturated)
+    assert isinstance(refused, Reject)
+    assert (refused.status, refused.reason) == (429, "saturated")
+    q.arrive(_t(), ROOM)  # takes the only slot
+    queued = _t(priority=-1)
+    assert isinstance(q.arrive(queued, ROOM), Queued)
+    shed = q.tick(0.0, Capacity(slots=1, saturated=True, ready_endpoints=1))
+    assert [(r.ticket, r.status) for r in shed if isinstance(r, Reject)] == [(queued, 429)]
+
+
+def test_zero_ready_endpoints_hold_and_cancel_removes():
+    q = AdmissionQueue(TrafficLimits())
+    cold = Capacity(slots=None, saturated=None, ready_endpoints=0)
+    ticket = _t()
+    assert isinstance(q.arrive(ticket, cold), Queued)
+    assert q.tick(0.0, cold) == []
+    assert q.cancel(ticket)
+    assert q.queued == 0
+    assert not q.cancel(ticket)
+
+
+def test_model_caps_do_not_block_other_models():
+    q = AdmissionQueue(TrafficLimits(), model_caps={"a": 1})
+    roomy = Capacity(slots=None, saturated=False, ready_endpoints=1)
+    assert isinstance(q.arrive(_t(model="a"), roomy), Admit)
+    blocked = _t(model="a", priority=5)
+    assert isinstance(q.arrive(blocked, roomy), Queued)
+    other = _t(model="b")
+    q.arrive(other, roomy)
+    assert [d.ticket for d in q.tick(0.0, roomy)] == [other]
+
+
+def test_saturation_treats_stale_signals_as_unknown_and_honours_headroom():
+    limits = TrafficLimits(queue_depth_threshold=5, kv_cache_threshold=0.8, headroom=0.2)
+    assert has_headroom(None, None, limits) is None
+    assert has_headroom(5.5, 0.1, limits) is True  # within the 20 % margin
+    assert has_headroom(6.0, 0.1, limits) is False
+    assert has_headroom(0.0, 0.97, limits) is False
+    assert saturation([(None, None)], limits) is None
+    assert saturation([(9.0, 0.9), (None, None)], limits) == 1.0
+    assert saturation([(9.0, 0.9), (0.0, 0.1)], limits) == 0.5
