@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import signal
@@ -92,6 +93,10 @@ async def running_gateway(
         bound_admin = runner.addresses[0][1] if runner.addresses else admin_port
         if watch_interval_s:
             watcher = asyncio.create_task(reloader.watch(watch_interval_s))
+        # start-up objects (config, modules) live for the whole process: move them out of
+        # the collector's sight, so the first full collection does not pause traffic
+        gc.collect()
+        gc.freeze()
         ctx.autoscaling.start(autoscaling_interval_s)
         if keda_address:
             keda_port = await keda.start(keda_address)

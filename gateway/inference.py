@@ -64,6 +64,7 @@ class PoolRequest:
     variant: str  # which A/B variant serves it ("" when there is no split)
     on_response: ResponseHook
     assigned: Assignment | None = None  # the Rollout that chose the variant, if any
+    observed: bool = False  # the outcome reached the Rollout (via the stream tap)
 
 
 async def serve_pool(
@@ -141,14 +142,30 @@ async def serve_pool(
         size_bytes=len(body or b""),
         deadline=asyncio.get_running_loop().time() + settings.limits_for(model).queue_ttl_s,
     )
-    if await ctx.admission.admit(settings, ticket):
-        # it waited: the pool may have changed meanwhile (scale from zero, a reload)
-        pr.target = ctx.pools.current(target.name) or target
-        pr.settings = ctx.holder.table.pools.get(target.name, settings)
+    try:
+        if await ctx.admission.admit(settings, ticket):
+            # it waited: the pool may have changed meanwhile (scale from zero, a reload)
+            pr.target = ctx.pools.current(target.name) or target
+            pr.settings = ctx.holder.table.pools.get(target.name, settings)
+    except SluiceError as exc:
+        _observe_failure(pr, response_for(exc).status)
+        raise
     try:
         return await _dispatch(ctx, pr)
+    except SluiceError as exc:
+        _observe_failure(pr, response_for(exc).status)
+        raise
     finally:
         ctx.admission.release(pr.settings, ticket)
+
+
+def _observe_failure(pr: PoolRequest, status: int) -> None:
+    """A request the gateway answered itself (no endpoint, queue TTL...) still counts against
+    the variant a Rollout assigned it to: a candidate pool that is down must roll back."""
+    if pr.assigned is not None and not pr.observed:
+        pr.observed = True
+        now = asyncio.get_running_loop().time()
+        pr.assigned.rollout.observe(now, pr.assigned.variant, status < 500, None, None)
 
 
 async def _dispatch(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
@@ -177,6 +194,7 @@ async def _dispatch(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
             response.headers[VARIANT_HEADER] = pr.variant
         pr.on_response(response)
 
+    pr.observed = pr.assigned is not None  # from here on the tap reports the outcome
     tap = StreamTap(
         ctx.metrics,
         model=pr.requested or pr.model,

@@ -25,7 +25,7 @@ _TOP = {
     "request_timeout_s",
     *("seed", "quick"),
 }
-_QUICK = {"rollout", "load", "max_run_s", "tail_s", "drain_s", "runs"}
+_QUICK = {"rollout", "load", "max_run_s", "tail_s", "drain_s", "runs", "share_window_s"}
 _LOAD = {"qps", "users", "user_header", "max_in_flight"}
 _RUN = {"name", "baseline_error_rate", "candidate_error_rate", "expect"}
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")

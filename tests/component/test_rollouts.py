@@ -157,3 +157,75 @@ async def test_shadow_copies_go_to_the_candidate_and_the_primary_never_waits(tmp
     assert answers == ["v1"] * 10
     assert len(b.seen) == 4  # bounded: maxInFlight copies in flight, the rest dropped
     assert dropped == 6
+
+
+TWO_POOLS = """
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: llm, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - name: chat
+    backendRefs:
+    - {group: inference.networking.k8s.io, kind: InferencePool, name: v1, weight: 1}
+    - {group: inference.networking.k8s.io, kind: InferencePool, name: v2, weight: 0}
+---
+apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata: {name: v1, namespace: default}
+spec:
+  selector: {matchLabels: {app: v1}}
+  targetPorts: [{number: 8000}]
+---
+apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata: {name: v2, namespace: default}
+spec:
+  selector: {matchLabels: {app: v2}}
+  targetPorts: [{number: 8000}]
+---
+apiVersion: sluice.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: short-queue, namespace: default}
+spec:
+  targetRefs:
+  - {group: inference.networking.k8s.io, kind: InferencePool, name: v1}
+  - {group: inference.networking.k8s.io, kind: InferencePool, name: v2}
+  queue: {ttl: 500ms}
+"""
+
+
+async def test_a_candidate_pool_that_is_down_is_rolled_back(tmp_path):
+    import yaml
+
+    from loadtests.fleet import Fleet, FleetSpec, ReplicaSpec
+
+    port = free_port()
+    rollout = _rollout(
+        "[{weight: 50, duration: 1h}, {weight: 100, duration: 0s}]",
+        analysis="  analysis: {interval: 6s, minSamples: 10, maxErrorRateRatio: 2.0,"
+        " maxErrorRateIncrease: 0.05}\n",
+    )
+    async with Fleet(FleetSpec(replicas=(ReplicaSpec(),), time_scale=0.05)) as fleet:
+        slices = "---\n" + yaml.safe_dump_all(fleet.endpoint_slices_yaml({"app": "v1"}))
+        text = gateway_yaml(port, TWO_POOLS + rollout, slices)
+        async with gateway_on(tmp_path, text) as gw, httpx.AsyncClient(timeout=30) as client:
+            live = gw.ctx.rollouts.live["default/v2-rollout"]
+            body = {"model": "meta-llama/Llama-3.1-8B-Instruct", "prompt": "hi", "max_tokens": 2}
+            url = f"http://127.0.0.1:{port}/v1/completions"
+            statuses: set[int] = set()
+            batch = 0
+            async with asyncio.timeout(20):  # within the analysis interval (6 s) plus margin
+                while live.status.phase != "RolledBack":
+                    answers = await asyncio.gather(
+                        *(
+                            client.post(url, json=body, headers={"x-user-id": f"u{batch}-{i}"})
+                            for i in range(20)
+                        )
+                    )
+                    statuses |= {r.status_code for r in answers}
+                    batch += 1
+                    gw.ctx.rollouts.tick()
+    assert statuses == {200, 503}
