@@ -56,7 +56,7 @@ requests = st.builds(
 
 
 @pytest.mark.parametrize("name", sorted(FILTERS))
-@settings(max_examples=60)
+@settings(max_examples=25, deadline=None)
 @given(req=requests, eps=endpoints())
 def test_filters_only_narrow(name, req, eps):
     kept = FILTERS[name]({}).filter(req, eps)
@@ -65,7 +65,7 @@ def test_filters_only_narrow(name, req, eps):
 
 
 @pytest.mark.parametrize("name", sorted(SCORERS))
-@settings(max_examples=60)
+@settings(max_examples=25, deadline=None)
 @given(req=requests, eps=endpoints())
 def test_scores_lie_in_unit_interval_for_every_candidate(name, req, eps):
     scores = SCORERS[name]({}).score(req, eps)
@@ -74,7 +74,7 @@ def test_scores_lie_in_unit_interval_for_every_candidate(name, req, eps):
 
 
 @pytest.mark.parametrize("name", sorted(PICKERS))
-@settings(max_examples=60)
+@settings(max_examples=25, deadline=None)
 @given(
     req=requests,
     eps=endpoints(),
@@ -88,7 +88,7 @@ def test_picks_are_members_of_their_input(name, req, eps, weights, seed):
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_PROFILES))
-@settings(max_examples=60)
+@settings(max_examples=25, deadline=None)
 @given(req=requests, eps=endpoints(), seed=st.integers(min_value=0, max_value=2**32))
 def test_profiles_decide_within_the_filtered_set(name, req, eps, seed):
     decision = run_profile(BUILTIN_PROFILES[name], req, eps, random.Random(seed))
