@@ -24,6 +24,7 @@ def _chat(content: str, **extra) -> dict:
             **extra}  # fmt: skip
 
 
+@pytest.mark.single_loop
 @pytest.mark.parametrize("same_prompt", [True, False], ids=["same-prompt", "distinct-prompts"])
 async def test_burst_of_200_into_idle_pool_is_spread_evenly(tmp_path, same_prompt):
     port = free_port()
