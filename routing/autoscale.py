@@ -74,10 +74,10 @@ class Recommender:
         want_stable = self._replicas(stable)
         want_panic = self._replicas(burst)
         latest = self._samples[-1][1] if self._samples else 0.0
-        # compare unrounded replica demand: ceil() would make one replica's panic fire at
-        # just over 1x its target instead of at panic_threshold x
-        burst_replicas = burst * (1.0 + spec.headroom) / spec.target_per_replica
-        if current > 0 and burst_replicas >= spec.panic_threshold * current:
+        # as Knative: the panic window's replica count (rounded up, headroom included) against
+        # panic_threshold x the current replicas. Rounding up makes panic eager at one or two
+        # replicas; the closed-loop scenario meets its SLO with it and misses it without.
+        if current > 0 and want_panic >= spec.panic_threshold * current:
             if now >= self._panic_until:
                 self._panic_floor = current
             self._panic_until = now + spec.stable_window_s
