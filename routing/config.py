@@ -313,7 +313,10 @@ def _parse_picker_ref(spec: Reader) -> tuple[m.ObjectRef | None, str]:
     spec.raw("endpointPickerRef")
     spec.raw("extensionRef")
     if not spec.has(key):
-        return None, "FailClose"
+        # No endpoint picker named: Sluice itself picks, and missing signals should degrade
+        # to balancing on its own counts (FailOpen), not refuse traffic. A pool that names
+        # an endpointPickerRef keeps the Inference Extension's default, FailClose.
+        return None, "FailOpen"
     r = spec.mapping(key)
     failure = r.string("failureMode", "FailClose") or "FailClose"
     if failure not in ("FailOpen", "FailClose"):

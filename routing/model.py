@@ -351,7 +351,7 @@ class InferencePool:
     selector: LabelSelector
     target_ports: tuple[int, ...]
     endpoint_picker: ObjectRef | None = None
-    failure_mode: str = "FailClose"
+    failure_mode: str = "FailOpen"
     api_version: str = "v1"
 
 

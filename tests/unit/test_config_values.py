@@ -420,7 +420,7 @@ spec:
         m.LabelSelector(match_labels=(("app", "vllm"),)),
         (8000,),
         None,
-        "FailClose",
+        "FailOpen",  # no endpoint picker named: Sluice picks, and fails open
     ),
     (
         "v1-picker-defaults",
