@@ -8,7 +8,7 @@ LOADTEST_STAMP := $(VENV)/.installed-loadtest
 SHARED ?= ../shared
 CONFORMANCE := $(SHARED)/conformance/gateway-api
 
-.PHONY: install demo test check unit conformance loadtest bench fmt clean
+.PHONY: install demo test check unit conformance scenario-smoke loadtest bench fmt clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,9 @@ conformance: $(STAMP)
 	@test -f $(CONFORMANCE)/runner.py || { echo "missing $(CONFORMANCE): clone with ../shared beside the project"; exit 1; }
 	cd $(CONFORMANCE) && PATH="$(abspath $(BIN)):$$PATH" $(abspath $(BIN))/python runner.py \
 		--gateway-cmd "$(abspath $(BIN))/sluice serve --config {config} --admin 127.0.0.1:0 --no-watch"
+
+scenario-smoke: $(STAMP)
+	$(BIN)/python -m pytest -m scenario tests/component
 
 loadtest: $(LOADTEST_STAMP)
 	$(BIN)/sluice loadtest loadtests/scenarios/default.yaml

@@ -19,7 +19,7 @@ SCENARIO = Path(__file__).resolve().parents[2] / "loadtests" / "scenarios" / "cl
 POLICIES = {"sluice": "sluice", "hpa-busy": "utilisation"}
 QUICK_WALL_S = 60.0
 
-pytestmark = [pytest.mark.single_loop, pytest.mark.slow]
+pytestmark = [pytest.mark.single_loop, pytest.mark.slow, pytest.mark.scenario]
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from loadtests import rollout_scenario
 SCENARIO = Path(__file__).resolve().parents[2] / "loadtests" / "scenarios" / "rollout.yaml"
 QUICK_BUDGET_S = 60.0
 
-pytestmark = [pytest.mark.single_loop, pytest.mark.slow]
+pytestmark = [pytest.mark.single_loop, pytest.mark.slow, pytest.mark.scenario]
 
 
 @pytest.fixture(scope="module")
