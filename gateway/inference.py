@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
+from itertools import chain
 
 from aiohttp import web
 
@@ -310,16 +311,16 @@ def pick_endpoint(
             max_blocks=settings.prefix_max_blocks,
         )
     index = pools.index_for(settings)
-    prefix_match = index.match(hashes, limit=4 * settings.max_candidates)
+    prefix_match = index.match(hashes, limit=settings.max_candidates)
     view = pools.view(target)
     session_endpoint = view.ring.lookup(session) if session else None
     adapter = model if model and pools.is_adapter(model) else None
     subset = frozenset(s.strip() for s in selection.split(",")) if selection else None
-    preferred = [
-        *([session_endpoint] if session_endpoint else []),
-        *prefix_match,  # deepest matches first
-        *(pools.scraper.adapter_index.get(adapter, ()) if adapter else ()),
-    ]
+    preferred = chain(  # lazily: an adapter may run on most of a large pool
+        (session_endpoint,) if session_endpoint else (),
+        prefix_match,  # deepest matches first
+        pools.scraper.adapter_index.get(adapter, ()) if adapter else (),
+    )
     keys = view.keys if subset is None else tuple(k for k in view.keys if k in subset)
     cap = settings.limits_for(model).max_per_endpoint
     if cap is not None:
@@ -341,9 +342,9 @@ def pick_endpoint(
     )
     decision = run_profile(_profile(ctx, target, settings), pick_req, snapshots, ctx.rng)
     if isinstance(decision, NoEligibleEndpoint):
-        ctx.metrics.picks.labels(target.name, "none").inc()
+        ctx.metrics.picked(target.name, "none")
         raise NoEligibleEndpointError(f"InferencePool {target.name}: {decision.reason}")
-    ctx.metrics.picks.labels(target.name, "ok").inc()
+    ctx.metrics.picked(target.name, "ok")
     if log.isEnabledFor(logging.DEBUG):
         log.debug("pick %s -> %s trace=%s", target.name, decision.endpoint.key, decision.trace)
     index.record(decision.endpoint.key, hashes)

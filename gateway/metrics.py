@@ -6,7 +6,7 @@ status is a class (2xx, 4xx...) or a reason from a fixed list.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -56,6 +56,15 @@ class Metrics:
     queue_wait: Histogram
     saturation: Gauge
     activation: Gauge
+    # labelled children of ``picks`` by (pool, result): counted on every request, and
+    # prometheus_client's labels() takes a lock and builds a key on each call
+    pick_children: dict[tuple[str, str], Counter] = field(default_factory=dict)
+
+    def picked(self, pool: str, result: str) -> None:
+        child = self.pick_children.get((pool, result))
+        if child is None:
+            child = self.pick_children[(pool, result)] = self.picks.labels(pool, result)
+        child.inc()
 
     @classmethod
     def create(cls) -> Metrics:

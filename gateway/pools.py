@@ -23,6 +23,7 @@ __all__ = ["PoolRuntime", "preset_for"]
 
 DEFAULT_ENGINE = "vllm"
 _EMPTY: frozenset[str] = frozenset()
+_new_tuple = tuple.__new__
 # LeaderWorkerSet labels: a group is (set name, group index); worker 0 is the leader.
 LWS_NAME = "leaderworkerset.sigs.k8s.io/name"
 LWS_GROUP = "leaderworkerset.sigs.k8s.io/group-index"
@@ -103,42 +104,53 @@ class PoolRuntime:
         keys: Iterable[str],
         in_flight: Mapping[str, int],
         prefix_match: Mapping[str, int],
-    ) -> tuple[EndpointSnapshot, ...]:
+    ) -> list[EndpointSnapshot]:
         now = asyncio.get_running_loop().time()
         view = self.view(target)
+        info = view.info
         states = self.scraper.states
-        out = []
         stale_before = now - settings.staleness_s
         tokens = self.in_flight_tokens
+        out = []
         for key in keys:
-            engine, group, accelerator = view.info[key]
+            engine, group, accelerator = info[key]
             state = states.get(key)
-            metrics = (
-                state.metrics if state is not None and state.updated_at >= stale_before else None
-            )
-            # positional, in EndpointSnapshot._fields order: 3× cheaper than keywords
+            healthy, models = True, _EMPTY
+            waiting = running = kv = max_lora = None
+            lora_running = lora_waiting = _EMPTY
+            if state is not None:
+                healthy, models, metrics = state.healthy, state.models, state.metrics
+                if metrics is not None and state.updated_at >= stale_before:
+                    waiting, running, kv = metrics.waiting, metrics.running, metrics.kv_usage
+                    lora_running, lora_waiting = metrics.lora_running, metrics.lora_waiting
+                    max_lora = metrics.max_lora
+            # tuple.__new__ in EndpointSnapshot._fields order: skips the NamedTuple's Python
+            # __new__, the largest part of building a snapshot (one per candidate per request)
             out.append(
-                EndpointSnapshot(
-                    key,
-                    engine,
-                    state.healthy if state is not None else True,
-                    metrics.waiting if metrics else None,
-                    metrics.running if metrics else None,
-                    metrics.kv_usage if metrics else None,
-                    metrics.lora_running if metrics else _EMPTY,
-                    metrics.lora_waiting if metrics else _EMPTY,
-                    metrics.max_lora if metrics else None,
-                    in_flight.get(key, 0),
-                    tokens.get(key, 0),
-                    prefix_match.get(key, 0),
-                    group,
-                    True,  # only leaders are candidates
-                    self._group_healthy(view, group) if group else True,
-                    state.models if state is not None else _EMPTY,
-                    accelerator,
+                _new_tuple(
+                    EndpointSnapshot,
+                    (
+                        key,
+                        engine,
+                        healthy,
+                        waiting,
+                        running,
+                        kv,
+                        lora_running,
+                        lora_waiting,
+                        max_lora,
+                        in_flight.get(key, 0),
+                        tokens.get(key, 0),
+                        prefix_match.get(key, 0),
+                        group,
+                        True,  # only leaders are candidates
+                        self._group_healthy(view, group) if group else True,
+                        models,
+                        accelerator,
+                    ),
                 )
             )
-        return tuple(out)
+        return out
 
     def _group_healthy(self, view: _PoolView, group: str) -> bool:
         """Every member ready, and every scraped member healthy."""

@@ -8,8 +8,9 @@ idle.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import NamedTuple
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
     "PickRequest",
     "Trace",
 ]
+
+_NO_SCORES: Mapping[str, Sequence[float]] = MappingProxyType({})
 
 
 class EndpointSnapshot(NamedTuple):
@@ -56,8 +59,10 @@ class EndpointSnapshot(NamedTuple):
         return max(float(self.in_flight), scraped)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PickRequest:
+class PickRequest(NamedTuple):
+    """What the pipeline knows about the request. A NamedTuple for the same reason as
+    ``EndpointSnapshot``: one is built per request on the hot path. Build it with keywords."""
+
     model: str
     adapter: str | None = None
     prompt_blocks: int = 0
@@ -71,15 +76,24 @@ class PickRequest:
     sequence: int = 0  # a per-pool counter, for round-robin
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Trace:
+class Trace(NamedTuple):
+    """Why a decision went the way it did: what each filter removed, then each scorer's
+    scores and the weighted totals, aligned with ``keys`` (the candidates that were scored)."""
+
     removed: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (filter, endpoint keys removed)
-    scores: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # scorer → key → s
-    totals: Mapping[str, float] = field(default_factory=dict)
+    keys: tuple[str, ...] = ()
+    scores: Mapping[str, Sequence[float]] = _NO_SCORES  # scorer name → score per key
+    totals: Sequence[float] = ()
+
+    def table(self) -> dict[str, dict[str, float]]:
+        """Per endpoint key, each scorer's score and the total (for logs and tests)."""
+        return {
+            key: {**{name: s[i] for name, s in self.scores.items()}, "total": self.totals[i]}
+            for i, key in enumerate(self.keys)
+        }
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Decision:
+class Decision(NamedTuple):
     endpoint: EndpointSnapshot
     trace: Trace
 

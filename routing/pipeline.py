@@ -1,14 +1,16 @@
 """The picker pipeline: filters narrow, weighted scorers rank, one picker chooses.
 
-Rules: a filter may only narrow its input; a scorer returns values in [0, 1] (the engine
-clamps); a picker returns a member of its input. Randomness comes in as ``rng``; nothing here
-reads a clock. An empty candidate set is a ``NoEligibleEndpoint`` value, never ``None``.
+Rules: a filter may only narrow its input (keeping its order); a scorer returns one value in
+[0, 1] per candidate, aligned with its input; a picker returns a member of its input. The
+contract suite (tests/unit/test_plugins_contract.py) holds every plugin to these rules.
+Randomness comes in as ``rng``; nothing here reads a clock. An empty candidate set is a
+``NoEligibleEndpoint`` value, never ``None``.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,7 +18,7 @@ from routing.picking import Decision, EndpointSnapshot, NoEligibleEndpoint, Pick
 
 __all__ = ["Filter", "Picker", "Profile", "Scorer", "WeightedScorer", "run_profile"]
 
-Endpoints = tuple[EndpointSnapshot, ...]
+Endpoints = Sequence[EndpointSnapshot]
 
 
 class Filter(Protocol):
@@ -30,7 +32,7 @@ class Scorer(Protocol):
     @property
     def name(self) -> str: ...
 
-    def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]: ...
+    def score(self, req: PickRequest, eps: Endpoints) -> Sequence[float]: ...
 
 
 class Picker(Protocol):
@@ -72,16 +74,13 @@ def run_profile(
                 reason=f"filter {f.name} removed every endpoint",
                 trace=Trace(removed=tuple(removed)),
             )
-    scores: dict[str, Mapping[str, float]] = {}
-    totals = dict.fromkeys((e.key for e in candidates), 0.0)
+    scores: dict[str, Sequence[float]] = {}
+    totals = [0.0] * len(candidates)
     for ws in profile.scorers:
         raw = ws.scorer.score(req, candidates)
         scores[ws.scorer.name] = raw
         weight = ws.weight
-        for key, value in raw.items():
-            if key in totals:
-                totals[key] += weight * (value if 0.0 <= value <= 1.0 else float(value > 1.0))
-    chosen = profile.picker.pick(req, [(e, totals[e.key]) for e in candidates], rng)
-    return Decision(
-        endpoint=chosen, trace=Trace(removed=tuple(removed), scores=scores, totals=totals)
-    )
+        totals = [t + weight * v for t, v in zip(totals, raw, strict=True)]
+    chosen = profile.picker.pick(req, list(zip(candidates, totals, strict=True)), rng)
+    keys = tuple(e.key for e in candidates)
+    return Decision(chosen, Trace(tuple(removed), keys, scores, totals))

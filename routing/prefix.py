@@ -19,10 +19,9 @@ DEFAULT_MAX_BLOCKS = 256
 DEFAULT_CAPACITY_BLOCKS = 31_250  # the Inference Extension's H100/Qwen3-32B sizing example
 
 
-def _deepest(upper: int, holds: Callable[[int], bool], hashes: Sequence[int]) -> int:
-    """The largest d in [1, upper] with holds(hashes[d-1]), given it holds for d = 1 and,
+def _deepest(lo: int, hi: int, holds: Callable[[int], bool], hashes: Sequence[int]) -> int:
+    """The largest d in [lo, hi] with holds(hashes[d-1]), given it holds for d = lo and,
     prefixes being recorded whole, for every smaller d whenever it holds for d."""
-    lo, hi = 1, upper
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if holds(hashes[mid - 1]):
@@ -44,8 +43,8 @@ def block_hashes(
     h = hash(("sluice-prefix", model))
     out = []
     end = min(len(text), block_chars * max_blocks)
-    for start in range(0, end - block_chars + 1, block_chars):
-        h = hash((h, text[start : start + block_chars]))
+    for block in [text[i : i + block_chars] for i in range(0, end - block_chars + 1, block_chars)]:
+        h = hash((h, block))
         out.append(h)
     return tuple(out)
 
@@ -69,19 +68,25 @@ class PrefixIndex:
         Blocks are recorded a whole prefix at a time, so an endpoint holding block k almost
         always holds blocks 0..k-1. That makes depth searchable: a binary search over the
         holder sets finds the deepest block anyone holds; holders are then gathered from
-        that depth upwards and each one's own depth is found by binary search in its LRU.
+        that depth downwards, and each one's own depth is found by binary search in its LRU
+        between the level it was found at and the level above (where it was not).
         Cost: O(limit · log n) whatever the pool size or the number of holders."""
         if not hashes or hashes[0] not in self._holders:
             return {}
-        deepest = _deepest(len(hashes), self._holders.__contains__, hashes)
+        deepest = _deepest(1, len(hashes), self._holders.__contains__, hashes)
         counts: dict[str, int] = {}
-        depth = deepest
+        depth, above = deepest, deepest  # a holder first seen at depth holds < above + 1
         while depth >= 1 and len(counts) < limit:
             for endpoint in self._holders.get(hashes[depth - 1], ()):
                 if endpoint not in counts:
-                    counts[endpoint] = _deepest(depth, self._lru[endpoint].__contains__, hashes)
+                    counts[endpoint] = (
+                        depth
+                        if depth == above
+                        else _deepest(depth, above, self._lru[endpoint].__contains__, hashes)
+                    )
                     if len(counts) >= limit:
                         break
+            above = depth - 1
             depth = depth * 3 // 4 if depth > 3 else depth - 1
         return counts
 

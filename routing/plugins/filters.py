@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from routing.picking import EndpointSnapshot, PickRequest
@@ -15,7 +16,7 @@ __all__ = [
     "SubsetFilter",
 ]
 
-Endpoints = tuple[EndpointSnapshot, ...]
+Endpoints = Sequence[EndpointSnapshot]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +26,7 @@ class HealthyFilter:
     name: str = "healthy"
 
     def filter(self, req: PickRequest, eps: Endpoints) -> Endpoints:
-        return tuple(e for e in eps if e.healthy)
+        return [e for e in eps if e.healthy]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,7 @@ class LeaderFilter:
     name: str = "leader"
 
     def filter(self, req: PickRequest, eps: Endpoints) -> Endpoints:
-        return tuple(e for e in eps if e.group is None or (e.is_leader and e.group_healthy))
+        return [e for e in eps if e.group is None or (e.is_leader and e.group_healthy)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +49,10 @@ class SubsetFilter:
     name: str = "subset"
 
     def filter(self, req: PickRequest, eps: Endpoints) -> Endpoints:
-        if req.subset is None:
+        subset = req.subset
+        if subset is None:
             return eps
-        return tuple(e for e in eps if e.key in req.subset)
+        return [e for e in eps if e.key in subset]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,8 @@ class ModelFilter:
     name: str = "model"
 
     def filter(self, req: PickRequest, eps: Endpoints) -> Endpoints:
-        serving = tuple(e for e in eps if not e.models or req.model in e.models)
+        model = req.model
+        serving = [e for e in eps if not e.models or model in e.models]
         return serving or eps
 
 
@@ -85,10 +88,13 @@ class HotSpotFilter:
         if len(eps) < 2:
             return eps
         # EndpointSnapshot.load, inlined: this runs for every candidate of every request
-        loads = [max(e.in_flight, (e.waiting or 0.0) + (e.running or 0.0)) for e in eps]
+        loads = [
+            e.in_flight if e.in_flight > (s := (e.waiting or 0.0) + (e.running or 0.0)) else s
+            for e in eps
+        ]
         least = min(loads)
         limit = max(least * self.ratio, least + self.slack)
-        return tuple(e for e, load in zip(eps, loads, strict=True) if load <= limit)
+        return [e for e, load in zip(eps, loads, strict=True) if load <= limit]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +109,11 @@ class PackingFilter:
 
     def filter(self, req: PickRequest, eps: Endpoints) -> Endpoints:
         adapter = req.adapter
-        packed = tuple(
+        target = self.batch_target
+        packed = [
             e
             for e in eps
             if (e.prefix_blocks > 0 or (adapter is not None and adapter in e.lora_running))
-            and max(e.in_flight, (e.waiting or 0.0) + (e.running or 0.0)) < self.batch_target
-        )
+            and max(e.in_flight, (e.waiting or 0.0) + (e.running or 0.0)) < target
+        ]
         return packed or eps

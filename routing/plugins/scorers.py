@@ -6,7 +6,7 @@ is never taken for idle. Min-max scorers give 1.0 to all when every candidate is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from routing.picking import EndpointSnapshot, PickRequest
@@ -22,56 +22,50 @@ __all__ = [
     "TokenLoadScorer",
 ]
 
-Endpoints = tuple[EndpointSnapshot, ...]
+Endpoints = Sequence[EndpointSnapshot]
+Scores = list[float]  # one per candidate, in the candidates' order
 
 
-def _min_max_lower_is_better(
-    eps: Endpoints, value: Callable[[EndpointSnapshot], float | None]
-) -> dict[str, float]:
-    return _normalise([(e.key, value(e)) for e in eps])
-
-
-def _normalise(values: Sequence[tuple[str, float | None]]) -> dict[str, float]:
+def _min_max_lower_is_better(values: Sequence[float | None]) -> Scores:
     """Min-max, lower is better: the lowest value scores 1, the highest 0, unknown 0."""
-    known = [v for _, v in values if v is not None]
+    known = [v for v in values if v is not None]
     if not known:
-        return {k: 0.0 for k, _ in values}
+        return [0.0] * len(values)
     lo, hi = min(known), max(known)
     if hi == lo:
-        return {k: 0.0 if v is None else 1.0 for k, v in values}
+        return [0.0 if v is None else 1.0 for v in values]
     span = hi - lo
-    return {k: 0.0 if v is None else (hi - v) / span for k, v in values}
+    return [0.0 if v is None else (hi - v) / span for v in values]
 
 
-def _smooth(values: Sequence[tuple[str, float | None]], half: float) -> dict[str, float]:
-    """``half / (half + v)``: 1 when idle, 0.5 at ``half``, falling smoothly; unknown 0.
-
-    Unlike min-max (the Inference Extension's queue scorer), a difference of one or two
-    requests costs a fraction of a point, not the whole weight, so a prefix or adapter
-    affinity is not thrown away for a queue one request longer; large imbalances are the
-    hot-spot guard's to stop."""
-    return {k: 0.0 if v is None else half / (half + max(0.0, v)) for k, v in values}
+# Smooth scorers use ``half / (half + v)``: 1 when idle, 0.5 at ``half``, falling smoothly.
+# Unlike min-max (the Inference Extension's queue scorer), a difference of one or two requests
+# costs a fraction of a point, not the whole weight, so a prefix or adapter affinity is not
+# thrown away for a queue one request longer; large imbalances are the hot-spot guard's to stop.
 
 
 @dataclass(frozen=True, slots=True)
 class QueueScorer:
-    """Shorter server queue is better: ``num_requests_waiting``, plus the gateway's own
-    in-flight requests beyond what the server already reports running (they are on their way
-    into that queue), scored ``half / (half + queue)`` (1 when empty, 0.5 at ``half``)."""
+    """Shorter server queue is better: ``num_requests_waiting``, or the gateway's own
+    in-flight requests beyond what the server reports running when that is more (they are on
+    their way into that queue), scored ``half / (half + queue)``; unknown 0."""
 
     half: float = 4.0
     name: str = "queue"
 
-    def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
-        values: list[tuple[str, float | None]] = []
+    def score(self, req: PickRequest, eps: Endpoints) -> Scores:
+        half = self.half
+        out = []
         for e in eps:
             waiting = e.waiting
             if waiting is None:
-                values.append((e.key, None))
+                out.append(0.0)
                 continue
-            unseen = e.in_flight - waiting - (e.running or 0.0)
-            values.append((e.key, waiting + unseen if unseen > 0 else waiting))
-        return _smooth(values, self.half)
+            queue = e.in_flight - (e.running or 0.0)  # waiting + requests not yet seen there
+            if queue < waiting:
+                queue = waiting
+            out.append(half / (half + queue) if queue > 0.0 else 1.0)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,18 +74,21 @@ class RunningScorer:
 
     name: str = "running"
 
-    def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
-        return _min_max_lower_is_better(eps, lambda e: e.running)
+    def score(self, req: PickRequest, eps: Endpoints) -> Scores:
+        return _min_max_lower_is_better([e.running for e in eps])
 
 
 @dataclass(frozen=True, slots=True)
 class KVCacheScorer:
-    """More free KV cache is better: 1 − KV utilisation."""
+    """More free KV cache is better: 1 − KV utilisation (unknown 0)."""
 
     name: str = "kv-cache"
 
-    def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
-        return {e.key: 0.0 if e.kv_usage is None else 1.0 - e.kv_usage for e in eps}
+    def score(self, req: PickRequest, eps: Endpoints) -> Scores:
+        return [
+            0.0 if (kv := e.kv_usage) is None else 1.0 - kv if 0.0 <= kv <= 1.0 else float(kv < 0)
+            for e in eps
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +99,9 @@ class InFlightScorer:
     half: float = 8.0
     name: str = "in-flight"
 
-    def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
-        return _smooth([(e.key, e.in_flight) for e in eps], self.half)
+    def score(self, req: PickRequest, eps: Endpoints) -> Scores:
+        half = self.half
+        return [half / (half + e.in_flight) if e.in_flight > 0 else 1.0 for e in eps]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +111,12 @@ class TokenLoadScorer:
     threshold_tokens: int = 131_072
     name: str = "token-load"
 
-    def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
-        return {e.key: 1.0 - min(1.0, e.in_flight_tokens / self.threshold_tokens) for e in eps}
+    def score(self, req: PickRequest, eps: Endpoints) -> Scores:
+        threshold = self.threshold_tokens
+        return [
+            1.0 - e.in_flight_tokens / threshold if e.in_flight_tokens < threshold else 0.0
+            for e in eps
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +126,11 @@ class PrefixCacheScorer:
 
     name: str = "prefix-cache"
 
-    def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
+    def score(self, req: PickRequest, eps: Endpoints) -> Scores:
         total = req.prompt_blocks
         if total <= 0:
-            return dict.fromkeys((e.key for e in eps), 0.0)
-        return {e.key: e.prefix_blocks / total if e.prefix_blocks < total else 1.0 for e in eps}
+            return [0.0] * len(eps)
+        return [e.prefix_blocks / total if e.prefix_blocks < total else 1.0 for e in eps]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,22 +141,22 @@ class LoraAffinityScorer:
 
     name: str = "lora-affinity"
 
-    def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
+    def score(self, req: PickRequest, eps: Endpoints) -> Scores:
         adapter = req.adapter
         if adapter is None:
-            return {e.key: 1.0 for e in eps}
-        out = {}
+            return [1.0] * len(eps)
+        out = []
         for e in eps:
             if adapter in e.lora_running:
-                out[e.key] = 1.0
+                out.append(1.0)
             elif e.max_lora is None:
-                out[e.key] = 0.5  # unknown adapter state
+                out.append(0.5)  # unknown adapter state
             elif len(e.lora_running) < e.max_lora:
-                out[e.key] = 0.8
+                out.append(0.8)
             elif adapter in e.lora_waiting:
-                out[e.key] = 0.6
+                out.append(0.6)
             else:
-                out[e.key] = 0.0
+                out.append(0.0)
         return out
 
 
@@ -166,6 +168,8 @@ class SessionAffinityScorer:
 
     name: str = "session-affinity"
 
-    def score(self, req: PickRequest, eps: Endpoints) -> Mapping[str, float]:
+    def score(self, req: PickRequest, eps: Endpoints) -> Scores:
         target = req.session_endpoint
-        return {e.key: 1.0 if e.key == target else 0.0 for e in eps}
+        if target is None:
+            return [0.0] * len(eps)
+        return [1.0 if e.key == target else 0.0 for e in eps]

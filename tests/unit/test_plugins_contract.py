@@ -1,5 +1,6 @@
 """One contract suite over every registered filter, scorer and picker (STYLE §C):
-filters only narrow, scores lie in [0, 1] for every candidate, picks are members."""
+filters only narrow, scores lie in [0, 1] for every candidate (the pipeline does not clamp),
+picks are members."""
 
 from __future__ import annotations
 
@@ -69,8 +70,8 @@ def test_filters_only_narrow(name, req, eps):
 @given(req=requests, eps=endpoints())
 def test_scores_lie_in_unit_interval_for_every_candidate(name, req, eps):
     scores = SCORERS[name]({}).score(req, eps)
-    assert set(scores) == {e.key for e in eps}
-    assert all(0.0 <= v <= 1.0 for v in scores.values())
+    assert len(scores) == len(eps)  # one per candidate, aligned with the input
+    assert all(0.0 <= v <= 1.0 for v in scores)
 
 
 @pytest.mark.parametrize("name", sorted(PICKERS))
