@@ -103,6 +103,12 @@ class Admissions:
             self._gauges(state)
         return True
 
+    def first_token(self, settings: PoolSettings, ticket: Ticket) -> None:
+        """A streamed request's first token arrived: its prefill slot may go to the next."""
+        state = self.pool(settings)
+        if state.queue.first_token(ticket) and state.queue.queued:
+            self._dispatch(state)
+
     def release(self, settings: PoolSettings, ticket: Ticket) -> None:
         state = self.pool(settings)
         state.queue.release(ticket)
@@ -135,6 +141,9 @@ class Admissions:
                 saturated=None if level is None else level >= 1.0,
                 ready_endpoints=ready,
                 hold_when_saturated=state.settings.has_traffic_policy,
+                prefill_slots=limits.max_prefill_per_endpoint * ready
+                if limits.max_prefill_per_endpoint
+                else None,
             )
             state.capacity_at = now
         return state.capacity

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
 
@@ -66,6 +67,7 @@ class PoolRequest:
     on_response: ResponseHook
     assigned: Assignment | None = None  # the Rollout that chose the variant, if any
     observed: bool = False  # the outcome reached the Rollout (via the stream tap)
+    ticket: Ticket | None = None  # its admission ticket (prefill pacing hears the first token)
 
 
 async def serve_pool(
@@ -142,7 +144,9 @@ async def serve_pool(
         cost_tokens=max(1, pr.tokens),
         size_bytes=len(body or b""),
         deadline=asyncio.get_running_loop().time() + settings.limits_for(model).queue_ttl_s,
+        streamed=parsed is not None and parsed.stream,
     )
+    pr.ticket = ticket
     try:
         if await ctx.admission.admit(settings, ticket):
             # it waited: the pool may have changed meanwhile (scale from zero, a reload)
@@ -188,6 +192,7 @@ async def _dispatch(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
     )
     token_counts = ctx.pools.in_flight_tokens
     token_counts[endpoint.key] = token_counts.get(endpoint.key, 0) + pr.tokens
+    first_token = _first_token_hook(ctx, pr, endpoint.key)
 
     def hook(response: web.StreamResponse) -> None:
         response.headers[SERVED_HEADER] = endpoint.key
@@ -202,6 +207,7 @@ async def _dispatch(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
         target=pr.model,
         variant=pr.variant,
         rollout=pr.assigned.rollout if pr.assigned is not None else None,
+        on_first_chunk=first_token,
     )
     try:
         return await forward(
@@ -221,6 +227,28 @@ async def _dispatch(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
         raise
     finally:
         token_counts[endpoint.key] -= pr.tokens
+        if first_token is not None:
+            first_token()  # no-op once the first token came
+
+
+def _first_token_hook(ctx: ProxyContext, pr: PoolRequest, key: str) -> Callable[[], None] | None:
+    """For a streamed request: what to do at its first token (or its end, whichever comes
+    first; later calls do nothing): free its prefill slot at the endpoint and in admission."""
+    ticket = pr.ticket
+    if ticket is None or not ticket.streamed:
+        return None
+    settings = pr.settings
+    awaiting = ctx.pools.awaiting_first
+    awaiting[key] = awaiting.get(key, 0) + 1
+    pending = [True]
+
+    def first_token() -> None:
+        if pending:
+            pending.clear()
+            awaiting[key] -= 1
+            ctx.admission.first_token(settings, ticket)
+
+    return first_token
 
 
 async def _embeddings(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
@@ -322,10 +350,18 @@ def pick_endpoint(
         pools.scraper.adapter_index.get(adapter, ()) if adapter else (),
     )
     keys = view.keys if subset is None else tuple(k for k in view.keys if k in subset)
-    cap = settings.limits_for(model).max_per_endpoint
+    limits = settings.limits_for(model)
+    cap = limits.max_per_endpoint
     if cap is not None:
         room = tuple(k for k in keys if ctx.in_flight.get(k, 0) < cap)
         keys = room or keys  # admission keeps the total under the caps; skew is tolerated
+    prefill_cap = limits.max_prefill_per_endpoint
+    if prefill_cap is not None and parsed is not None and parsed.stream:
+        # admission keeps the pool's total under the per-endpoint limit x endpoints, so
+        # some endpoint has a free prefill slot (unless the endpoint set just changed)
+        awaiting = pools.awaiting_first
+        free = tuple(k for k in keys if awaiting.get(k, 0) < prefill_cap)
+        keys = free or keys
     allowed = view.key_set if keys is view.keys else None
     candidates = select_candidates(keys, preferred, settings.max_candidates, ctx.rng, allowed)
     snapshots = pools.snapshots(target, settings, candidates, ctx.in_flight, prefix_match)

@@ -50,6 +50,8 @@ class PoolRuntime:
         self.prefix: dict[str, PrefixIndex] = {}
         self.sequence: dict[str, int] = {}
         self.in_flight_tokens: dict[str, int] = {}
+        # streamed requests sent to each endpoint that have not had their first token yet
+        self.awaiting_first: dict[str, int] = {}
         self._views: dict[str, _PoolView] = {}
 
     def apply(self, table: RoutingTable) -> None:

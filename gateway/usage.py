@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.metrics import Metrics
@@ -59,6 +60,7 @@ class StreamTap:
         "_buffer",
         "_done",
         "_events",
+        "_on_first",
         "_sse",
         "_started",
         "labels",
@@ -75,8 +77,10 @@ class StreamTap:
         target: str,
         variant: str,
         rollout: Rollout | None = None,
+        on_first_chunk: Callable[[], None] | None = None,
     ) -> None:
         self.metrics = metrics
+        self._on_first = on_first_chunk
         self.rollout = rollout
         self.labels = (bounded(metrics, model), bounded(metrics, target), variant)
         self._done = False
@@ -93,6 +97,8 @@ class StreamTap:
     def on_chunk(self, chunk: bytes) -> None:
         if self.usage.ttft_s is None:
             self.usage.ttft_s = asyncio.get_running_loop().time() - self._started
+            if self._on_first is not None:
+                self._on_first()
         if self._sse:
             self._buffer += chunk
             *events, self._buffer = self._buffer.split(b"\n\n")

@@ -8,7 +8,14 @@ Rules:
   least service so far goes next (a virtual token counter, VTC: each dispatch charges its
   estimated tokens), FIFO inside a tenant. A tenant that becomes backlogged is lifted to the
   least counter among the backlogged, so idle time is not banked as credit.
-- Sheddable requests (priority < 0) are refused with 429 while the pool is saturated.
+- Sheddable requests (priority < 0) are refused with 429 while the pool is saturated, and
+  while non-sheddable requests wait in the queue: critical work that is already waiting for
+  capacity is never made to wait longer by sheddable work (already queued sheddable requests
+  are refused then too, instead of waiting out their TTL).
+- Prefill pacing (optional): streamed requests that have not yet produced their first token
+  hold a prefill slot. With a limit on them, the requests beyond it wait here, in priority
+  order, rather than in the model server's FIFO queue, so a critical request's prefill is
+  never scheduled behind sheddable ones. Time to first token is what priority buys.
 - A full queue (requests or bytes) refuses with 503; a request past its deadline is removed
   and refused with 503. Nothing is dropped silently.
 - Capacity is checked at dispatch, and the endpoint is picked after it (late binding).
@@ -37,6 +44,7 @@ class Ticket:
     cost_tokens: int
     size_bytes: int
     deadline: float
+    streamed: bool = False  # its first token is observable (prefill pacing applies)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,6 +59,8 @@ class Capacity:
     # hold non-sheddable requests while saturated (a TrafficPolicy's queue); without one,
     # saturation only sheds sheddable requests and everything else passes
     hold_when_saturated: bool = True
+    # streamed requests awaiting their first token, pool-wide (None = no prefill pacing)
+    prefill_slots: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +134,7 @@ class AdmissionQueue:
         self.model_caps = dict(model_caps or {})
         self._bands: dict[int, _Band] = {}
         self._in_flight: dict[str, int] = {}  # per model, admitted and not yet released
+        self._prefilling: set[int] = set()  # streamed tickets admitted, no first token yet
         self.queued = 0
         self.queued_bytes = 0
 
@@ -131,8 +142,12 @@ class AdmissionQueue:
     def in_flight(self) -> int:
         return sum(self._in_flight.values())
 
+    @property
+    def prefilling(self) -> int:
+        return len(self._prefilling)
+
     def arrive(self, ticket: Ticket, capacity: Capacity) -> Admit | Queued | Reject:
-        if ticket.priority < 0 and capacity.saturated:
+        if ticket.priority < 0 and (capacity.saturated or self._critical_waiting()):
             return Reject(ticket, "saturated", 429, SATURATED_RETRY_AFTER_S)
         if self.queued == 0 and self._can_dispatch(ticket, capacity, self.in_flight):
             self._start(ticket)
@@ -147,8 +162,17 @@ class AdmissionQueue:
         self.queued_bytes += ticket.size_bytes
         return Queued(ticket, self.queued)
 
+    def first_token(self, ticket: Ticket) -> bool:
+        """A dispatched streamed request produced its first token: its prefill slot is free.
+        True if it held one."""
+        if ticket.id in self._prefilling:
+            self._prefilling.discard(ticket.id)
+            return True
+        return False
+
     def release(self, ticket: Ticket) -> None:
         """A dispatched request finished (or failed)."""
+        self._prefilling.discard(ticket.id)
         left = self._in_flight.get(ticket.model, 0) - 1
         if left > 0:
             self._in_flight[ticket.model] = left
@@ -173,11 +197,7 @@ class AdmissionQueue:
         if capacity.saturated:
             # sheddable requests already queued are shed too, with the same answer as at
             # arrival (429), instead of waiting out their TTL for a 503
-            for priority in [p for p in self._bands if p < 0]:
-                for ticket in list(self._bands[priority]):
-                    self._bands[priority].remove(ticket)
-                    self._forget(ticket)
-                    out.append(Reject(ticket, "saturated", 429, SATURATED_RETRY_AFTER_S))
+            out += self._shed_sheddable()
         in_flight = self.in_flight
         for priority in sorted(self._bands, reverse=True):
             band = self._bands[priority]
@@ -190,6 +210,8 @@ class AdmissionQueue:
                 in_flight += 1
                 out.append(Admit(head))
         self._bands = {p: b for p, b in self._bands.items() if b.queues}
+        if self._critical_waiting():
+            out += self._shed_sheddable()
         return out
 
     def tickets(self) -> Iterator[Ticket]:
@@ -203,11 +225,32 @@ class AdmissionQueue:
             return False
         if capacity.slots is not None and in_flight >= capacity.slots:
             return False
+        if (
+            ticket.streamed
+            and capacity.prefill_slots is not None
+            and len(self._prefilling) >= capacity.prefill_slots
+        ):
+            return False
         cap = self.model_caps.get(ticket.model, self.limits.max_per_model)
         return cap is None or self._in_flight.get(ticket.model, 0) < cap
 
     def _start(self, ticket: Ticket) -> None:
         self._in_flight[ticket.model] = self._in_flight.get(ticket.model, 0) + 1
+        if ticket.streamed:
+            self._prefilling.add(ticket.id)
+
+    def _critical_waiting(self) -> bool:
+        return any(p >= 0 and band.queues for p, band in self._bands.items())
+
+    def _shed_sheddable(self) -> list[Reject]:
+        out = []
+        for priority in [p for p in self._bands if p < 0]:
+            for ticket in list(self._bands[priority]):
+                self._bands[priority].remove(ticket)
+                self._forget(ticket)
+                out.append(Reject(ticket, "saturated", 429, SATURATED_RETRY_AFTER_S))
+            del self._bands[priority]
+        return out
 
     def _forget(self, ticket: Ticket) -> None:
         self.queued -= 1

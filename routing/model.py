@@ -426,6 +426,8 @@ class TrafficLimits:
 
     max_per_endpoint: int | None = None  # guidance: ~110% of the server's max batch
     max_per_model: int | None = None
+    # prefill pacing: streamed requests awaiting their first token, per ready endpoint
+    max_prefill_per_endpoint: int | None = None
     queue_max_requests: int = 1_000
     queue_max_bytes: int = 256 * 1024 * 1024
     queue_ttl_s: float = 30.0

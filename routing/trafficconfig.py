@@ -4,7 +4,7 @@ batching for the InferencePools it targets, with per-model overrides.
 ```yaml
 spec:
   targetRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: llama}]
-  concurrency: {maxPerEndpoint: 36, maxPerModel: 200}
+  concurrency: {maxPerEndpoint: 36, maxPerModel: 200, maxPrefillPerEndpoint: 2}
   queue: {maxRequests: 1000, maxBytes: 268435456, ttl: 30s}
   saturation: {queueDepthThreshold: 5, kvCacheThreshold: 0.8, headroom: 0.1}
   packing: {batchTarget: 32}
@@ -69,6 +69,9 @@ def _limits(r: Reader, base: m.TrafficLimits) -> m.TrafficLimits:
         base,
         max_per_endpoint=conc.number("maxPerEndpoint", base.max_per_endpoint, lo=1),
         max_per_model=conc.number("maxPerModel", base.max_per_model, lo=1),
+        max_prefill_per_endpoint=conc.number(
+            "maxPrefillPerEndpoint", base.max_prefill_per_endpoint, lo=1
+        ),
         queue_max_requests=queue.number("maxRequests", base.queue_max_requests, lo=0) or 0,
         queue_max_bytes=queue.number("maxBytes", base.queue_max_bytes, lo=0) or 0,
         queue_ttl_s=_seconds(queue, "ttl", base.queue_ttl_s),

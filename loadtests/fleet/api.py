@@ -178,16 +178,22 @@ class _Api:
             sent += 1
 
         # a client that leaves mid-stream is normal: the caller's finally aborts the sequence
+        self.replica.awaiting_first(+1)
         with contextlib.suppress(_InjectedResetError, ConnectionResetError):
-            if req.kind is Kind.CHAT:
-                await send(
-                    protocol.sse_event(protocol.stream_chunk(req.kind, head, "", None, role=True))
-                )
-            while (token := await seq.outbox.get()) is not None:
+            try:
+                token = await seq.outbox.get()
+            finally:
+                self.replica.awaiting_first(-1)
+            if token is not None and req.kind is Kind.CHAT:
+                # as vLLM: the role chunk goes out with the first output, not before prefill
+                role = protocol.stream_chunk(req.kind, head, "", None, role=True)
+                await send(protocol.sse_event(role))
+            while token is not None:
                 received += 1
                 finish = seq.finish_reason if received == len(seq.planned) else None
                 chunk = protocol.stream_chunk(req.kind, head, f" {token}", finish)
                 await send(protocol.sse_event(chunk))
+                token = await seq.outbox.get()
             if seq.finish_reason == "abort":
                 reset_connection(request)  # the server went away under the stream
                 return response

@@ -47,6 +47,9 @@ class ReplicaStats:
     served: int  # inference requests answered completely with 200
     in_flight: int
     max_in_flight: int
+    # streamed requests still waiting for their first token (in the queue or in prefill)
+    awaiting_first: int
+    max_awaiting_first: int
     waiting: int
     running: int
     max_running: int
@@ -102,6 +105,7 @@ class Replica:
         self._port = spec.port
         self._counts = {"received": 0, "served": 0, "in_flight": 0, "max_in_flight": 0}
         self._counts |= {"errors_injected": 0, "resets_injected": 0}
+        self._counts |= {"awaiting_first": 0, "max_awaiting_first": 0}
 
     @property
     def port(self) -> int:
@@ -229,6 +233,13 @@ class Replica:
 
     def count(self, name: str) -> None:
         self._counts[name] += 1
+        self._notify()
+
+    def awaiting_first(self, delta: int) -> None:
+        """A streamed request started (+1) or got its first token or ended before one (-1)."""
+        counts = self._counts
+        counts["awaiting_first"] += delta
+        counts["max_awaiting_first"] = max(counts["max_awaiting_first"], counts["awaiting_first"])
         self._notify()
 
     @contextlib.contextmanager

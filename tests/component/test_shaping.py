@@ -214,3 +214,33 @@ async def test_scale_from_zero_holds_requests_until_an_endpoint_appears(tmp_path
         writer.close()
     assert first.startswith(b"HTTP/1.1 200")
     assert [r.status_code for r in results] == [200] * 9
+
+
+@pytest.mark.single_loop
+async def test_prefill_pacing_bounds_requests_awaiting_their_first_token(tmp_path):
+    """With maxPrefillPerEndpoint 1, a replica never holds two streamed requests that have
+    not produced their first token; the rest wait in the gateway's priority queue."""
+    port = free_port()
+    policy = _policy("  concurrency: {maxPerEndpoint: 16, maxPrefillPerEndpoint: 1}")
+    async with (
+        _fleet(2, time_scale=0.2) as fleet,
+        gateway_on(
+            tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}), extra=policy)
+        ) as gw,
+        httpx.AsyncClient(limits=httpx.Limits(max_connections=100), timeout=60) as client,
+    ):
+        await wait_scraped(gw, 2)
+
+        async def stream(i: int) -> int:
+            body = {**_completion(f"paced {i} " * 50, max_tokens=8), "stream": True}
+            async with client.stream(
+                "POST", f"http://127.0.0.1:{port}/v1/completions", json=body
+            ) as resp:
+                await resp.aread()
+                return resp.status_code
+
+        statuses = await asyncio.gather(*(stream(i) for i in range(40)))
+        stats = [r.stats for r in fleet.replicas]
+    assert statuses == [200] * 40
+    assert sum(s.served for s in stats) == 40
+    assert max(s.max_awaiting_first for s in stats) == 1, [s.max_awaiting_first for s in stats]

@@ -12,9 +12,10 @@ _ids = itertools.count(1)
 ROOM = Capacity(slots=1, saturated=False, ready_endpoints=1)
 
 
-def _t(priority=0, tenant="a", model="m", cost=10, size=100, deadline=100.0) -> Ticket:
+def _t(priority=0, tenant="a", model="m", cost=10, size=100, deadline=100.0, streamed=False):
     return Ticket(id=next(_ids), priority=priority, tenant=tenant, model=model,
-                  cost_tokens=cost, size_bytes=size, deadline=deadline)  # fmt: skip
+                  cost_tokens=cost, size_bytes=size, deadline=deadline,
+                  streamed=streamed)  # fmt: skip
 
 
 def test_admits_while_there_is_room_then_queues():
@@ -77,6 +78,51 @@ def test_sheddable_requests_get_429_while_saturated_also_when_already_queued():
     assert isinstance(q.arrive(queued, ROOM), Queued)
     shed = q.tick(0.0, Capacity(slots=1, saturated=True, ready_endpoints=1))
     assert [(r.ticket, r.status) for r in shed if isinstance(r, Reject)] == [(queued, 429)]
+
+
+def test_sheddable_requests_never_wait_behind_critical_work():
+    q = AdmissionQueue(TrafficLimits())
+    q.arrive(_t(), ROOM)  # takes the only slot
+    queued_sheddable = _t(priority=-1)
+    assert isinstance(q.arrive(queued_sheddable, ROOM), Queued)  # nothing critical waits yet
+    critical = _t(priority=0)
+    assert isinstance(q.arrive(critical, ROOM), Queued)
+    refused = q.arrive(_t(priority=-1), ROOM)  # critical work is waiting: refused at once
+    assert isinstance(refused, Reject)
+    assert (refused.status, refused.reason) == (429, "saturated")
+    shed = q.tick(0.0, ROOM)  # no slot freed: the queued sheddable one is refused too
+    assert [(r.ticket, r.status) for r in shed if isinstance(r, Reject)] == [
+        (queued_sheddable, 429)
+    ]
+    assert q.queued == 1
+
+
+def test_prefill_pacing_holds_streamed_requests_until_a_first_token():
+    q = AdmissionQueue(TrafficLimits())
+    paced = Capacity(slots=10, saturated=False, ready_endpoints=1, prefill_slots=1)
+    first = _t(streamed=True)
+    assert isinstance(q.arrive(first, paced), Admit)
+    assert q.prefilling == 1
+    low, high = _t(streamed=True, priority=0), _t(streamed=True, priority=5)
+    q.arrive(low, paced)
+    q.arrive(high, paced)
+    assert [d.ticket for d in q.tick(0.0, paced)] == []  # nobody streamed may start yet
+    assert q.first_token(first)
+    assert not q.first_token(first)  # once
+    started = [d.ticket for d in q.tick(0.0, paced)]
+    assert started[0] is high  # the critical prefill goes first
+    assert low not in started  # one prefill slot: the next waits for high's first token
+    q.release(high)  # a request that ends without a token frees its slot too
+    assert q.prefilling == 0
+    assert low in [d.ticket for d in q.tick(0.0, paced)]
+
+
+def test_requests_that_are_not_streamed_are_not_paced():
+    q = AdmissionQueue(TrafficLimits())
+    paced = Capacity(slots=10, saturated=False, ready_endpoints=1, prefill_slots=1)
+    assert isinstance(q.arrive(_t(streamed=True), paced), Admit)
+    assert isinstance(q.arrive(_t(streamed=False), paced), Admit)
+    assert q.prefilling == 1
 
 
 def test_zero_ready_endpoints_hold_and_cancel_removes():
