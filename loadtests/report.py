@@ -125,7 +125,7 @@ def _setup(s: Scenario, info: RunInfo) -> list[str]:
 _HEAD = (
     "| policy | offered / achieved req/s | TTFT p50 / p90 / p99 (ms) | E2E p50 / p90 / p99 (s) "
     "| TPOT p50 (ms) | output tok/s | errors | prefix-cache hit | balance max/mean "
-    "| requests per replica |"
+    "| requests per replica | load max/mean | mean load per replica |"
 )
 
 
@@ -133,7 +133,7 @@ def _table(rows: Sequence[TrialResult]) -> list[str]:
     out = [_HEAD, "|---" * (_HEAD.count("|") - 1) + "|"]
     for r in rows:
         if r.failure is not None:
-            out.append(f"| {r.policy} | failed: {r.failure.splitlines()[0]} |" + " |" * 8)
+            out.append(f"| {r.policy} | failed: {r.failure.splitlines()[0]} |" + " |" * 10)
             continue
         ttft = " / ".join(_ms(v) for v in (r.ttft_s.p50, r.ttft_s.p90, r.ttft_s.p99))
         e2e = " / ".join(_s(v) for v in (r.e2e_s.p50, r.e2e_s.p90, r.e2e_s.p99))
@@ -141,7 +141,8 @@ def _table(rows: Sequence[TrialResult]) -> list[str]:
             f"| {r.policy} | {r.offered_rps:.1f} / {r.achieved_rps:.1f} | {ttft} | {e2e} "
             f"| {_ms(r.tpot_s.p50, 1)} | {r.output_tokens_per_s:.0f} | {r.errors} "
             f"| {_pct(r.prefix_hit_rate)} | {_num(r.balance)} "
-            f"| {' '.join(map(str, r.replica_requests)) or 'n/a'} |"
+            f"| {' '.join(map(str, r.replica_requests)) or 'n/a'} "
+            f"| {_num(r.load_balance)} | {' '.join(f'{x:.1f}' for x in r.replica_load) or 'n/a'} |"
         )
     return out
 
@@ -247,6 +248,10 @@ def _glossary() -> list[str]:
         "summed over the replicas' `/metrics`, as deltas over the window.",
         "- balance: requests received per replica over the window (the fleet's own counts), "
         "max / mean; 1.00 is perfectly even.",
+        "- load: each replica's mean number of requests held (running or waiting), averaged "
+        "over the window (the simulated engine's own accounting), and its max / mean: how "
+        "evenly the work was spread. Requests differ in cost (a prefix-cache hit skips most "
+        "of its prefill), so even request counts are not even load, and the other way round.",
     ]
 
 

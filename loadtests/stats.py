@@ -39,6 +39,7 @@ class Snapshot:
     prefix_queries: float | None
     prefix_hits: float | None
     received: tuple[int, ...]
+    held_request_s: tuple[float, ...]  # per replica: requests held x seconds, so far
     harness_cpu_s: float
     target_cpu_s: float | None
 
@@ -85,6 +86,10 @@ class TrialResult:
     prefix_hit_rate: float | None
     replica_requests: tuple[int, ...]
     balance: float | None  # max / mean of requests per replica
+    # max / mean of each replica's mean load (requests held, running or waiting, averaged
+    # over the window): how evenly the work was spread, as the replicas felt it
+    load_balance: float | None = None
+    replica_load: tuple[float, ...] = ()
     lag_ms: Percentiles  # how late the generator sent (all phases)
     lag_max_ms: float
     generator_cpu_s: float
@@ -149,6 +154,7 @@ def summarize(
         prefix_hit_rate=_hit_rate(before, after),
         replica_requests=replicas,
         balance=balance,
+        **_load_balance(before, after),
         ttft_samples_s=tuple(sorted(r.ttft for r in ok if r.ttft is not None)),
         statuses=status_counts(measured),
         by_objective=_by_objective(measured),
@@ -261,3 +267,14 @@ def _balance(
     counts = tuple(b - a for a, b in zip(before.received, after.received, strict=True))
     mean = sum(counts) / len(counts) if counts else 0.0
     return counts, (max(counts) / mean if mean > 0 else None)
+
+
+def _load_balance(before: Snapshot | None, after: Snapshot | None) -> dict[str, Any]:
+    span = after.at - before.at if before is not None and after is not None else 0.0
+    if before is None or after is None or not after.held_request_s or span <= 0:
+        return {}
+    loads = tuple(
+        (b - a) / span for a, b in zip(before.held_request_s, after.held_request_s, strict=True)
+    )
+    mean = sum(loads) / len(loads)
+    return {"replica_load": loads, "load_balance": max(loads) / mean if mean > 0 else None}

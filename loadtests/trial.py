@@ -150,6 +150,7 @@ async def _snapshots(
 async def _snapshot(fleet: Fleet, pid: int | None, session: aiohttp.ClientSession) -> Snapshot:
     at = time.monotonic()
     received = tuple(r.stats.received for r in fleet.replicas)
+    held = tuple(r.engine.counters.held_request_s for r in fleet.replicas)
     cpu = proc_cpu_seconds(os.getpid()), proc_cpu_seconds(pid) if pid is not None else None
     queries: float | None = 0.0
     hits: float | None = 0.0
@@ -162,7 +163,7 @@ async def _snapshot(fleet: Fleet, pid: int | None, session: aiohttp.ClientSessio
         queries = (queries or 0.0) + sum(v for _, v in samples[PREFIX_QUERIES])
         hits = (hits or 0.0) + sum(v for _, v in samples[PREFIX_HITS])
     return Snapshot(
-        at=at, prefix_queries=queries, prefix_hits=hits, received=received,
+        at=at, prefix_queries=queries, prefix_hits=hits, received=received, held_request_s=held,
         harness_cpu_s=cpu[0], target_cpu_s=cpu[1],
     )  # fmt: skip
 

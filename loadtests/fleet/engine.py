@@ -94,6 +94,9 @@ class EngineCounters:
     steps: int = 0
     scheduled_seqs: int = 0  # summed over steps: mean batch size = scheduled_seqs / steps
     busy_s: float = 0.0  # wall-clock seconds spent stepping
+    # requests held (running or waiting) x seconds, summed over steps: its growth over a
+    # window divided by the window is the replica's mean load in requests
+    held_request_s: float = 0.0
     max_running: int = 0
     finished: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     ttft: Histogram = dataclasses.field(default_factory=lambda: Histogram(TTFT_BUCKETS_S))
@@ -191,6 +194,7 @@ class Engine:
             self.counters.steps += 1
             self.counters.scheduled_seqs += len(plan.entries)
             self.counters.busy_s += seconds
+            self.counters.held_request_s += (len(self.running) + len(self.waiting)) * seconds
             self._apply(plan, time.monotonic())
             self._on_change()
 

@@ -31,7 +31,7 @@ def _no_params(cls: Callable[[], T]) -> Callable[[Params], T]:
 
 def _hot_spot(params: Params) -> Filter:
     ratio = _float(params, "ratio", 1.25)
-    slack = _float(params, "slack", 2.0)
+    slack = _float(params, "slack", 8.0)
     if ratio < 1.0 or slack < 0:
         raise ValueError("ratio must be >= 1 and slack >= 0")
     return f.HotSpotFilter(ratio=ratio, slack=slack)
@@ -101,8 +101,8 @@ def _plain(name: str, picker: Picker) -> Profile:
 # The default starts from the Inference Extension's (queue 2, KV 2, prefix 3), adds LoRA and
 # session affinity, the gateway's own in-flight count and the hot-spot guard filter, and
 # weighs the prefix cache 6: with the guard bounding imbalance, a cached prefix is worth more
-# than a slightly shorter queue (prefix-routing scenario, 90% load: p90 TTFT 0.37x
-# round-robin's with 6 against 0.52x with 3; docs/reports/prefix-routing/).
+# than a slightly shorter queue. The prefix-routing scenario runs this profile beside one
+# with prefix weight 3 (docs/reports/prefix-routing/).
 DEFAULT_PROFILE = Profile(
     name="default",
     filters=(*_BASE_FILTERS, f.ModelFilter(), f.HotSpotFilter()),

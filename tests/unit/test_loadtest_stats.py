@@ -21,7 +21,7 @@ def _shed(objective: str, status: int = 429, retry_after: str | None = "1") -> R
 
 def _summary(records: list[Record]) -> TrialResult:
     snap = Snapshot(at=0.0, prefix_queries=None, prefix_hits=None, received=(0,),
-                    harness_cpu_s=0.0, target_cpu_s=None)  # fmt: skip
+                    held_request_s=(0.0,), harness_cpu_s=0.0, target_cpu_s=None)  # fmt: skip
     return summarize(policy="p", load="1x", target_qps=1.0, records=records, window=WINDOW,
                      before=snap, after=snap, generator_cpu_s=0.0, wall_s=10.0)  # fmt: skip
 
@@ -58,3 +58,15 @@ def test_per_objective_percentiles_and_retry_after() -> None:
 
 def test_no_objectives_means_no_breakdown() -> None:
     assert _summary([_ok(None, 0.2)]).by_objective == {}
+
+
+def test_load_balance_is_each_replicas_mean_held_requests_over_the_window() -> None:
+    before = Snapshot(at=0.0, prefix_queries=None, prefix_hits=None, received=(0, 0),
+                      held_request_s=(5.0, 0.0), harness_cpu_s=0.0, target_cpu_s=None)  # fmt: skip
+    after = Snapshot(at=10.0, prefix_queries=None, prefix_hits=None, received=(30, 10),
+                     held_request_s=(65.0, 20.0), harness_cpu_s=0.0, target_cpu_s=None)  # fmt: skip
+    result = summarize(policy="p", load="1x", target_qps=1.0, records=[], window=WINDOW,
+                       before=before, after=after, generator_cpu_s=0.0, wall_s=10.0)  # fmt: skip
+    assert result.replica_load == (6.0, 2.0)
+    assert result.load_balance == 1.5
+    assert result.balance == 1.5  # requests: 30 and 10 against a mean of 20
