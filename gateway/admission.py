@@ -144,6 +144,9 @@ class Admissions:
                 prefill_slots=limits.max_prefill_per_endpoint * ready
                 if limits.max_prefill_per_endpoint
                 else None,
+                sheddable_slots=int(limits.sheddable_limit * limits.max_per_endpoint * ready)
+                if limits.sheddable_limit and limits.max_per_endpoint
+                else None,
             )
             state.capacity_at = now
         return state.capacity
@@ -191,6 +194,8 @@ class Admissions:
 
 _MESSAGES = {
     "saturated": "the pool is saturated and this request is sheddable; retry later",
+    "sheddable_limit": "the pool's remaining capacity is kept for non-sheddable requests; "
+    "retry later",
     "queue_full": "the gateway's queue for this pool is full; retry later",
     "ttl_expired": "the request waited longer than the queue's time-to-live",
 }

@@ -12,6 +12,11 @@ Rules:
   while non-sheddable requests wait in the queue: critical work that is already waiting for
   capacity is never made to wait longer by sheddable work (already queued sheddable requests
   are refused then too, instead of waiting out their TTL).
+- Sheddable limit (optional): sheddable requests are admitted only while the pool's
+  requests in flight are below a fraction of its slots; the rest of the slots are kept for
+  non-sheddable work, so a burst of critical requests finds room at once instead of waiting
+  for sheddable ones to finish (they hold their slots for their whole decode). Beyond it,
+  sheddable requests get 429.
 - Prefill pacing (optional): streamed requests that have not yet produced their first token
   hold a prefill slot. With a limit on them, the requests beyond it wait here, in priority
   order, rather than in the model server's FIFO queue, so a critical request's prefill is
@@ -61,6 +66,8 @@ class Capacity:
     hold_when_saturated: bool = True
     # streamed requests awaiting their first token, pool-wide (None = no prefill pacing)
     prefill_slots: int | None = None
+    # sheddable requests go only while in-flight requests are below this (None = no limit)
+    sheddable_slots: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +84,7 @@ class Queued:
 @dataclass(frozen=True, slots=True)
 class Reject:
     ticket: Ticket
-    reason: str  # saturated | queue_full | ttl_expired
+    reason: str  # saturated | sheddable_limit | queue_full | ttl_expired
     status: int
     retry_after_s: float
 
@@ -147,8 +154,11 @@ class AdmissionQueue:
         return len(self._prefilling)
 
     def arrive(self, ticket: Ticket, capacity: Capacity) -> Admit | Queued | Reject:
-        if ticket.priority < 0 and (capacity.saturated or self._critical_waiting()):
-            return Reject(ticket, "saturated", 429, SATURATED_RETRY_AFTER_S)
+        if ticket.priority < 0:
+            if capacity.saturated or self._critical_waiting():
+                return Reject(ticket, "saturated", 429, SATURATED_RETRY_AFTER_S)
+            if self._over_sheddable_limit(capacity, self.in_flight):
+                return Reject(ticket, "sheddable_limit", 429, SATURATED_RETRY_AFTER_S)
         if self.queued == 0 and self._can_dispatch(ticket, capacity, self.in_flight):
             self._start(ticket)
             return Admit(ticket)
@@ -212,6 +222,8 @@ class AdmissionQueue:
         self._bands = {p: b for p, b in self._bands.items() if b.queues}
         if self._critical_waiting():
             out += self._shed_sheddable()
+        elif self._over_sheddable_limit(capacity, in_flight):
+            out += self._shed_sheddable("sheddable_limit")
         return out
 
     def tickets(self) -> Iterator[Ticket]:
@@ -224,6 +236,8 @@ class AdmissionQueue:
         if capacity.saturated and capacity.hold_when_saturated:
             return False
         if capacity.slots is not None and in_flight >= capacity.slots:
+            return False
+        if ticket.priority < 0 and self._over_sheddable_limit(capacity, in_flight):
             return False
         if (
             ticket.streamed
@@ -242,13 +256,17 @@ class AdmissionQueue:
     def _critical_waiting(self) -> bool:
         return any(p >= 0 and band.queues for p, band in self._bands.items())
 
-    def _shed_sheddable(self) -> list[Reject]:
+    @staticmethod
+    def _over_sheddable_limit(capacity: Capacity, in_flight: int) -> bool:
+        return capacity.sheddable_slots is not None and in_flight >= capacity.sheddable_slots
+
+    def _shed_sheddable(self, reason: str = "saturated") -> list[Reject]:
         out = []
         for priority in [p for p in self._bands if p < 0]:
             for ticket in list(self._bands[priority]):
                 self._bands[priority].remove(ticket)
                 self._forget(ticket)
-                out.append(Reject(ticket, "saturated", 429, SATURATED_RETRY_AFTER_S))
+                out.append(Reject(ticket, reason, 429, SATURATED_RETRY_AFTER_S))
             del self._bands[priority]
         return out
 

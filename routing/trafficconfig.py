@@ -4,7 +4,8 @@ batching for the InferencePools it targets, with per-model overrides.
 ```yaml
 spec:
   targetRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: llama}]
-  concurrency: {maxPerEndpoint: 36, maxPerModel: 200, maxPrefillPerEndpoint: 2}
+  concurrency: {maxPerEndpoint: 36, maxPerModel: 200, maxPrefillPerEndpoint: 2,
+                sheddableLimit: 0.5}
   queue: {maxRequests: 1000, maxBytes: 268435456, ttl: 30s}
   saturation: {queueDepthThreshold: 5, kvCacheThreshold: 0.8, headroom: 0.1}
   packing: {batchTarget: 32}
@@ -72,6 +73,7 @@ def _limits(r: Reader, base: m.TrafficLimits) -> m.TrafficLimits:
         max_prefill_per_endpoint=conc.number(
             "maxPrefillPerEndpoint", base.max_prefill_per_endpoint, lo=1
         ),
+        sheddable_limit=_fraction(conc, "sheddableLimit", base.sheddable_limit),
         queue_max_requests=queue.number("maxRequests", base.queue_max_requests, lo=0) or 0,
         queue_max_bytes=queue.number("maxBytes", base.queue_max_bytes, lo=0) or 0,
         queue_ttl_s=_seconds(queue, "ttl", base.queue_ttl_s),
@@ -80,11 +82,25 @@ def _limits(r: Reader, base: m.TrafficLimits) -> m.TrafficLimits:
         headroom=_number(sat, "headroom", base.headroom),
         batch_target=pack.number("batchTarget", base.batch_target, lo=1),
     )
+    if out.sheddable_limit is not None and out.max_per_endpoint is None:
+        conc.sink.error(
+            conc.sub("sheddableLimit"), "needs maxPerEndpoint: it is a fraction of the slots"
+        )
     if not 0 < out.kv_cache_threshold <= 1:
         sat.sink.error(sat.sub("kvCacheThreshold"), "must be in (0, 1]")
     for reader in (conc, queue, sat, pack):
         reader.finish()
     return out
+
+
+def _fraction(r: Reader, key: str, default: float | None) -> float | None:
+    value = r.raw(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        r.sink.error(r.sub(key), "must be a number in (0, 1]")
+        return default
+    return float(value)
 
 
 def _number(r: Reader, key: str, default: float) -> float:

@@ -97,6 +97,19 @@ def test_sheddable_requests_never_wait_behind_critical_work():
     assert q.queued == 1
 
 
+def test_sheddable_requests_stop_at_their_limit_and_critical_ones_use_the_rest():
+    q = AdmissionQueue(TrafficLimits())
+    reserved = Capacity(slots=4, saturated=False, ready_endpoints=1, sheddable_slots=2)
+    assert isinstance(q.arrive(_t(priority=-1), reserved), Admit)
+    assert isinstance(q.arrive(_t(priority=-1), reserved), Admit)
+    refused = q.arrive(_t(priority=-1), reserved)
+    assert isinstance(refused, Reject)
+    assert (refused.status, refused.reason) == (429, "sheddable_limit")
+    assert isinstance(q.arrive(_t(priority=0), reserved), Admit)
+    assert isinstance(q.arrive(_t(priority=0), reserved), Admit)
+    assert isinstance(q.arrive(_t(priority=0), reserved), Queued)  # all 4 slots taken
+
+
 def test_prefill_pacing_holds_streamed_requests_until_a_first_token():
     q = AdmissionQueue(TrafficLimits())
     paced = Capacity(slots=10, saturated=False, ready_endpoints=1, prefill_slots=1)

@@ -217,6 +217,20 @@ INVALID = [
         {(0, "spec.extensionRef.portNumber")},
     ),
     (
+        "traffic-policy-sheddable-limit",
+        "apiVersion: sluice.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: t}\n"
+        "spec: {targetRefs: [{kind: InferencePool, name: p}], "
+        "concurrency: {sheddableLimit: 0.5, maxPrefillPerEndpoint: 0}}",
+        {(0, "spec.concurrency.sheddableLimit"), (0, "spec.concurrency.maxPrefillPerEndpoint")},
+    ),
+    (
+        "traffic-policy-sheddable-limit-range",
+        "apiVersion: sluice.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: t}\n"
+        "spec: {targetRefs: [{kind: InferencePool, name: p}], "
+        "concurrency: {maxPerEndpoint: 8, sheddableLimit: 1.5}}",
+        {(0, "spec.concurrency.sheddableLimit")},
+    ),
+    (
         "pool-unknown-field",
         pool_doc("selector: {matchLabels: {app: a}}\ntargetPorts: [{number: 80}]\nreplicas: 2"),
         {(0, "spec.replicas")},
