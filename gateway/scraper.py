@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
+from typing import cast
 
 from routing.presets import Preset, ServerMetrics, read_metrics
 
@@ -23,6 +24,8 @@ log = logging.getLogger("sluice.scraper")
 UNHEALTHY_AFTER_FAILURES = 3
 MODELS_REFRESH_S = 5.0
 MAX_METRICS_BYTES = 8 * 1024 * 1024
+MAX_HEAD_BYTES = 64 * 1024
+CACHE_INFO_EVERY = 100  # scrapes between reads of the static cache-config series
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,60 +60,163 @@ class MetricsUnavailableError(Exception):
 
 
 class _Connection:
-    """One keep-alive HTTP/1.1 connection that GETs a path and returns the body."""
+    """One keep-alive HTTP/1.1 connection to an endpoint that GETs a path and returns the
+    body, one request at a time, reconnecting when needed. The bytes are handled by a
+    ``_Wire`` protocol, not streams: a scrape is one write, a callback or two as bytes arrive
+    and one timer, with no reader/writer objects or coroutine layers in between; at 2,000
+    scrapes a second (100 endpoints every 50 ms) that is most of the scraper's cost."""
 
     def __init__(self, target: ScrapeTarget) -> None:
         self._target = target
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._wire: _Wire | None = None
+        self._requests: dict[str, bytes] = {}
 
-    async def get(self, path: str) -> bytes:
-        if self._writer is None or self._writer.is_closing():
-            self._reader, self._writer = await asyncio.open_connection(
-                self._target.address, self._target.port
-            )
-        assert self._reader is not None
-        request = (
-            f"GET {path} HTTP/1.1\r\nHost: {self._target.key}\r\n"
-            "Accept: text/plain\r\nUser-Agent: sluice-scraper\r\n\r\n"
-        ).encode()
-        self._writer.write(request)
-        head = await self._reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        headers = head.lower()
-        if b"transfer-encoding: chunked" in headers:
-            body = await self._chunked(self._reader)
-        else:
-            length = _content_length(headers)
-            if length is None or length > MAX_METRICS_BYTES:
-                self.close()
-                raise ConnectionError("metrics response without a usable Content-Length")
-            body = await self._reader.readexactly(length)
-        if b"connection: close" in headers:
-            self.close()
-        if status != 200:
-            raise MetricsUnavailableError(f"HTTP {status}")
-        return body
-
-    @staticmethod
-    async def _chunked(reader: asyncio.StreamReader) -> bytes:
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            if size == 0:
-                await reader.readuntil(b"\r\n")
-                return b"".join(parts)
-            total += size
-            if total > MAX_METRICS_BYTES:
-                raise ConnectionError("metrics response too large")
-            parts.append(await reader.readexactly(size))
-            await reader.readexactly(2)
+    async def get(self, path: str, timeout_s: float) -> bytes:
+        loop = asyncio.get_running_loop()
+        wire = self._wire
+        if wire is None or not wire.open:
+            async with asyncio.timeout(timeout_s):
+                _, wire = await loop.create_connection(
+                    _Wire, self._target.address, self._target.port
+                )
+            self._wire = wire
+        request = self._requests.get(path)
+        if request is None:
+            request = self._requests[path] = (
+                f"GET {path} HTTP/1.1\r\nHost: {self._target.key}\r\n"
+                "Accept: text/plain\r\nUser-Agent: sluice-scraper\r\n\r\n"
+            ).encode()
+        return await wire.request(request, timeout_s)
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._writer = self._reader = None
+        if self._wire is not None:
+            self._wire.close()
+        self._wire = None
+
+
+class _Wire(asyncio.Protocol):
+    """One TCP connection's HTTP/1.1 responses, parsed as they arrive."""
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[bytes] | None = None
+        self._reset_response()
+
+    @property
+    def open(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing()
+
+    def _reset_response(self) -> None:
+        self._body_at = -1  # where the body starts in the buffer; -1 = head not complete
+        self._status = 0
+        self._length: int | None = None
+        self._chunked = False
+        self._close_after = False
+        self._chunk_at = 0
+        self._parts: list[bytes] = []
+        self._total = 0
+
+    async def request(self, data: bytes, timeout_s: float) -> bytes:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise ConnectionError("connection closed")
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bytes] = loop.create_future()
+        self._waiter = waiter
+        self._buffer.clear()
+        self._reset_response()
+        timer = loop.call_later(timeout_s, self._time_out, waiter)
+        transport.write(data)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._fail(ConnectionError(f"connection closed: {exc!r}" if exc else "connection closed"))
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            self.close()  # bytes nobody asked for: the connection is out of step
+            return
+        self._buffer += data
+        try:
+            body = self._parse()
+        except (ValueError, IndexError, ConnectionError) as exc:
+            self._fail(ConnectionError(f"bad response: {exc}"))
+            self.close()
+            return
+        if body is None:
+            return  # more to come
+        if self._close_after:
+            self.close()
+        if self._status != 200:
+            waiter.set_exception(MetricsUnavailableError(f"HTTP {self._status}"))
+        else:
+            waiter.set_result(body)
+
+    def _parse(self) -> bytes | None:
+        """The complete body, or None while more bytes are needed."""
+        buf = self._buffer
+        if self._body_at < 0:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD_BYTES:
+                    raise ConnectionError("response head too large")
+                return None
+            head = bytes(buf[:end]).lower()
+            self._status = int(head.split(b" ", 2)[1])
+            self._close_after = b"connection: close" in head
+            self._chunked = b"transfer-encoding: chunked" in head
+            self._length = None if self._chunked else _content_length(head)
+            if not self._chunked and (self._length is None or self._length > MAX_METRICS_BYTES):
+                raise ConnectionError("metrics response without a usable Content-Length")
+            self._body_at = self._chunk_at = end + 4
+        if not self._chunked:
+            length = self._length or 0
+            if len(buf) - self._body_at < length:
+                return None
+            return bytes(buf[self._body_at : self._body_at + length])
+        return self._chunks(buf)
+
+    def _chunks(self, buf: bytearray) -> bytes | None:
+        while True:
+            line_end = buf.find(b"\r\n", self._chunk_at)
+            if line_end < 0:
+                return None
+            size = int(bytes(buf[self._chunk_at : line_end]).split(b";")[0], 16)
+            if size == 0:
+                if buf.find(b"\r\n", line_end + 2) < 0:  # the empty line after the last chunk
+                    return None
+                return b"".join(self._parts)
+            data_at = line_end + 2
+            if len(buf) < data_at + size + 2:
+                return None
+            self._total += size
+            if self._total > MAX_METRICS_BYTES:
+                raise ConnectionError("metrics response too large")
+            self._parts.append(bytes(buf[data_at : data_at + size]))
+            self._chunk_at = data_at + size + 2
+
+    def _time_out(self, waiter: asyncio.Future[bytes]) -> None:
+        if not waiter.done():
+            waiter.set_exception(TimeoutError())
+            self.close()  # a late answer would arrive out of step
+
+    def _fail(self, exc: Exception) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
 
 def _content_length(headers: bytes) -> int | None:
@@ -175,21 +281,22 @@ class Scraper:
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         try:
-            async with asyncio.timeout(target.timeout_s):
-                body = await conn.get(target.preset.metrics_path)
-                if loop.time() - state.models_at >= MODELS_REFRESH_S:
-                    state.models, state.adapters = _model_ids(
-                        await conn.get(target.preset.models_path)
-                    )
-                    self.known_adapters |= state.adapters
-                    state.models_at = loop.time()
+            body = await conn.get(target.preset.metrics_path, target.timeout_s)
+            if loop.time() - state.models_at >= MODELS_REFRESH_S:
+                state.models_at = loop.time()
+                try:
+                    models = await conn.get(target.preset.models_path, target.timeout_s)
+                except MetricsUnavailableError:
+                    models = b""  # no model list here: the model filter lets it pass
+                state.models, state.adapters = _model_ids(models)
+                self.known_adapters |= state.adapters
         except MetricsUnavailableError:
             # reachable but no metrics (wrong path, a server without /metrics): signals stay
             # unknown (stale), which the pool's failureMode handles; health is unaffected
             state.failures = 0
             state.first_scrape.set()
             return
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
+        except (OSError, TimeoutError, ValueError, IndexError) as exc:
             conn.close()
             state.failures += 1
             if state.failures >= UNHEALTHY_AFTER_FAILURES and state.healthy:
@@ -197,7 +304,15 @@ class Scraper:
                 state.healthy = False
             state.first_scrape.set()
             return
-        metrics = read_metrics(body, target.preset)
+        previous = state.metrics
+        metrics = read_metrics(
+            body,
+            target.preset,
+            # the cache config is static: read it again only now and then (a restart)
+            cache_info=(previous.block_size, previous.num_blocks)
+            if previous is not None and state.scrapes % CACHE_INFO_EVERY
+            else None,
+        )
         self._index_adapters(target.key, state.metrics, metrics)
         state.metrics = metrics
         state.updated_at = loop.time()

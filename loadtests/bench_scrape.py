@@ -1,13 +1,13 @@
 """Benchmark: the CPU the scraper costs, 100 endpoints scraped every 50 ms.
 
 A child process serves a vLLM-style ``/metrics`` page on N loopback ports (raw asyncio,
-keep-alive); this process runs the gateway's own ``Scraper`` against them with the vLLM preset
-for a fixed window and reports its CPU time per wall second (1.0 = one core) and the scrape
-rate achieved. Two page sizes: the simulated fleet's (≈8 KB, only the series it models) and a
-page padded to the size of a real vLLM server's (≈70 KB: per-model histograms for TTFT, TPOT,
-end-to-end, queue, prefill and decode time, token counts, plus process and GC series), since
-the scraper's cost grows with what it must skip. Only 127.0.0.1 is contacted; the child
-exits with this process.
+keep-alive); this process runs the gateway's own ``Scraper`` against them with the vLLM
+preset (on uvloop, as `sluice serve` does) for a fixed window and reports its CPU time per
+wall second (1.0 = one core) and the scrape rate achieved. Two page sizes: the simulated
+fleet's (≈8 KB, only the series it models) and a page padded to the size of a real vLLM
+server's (≈70 KB: per-model histograms for TTFT, TPOT, end-to-end, queue, prefill and decode
+time, token counts, plus process and GC series), since the scraper's cost grows with what it
+must skip. Only 127.0.0.1 is contacted; the child exits with this process.
 
     python -m loadtests.bench_scrape [--endpoints 100] [--interval 0.05] [--seconds 10]
 """
@@ -23,6 +23,8 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+import uvloop
 
 from gateway.configload import load_config
 from gateway.scraper import Scraper, ScrapeTarget
@@ -154,7 +156,8 @@ def main() -> int:
     for name, page in (("simulated fleet", small), ("vLLM-sized", _padded(small, 70_000))):
         child, ports = serve_pages(page, args.endpoints)
         try:
-            r = asyncio.run(measure(ports, args.interval, args.seconds))
+            # uvloop, as `sluice serve` runs
+            r = uvloop.run(measure(ports, args.interval, args.seconds))
         finally:
             child.kill()
             child.wait()

@@ -53,15 +53,21 @@ class ServerMetrics:
     num_blocks: int | None = None
 
 
-def read_metrics(text: bytes, preset: Preset) -> ServerMetrics:
-    """The signals of ``preset`` in one /metrics body. A series the body lacks is None."""
+def read_metrics(
+    text: bytes, preset: Preset, *, cache_info: tuple[int | None, int | None] | None = None
+) -> ServerMetrics:
+    """The signals of ``preset`` in one /metrics body. A series the body lacks is None.
+    ``cache_info``: (block size, block count) already known for this server (its static
+    cache config), so that series is not looked up again."""
     lora_running: frozenset[str] = frozenset()
     lora_waiting: frozenset[str] = frozenset()
     max_lora = None
     if preset.lora is not None:
         lora_running, lora_waiting, max_lora = _lora(text, preset.lora)
     block_size = num_blocks = None
-    if preset.cache_info is not None:
+    if cache_info is not None:
+        block_size, num_blocks = cache_info
+    elif preset.cache_info is not None:
         block_size, num_blocks = _cache_info(text, preset.cache_info)
     kv = _max(text, preset.kv_usage)
     return ServerMetrics(
@@ -79,14 +85,14 @@ def read_metrics(text: bytes, preset: Preset) -> ServerMetrics:
 def _sum(text: bytes, selector: Selector | None) -> float | None:
     if selector is None:
         return None
-    samples = find_samples(text, selector)
+    samples = find_samples(text, selector, keep_labels=False)
     return sum(s.value for s in samples) if samples else None
 
 
 def _max(text: bytes, selector: Selector | None) -> float | None:
     if selector is None:
         return None
-    samples = find_samples(text, selector)
+    samples = find_samples(text, selector, keep_labels=False)
     return max(s.value for s in samples) if samples else None
 
 
