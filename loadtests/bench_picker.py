@@ -19,6 +19,7 @@ import random
 import statistics
 import sys
 import time
+import timeit
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -113,8 +114,11 @@ def main() -> int:
     args = parser.parse_args()
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor())  # fmt: skip
+    # a yardstick for this machine's CPython speed (a recent desktop core: about 10 µs)
+    yardstick = min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6
     print(f"# bench_picker {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
-          f"{cpu}, Python {platform.python_version()}")  # fmt: skip
+          f"{cpu}, Python {platform.python_version()}; sum(range(1000)) takes "
+          f"{yardstick:.1f} µs here")  # fmt: skip
     print("| endpoints | picks | p50 µs | p90 µs | p99 µs | max µs |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for n in args.endpoints:
