@@ -38,6 +38,7 @@ from loadtests.benchsupport import (
     HOST,
     REQUEST_TIMEOUT_S,
     free_port,
+    gateway_head,
     http_request,
     machine_lines,
     percentile,
@@ -131,25 +132,13 @@ def _fleet(tmp: Path, replicas: int) -> Iterator[Path]:
 
 
 def _config(port: int, slices: Path, args: argparse.Namespace) -> str:
-    head = textwrap.dedent(f"""\
-        apiVersion: gateway.networking.k8s.io/v1
-        kind: GatewayClass
-        metadata: {{name: sluice}}
-        spec: {{controllerName: sluice.dev/gateway-controller}}
-        ---
-        apiVersion: gateway.networking.k8s.io/v1
-        kind: Gateway
-        metadata: {{name: gw, namespace: default}}
-        spec:
-          gatewayClassName: sluice
-          listeners:
-          - {{name: http, port: {port}, protocol: HTTP}}
+    head = gateway_head(port) + textwrap.dedent("""\
         ---
         apiVersion: gateway.networking.k8s.io/v1
         kind: HTTPRoute
-        metadata: {{name: embeddings, namespace: default}}
+        metadata: {name: embeddings, namespace: default}
         spec:
-          parentRefs: [{{name: gw}}]
+          parentRefs: [{name: gw}]
           rules:
         """)
     batching = {

@@ -59,12 +59,14 @@ from loadtests.benchsupport import (
     HOST,
     GatewayProcess,
     free_port,
+    gateway_head,
     http_request,
     machine_lines,
     percentile,
     proc_cpu_seconds,
     running_backend,
     running_gateway,
+    service_yaml,
     stop_process,
 )
 
@@ -77,46 +79,6 @@ MIRROR_METRICS = ("sluice_mirror_requests_total", "sluice_shadow_requests_total"
 
 # ---------------------------------------------------------------------------------------------
 # configs
-
-
-def _head(port: int) -> str:
-    return textwrap.dedent(f"""\
-        apiVersion: gateway.networking.k8s.io/v1
-        kind: GatewayClass
-        metadata: {{name: sluice}}
-        spec: {{controllerName: sluice.dev/gateway-controller}}
-        ---
-        apiVersion: gateway.networking.k8s.io/v1
-        kind: Gateway
-        metadata: {{name: gw, namespace: default}}
-        spec:
-          gatewayClassName: sluice
-          listeners:
-          - {{name: http, port: {port}, protocol: HTTP}}
-        """)
-
-
-def _service(name: str, port: int) -> str:
-    return textwrap.dedent(f"""\
-        ---
-        apiVersion: v1
-        kind: Service
-        metadata: {{name: {name}, namespace: default}}
-        spec:
-          ports: [{{name: http, port: 80}}]
-        ---
-        apiVersion: discovery.k8s.io/v1
-        kind: EndpointSlice
-        metadata:
-          name: {name}-0
-          namespace: default
-          labels: {{kubernetes.io/service-name: {name}}}
-        addressType: IPv4
-        endpoints:
-        - addresses: [{HOST}]
-        ports:
-        - {{name: http, port: {port}}}
-        """)
 
 
 def config_for(variant: str, port: int, backend_port: int, hang_port: int) -> str:
@@ -148,7 +110,11 @@ def config_for(variant: str, port: int, backend_port: int, hang_port: int) -> st
         f"spec:\n  parentRefs: [{{name: gw}}]\n  rules:\n{rule}"
     )
     return (
-        _head(port) + route + extra + _service("bench", backend_port) + _service("hang", hang_port)
+        gateway_head(port)
+        + route
+        + extra
+        + service_yaml("bench", backend_port)
+        + service_yaml("hang", hang_port)
     )
 
 

@@ -238,20 +238,7 @@ def gateway_config(
     listener_port: int, refs: Sequence[BackendRef], *, response_headers: dict[str, str] | None
 ) -> str:
     """GatewayClass + Gateway + one HTTPRoute + a Service and EndpointSlice per backend."""
-    head = textwrap.dedent(f"""\
-        apiVersion: gateway.networking.k8s.io/v1
-        kind: GatewayClass
-        metadata: {{name: sluice}}
-        spec: {{controllerName: sluice.dev/gateway-controller}}
-        ---
-        apiVersion: gateway.networking.k8s.io/v1
-        kind: Gateway
-        metadata: {{name: gw, namespace: default}}
-        spec:
-          gatewayClassName: sluice
-          listeners:
-          - {{name: http, port: {listener_port}, protocol: HTTP}}
-        """)
+    head = gateway_head(listener_port)
     backend_refs = ", ".join(f"{{name: {r.service}, port: 80, weight: {r.weight}}}" for r in refs)
     filters = ""
     if response_headers:
@@ -266,10 +253,29 @@ def gateway_config(
         "spec:\n  parentRefs: [{name: gw}]\n  rules:\n"
         f"  - backendRefs: [{backend_refs}]\n{filters}"
     )
-    return head + route + "".join(_service_yaml(r.service, r.port) for r in refs)
+    return head + route + "".join(service_yaml(r.service, r.port) for r in refs)
 
 
-def _service_yaml(name: str, port: int) -> str:
+def gateway_head(port: int) -> str:
+    """The GatewayClass and a Gateway named ``gw`` with one HTTP listener on ``port``."""
+    return textwrap.dedent(f"""\
+        apiVersion: gateway.networking.k8s.io/v1
+        kind: GatewayClass
+        metadata: {{name: sluice}}
+        spec: {{controllerName: sluice.dev/gateway-controller}}
+        ---
+        apiVersion: gateway.networking.k8s.io/v1
+        kind: Gateway
+        metadata: {{name: gw, namespace: default}}
+        spec:
+          gatewayClassName: sluice
+          listeners:
+          - {{name: http, port: {port}, protocol: HTTP}}
+        """)
+
+
+def service_yaml(name: str, port: int) -> str:
+    """A Service ``name`` (port 80) and its EndpointSlice: one endpoint, 127.0.0.1:``port``."""
     return textwrap.dedent(f"""\
         ---
         apiVersion: v1
