@@ -12,6 +12,8 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from loadtests.fields import Fields
+
 from .fleet import FleetSpec, SpecError
 
 DEFAULT_POOL = "llama"
@@ -116,59 +118,19 @@ _TOP_KEYS = {
 QUICK_DEFAULTS: Mapping[str, float] = {"warmup_s": 1.0, "duration_s": 5.0, "drain_s": 5.0}
 
 
-class _Reader:
-    """Typed access to one mapping; every problem is appended to the shared `issues`."""
-
-    def __init__(self, raw: object, path: str, issues: list[str], allowed: set[str]) -> None:
-        self.path, self.issues = path, issues
-        if not isinstance(raw, Mapping):
-            issues.append(f"{path or '<root>'}: must be a mapping")
-            raw = {}
-        self.raw: Mapping[str, Any] = raw
-        issues.extend(f"{self.sub(str(k))}: unknown key" for k in raw if k not in allowed)
-
-    def sub(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def get(self, key: str, want: type, default: Any) -> Any:
-        value = self.raw.get(key)
-        if value is None:
-            return default
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
-            self.issues.append(f"{self.sub(key)}: must be {want.__name__}")
-            return default
-        return value
-
-    def positive(self, key: str, want: type, default: Any, *, zero_ok: bool = False) -> Any:
-        value = self.get(key, want, default)
-        if value < 0 or (value == 0 and not zero_ok):
-            self.issues.append(f"{self.sub(key)}: must be {'>= 0' if zero_ok else '> 0'}")
-            return default
-        return value
-
-    def choice(self, key: str, enum_type: type[enum.StrEnum], default: enum.StrEnum) -> Any:
-        value = self.get(key, str, str(default))
-        if value not in set(enum_type):
-            self.issues.append(f"{self.sub(key)}: one of {', '.join(enum_type)}")
-            return default
-        return enum_type(value)
-
-
 def parse_scenario(raw: object, *, quick: bool = False) -> Scenario:
     """Build a scenario from its YAML form; raises `ScenarioError` listing every issue.
 
     `quick` shrinks warm-up, duration and drain (to the `quick:` section, else QUICK_DEFAULTS).
     """
     issues: list[str] = []
-    top = _Reader(raw, "", issues, _TOP_KEYS)
+    top = Fields(raw, "", issues, _TOP_KEYS)
     fleet = _parse_fleet(top.raw.get("fleet", {}), issues)
     raw_workload = top.get("workload", dict, {})
     workload = parse_workload(raw_workload, "workload", issues)
     capacity = top.raw.get("capacity_rps")
     times = _times(top, quick, issues)
-    gateway = _Reader(top.raw.get("gateway", {}), "gateway", issues, {"pool", "extra_config"})
+    gateway = Fields(top.raw.get("gateway", {}), "gateway", issues, {"pool", "extra_config"})
     extra = gateway.get("extra_config", list, [])
     if not all(isinstance(doc, Mapping) for doc in extra):
         issues.append("gateway.extra_config: must be a list of Kubernetes resources (mappings)")
@@ -193,14 +155,14 @@ def parse_scenario(raw: object, *, quick: bool = False) -> Scenario:
     return scenario
 
 
-def _times(top: _Reader, quick: bool, issues: list[str]) -> dict[str, float]:
+def _times(top: Fields, quick: bool, issues: list[str]) -> dict[str, float]:
     times = {
         "duration_s": top.positive("duration_s", float, 30.0),
         "warmup_s": top.positive("warmup_s", float, 5.0, zero_ok=True),
         "drain_s": top.positive("drain_s", float, 10.0, zero_ok=True),
         "request_timeout_s": top.positive("request_timeout_s", float, 120.0),
     }
-    shrink = _Reader(top.raw.get("quick", {}), "quick", issues, set(QUICK_DEFAULTS))
+    shrink = Fields(top.raw.get("quick", {}), "quick", issues, set(QUICK_DEFAULTS))
     if quick:
         for key, default in QUICK_DEFAULTS.items():
             times[key] = min(times[key], shrink.positive(key, float, default, zero_ok=True))
@@ -227,7 +189,7 @@ def _name(value: str, path: str, issues: list[str]) -> str:
 def parse_workload(raw: object, path: str, issues: list[str]) -> Workload:
     """The `workload:` section (also read by the load generator process and the locustfile)."""
     fields = {f.name for f in dataclasses.fields(Workload)}
-    r = _Reader(raw, path, issues, fields)
+    r = Fields(raw, path, issues, fields)
     d = Workload()
     shape = r.choice("kind", PromptShape, d.kind)
     workload = Workload(
@@ -247,7 +209,7 @@ def parse_workload(raw: object, path: str, issues: list[str]) -> Workload:
     return workload
 
 
-def _weighted(r: _Reader, key: str, issues: list[str]) -> tuple[Weighted, ...]:
+def _weighted(r: Fields, key: str, issues: list[str]) -> tuple[Weighted, ...]:
     """`[a, b]` or `[{name: a, weight: 3}, ...]`."""
     out: list[Weighted] = []
     for i, item in enumerate(r.get(key, list, [])):
@@ -255,7 +217,7 @@ def _weighted(r: _Reader, key: str, issues: list[str]) -> tuple[Weighted, ...]:
         if isinstance(item, str) and item:
             out.append(Weighted(name=item))
             continue
-        entry = _Reader(item, path, issues, {"name", "weight"})
+        entry = Fields(item, path, issues, {"name", "weight"})
         name = entry.get("name", str, "")
         weight = entry.positive("weight", float, 1.0)
         if not name:
@@ -264,7 +226,7 @@ def _weighted(r: _Reader, key: str, issues: list[str]) -> tuple[Weighted, ...]:
     return tuple(out)
 
 
-def _points(top: _Reader, issues: list[str]) -> tuple[LoadPoint, ...]:
+def _points(top: Fields, issues: list[str]) -> tuple[LoadPoint, ...]:
     load, qps = top.raw.get("load"), top.raw.get("qps")
     if (load is None) == (qps is None):
         issues.append("load / qps: give exactly one (fractions of capacity_rps, or absolute)")
@@ -305,7 +267,7 @@ def _policies(raw: object, issues: list[str]) -> tuple[Policy, ...]:
 
 
 def _policy(raw: object, path: str, issues: list[str]) -> Policy:
-    r = _Reader(raw, path, issues, _POLICY_KEYS)
+    r = Fields(raw, path, issues, _POLICY_KEYS)
     name = _name(r.get("name", str, ""), f"{path}.name", issues)
     command, url = r.get("command", str, ""), r.get("url", str, "")
     profile = r.raw.get("sluice_profile", "default")

@@ -11,6 +11,8 @@ import enum
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from loadtests.fields import Fields
+
 from ..fleet import FleetSpec, ReplicaSpec, SpecError
 from ..scenario import Workload, parse_workload
 from .arrivals import RateProfile
@@ -128,39 +130,6 @@ _POLICY_KEYS = frozenset(
 )
 
 
-class _Reader:
-    """Typed access to one mapping; every problem is appended to the shared `issues`."""
-
-    def __init__(self, raw: object, path: str, issues: list[str], allowed: frozenset[str]) -> None:
-        self.path, self.issues = path, issues
-        if not isinstance(raw, Mapping):
-            issues.append(f"{path or '<root>'}: must be a mapping")
-            raw = {}
-        self.raw: Mapping[str, Any] = raw
-        issues.extend(f"{self.sub(str(k))}: unknown key" for k in raw if k not in allowed)
-
-    def sub(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def get(self, key: str, want: type, default: Any) -> Any:
-        value = self.raw.get(key)
-        if value is None:
-            return default
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
-            self.issues.append(f"{self.sub(key)}: must be {want.__name__}")
-            return default
-        return value
-
-    def positive(self, key: str, want: type, default: Any, *, zero_ok: bool = False) -> Any:
-        value = self.get(key, want, default)
-        if value < 0 or (value == 0 and not zero_ok):
-            self.issues.append(f"{self.sub(key)}: must be {'>= 0' if zero_ok else '> 0'}")
-            return default
-        return value
-
-
 def parse_closed_loop(raw: object, *, quick: bool = False) -> ClosedLoopScenario:
     """Build a scenario from its YAML form; raises `ClosedLoopError` listing every issue.
 
@@ -169,11 +138,11 @@ def parse_closed_loop(raw: object, *, quick: bool = False) -> ClosedLoopScenario
     issues: list[str] = []
     if quick and isinstance(raw, Mapping):
         raw = _with_quick(raw, issues)
-    top = _Reader(raw, "", issues, _TOP_KEYS)
+    top = Fields(raw, "", issues, _TOP_KEYS)
     fleet = _parse_fleet(top.raw.get("fleet", {}), issues)
     raw_workload = top.get("workload", dict, {})
     workload = parse_workload(raw_workload, "workload", issues)
-    gateway = _Reader(top.raw.get("gateway", {}), "gateway", issues, frozenset({"pool", "traffic"}))
+    gateway = Fields(top.raw.get("gateway", {}), "gateway", issues, frozenset({"pool", "traffic"}))
     scaling = _parse_scaling(top.raw.get("scaling", {}), issues)
     capacity = top.raw.get("replica_capacity_rps")
     scenario = ClosedLoopScenario(
@@ -260,7 +229,7 @@ def _parse_load(raw: object, issues: list[str]) -> RateProfile:
 
 
 def _parse_slo(raw: object, issues: list[str]) -> Slo:
-    r = _Reader(raw, "slo", issues, frozenset({"ttft_s", "window_s", "percentile"}))
+    r = Fields(raw, "slo", issues, frozenset({"ttft_s", "window_s", "percentile"}))
     d = Slo()
     slo = Slo(
         ttft_s=r.positive("ttft_s", float, d.ttft_s),
@@ -274,7 +243,7 @@ def _parse_slo(raw: object, issues: list[str]) -> Slo:
 
 def _parse_scaling(raw: object, issues: list[str]) -> Scaling:
     fields = frozenset(f.name for f in dataclasses.fields(Scaling))
-    r = _Reader(raw, "scaling", issues, fields)
+    r = Fields(raw, "scaling", issues, fields)
     d = Scaling()
     scaling = Scaling(
         min_replicas=r.positive("min_replicas", int, d.min_replicas),
@@ -295,7 +264,7 @@ def _parse_policies(raw: object, issues: list[str]) -> tuple[Policy, ...]:
         return ()
     out: list[Policy] = []
     for i, item in enumerate(raw):
-        r = _Reader(item, f"policies[{i}]", issues, _POLICY_KEYS)
+        r = Fields(item, f"policies[{i}]", issues, _POLICY_KEYS)
         kind_text = r.get("kind", str, "")
         if kind_text not in set(RuleKind):
             issues.append(f"policies[{i}].kind: one of {', '.join(RuleKind)}")

@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from loadtests.fields import Fields
 from loadtests.fleet import FleetSpec, SpecError
 from loadtests.scenario import parse_workload
 from routing.durations import parse_duration
@@ -80,39 +81,6 @@ class RolloutScenario:
     quick: bool
 
 
-class _Fields:
-    """Typed access to one mapping; every problem goes to the shared `issues`."""
-
-    def __init__(self, raw: object, path: str, issues: list[str], allowed: set[str]) -> None:
-        self.path, self.issues = path, issues
-        if not isinstance(raw, Mapping):
-            issues.append(f"{path or '<root>'}: must be a mapping")
-            raw = {}
-        self.raw: Mapping[str, Any] = raw
-        issues.extend(f"{self.sub(str(k))}: unknown key" for k in raw if k not in allowed)
-
-    def sub(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def get(self, key: str, want: type, default: Any) -> Any:
-        value = self.raw.get(key)
-        if value is None:
-            return default
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
-            self.issues.append(f"{self.sub(key)}: must be {want.__name__}")
-            return default
-        return value
-
-    def number(self, key: str, want: type, default: Any, *, lo: float, hi: float | None) -> Any:
-        value = self.get(key, want, default)
-        if value < lo or (hi is not None and value > hi):
-            self.issues.append(f"{self.sub(key)}: must lie in [{lo:g}, {hi if hi else 'inf'}]")
-            return default
-        return value
-
-
 def parse_rollout_scenario(raw: object, *, quick: bool = False) -> RolloutScenario:
     """Build a scenario from its YAML form (with `quick:` applied on top when `quick`);
     raises `ScenarioError` listing every issue."""
@@ -120,9 +88,9 @@ def parse_rollout_scenario(raw: object, *, quick: bool = False) -> RolloutScenar
     given: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     if not isinstance(raw, Mapping):
         issues.append("<root>: must be a mapping")
-    shrink = _Fields(given.get("quick", {}), "quick", issues, _QUICK)
+    shrink = Fields(given.get("quick", {}), "quick", issues, _QUICK)
     overrides = {k: v for k, v in shrink.raw.items() if k in _QUICK} if quick else {}
-    top = _Fields({**given, **overrides}, "", issues, _TOP)
+    top = Fields({**given, **overrides}, "", issues, _TOP)
     workload = top.get("workload", dict, {})
     parse_workload(workload, "workload", issues)
     rollout = top.get("rollout", dict, {})
@@ -131,7 +99,7 @@ def parse_rollout_scenario(raw: object, *, quick: bool = False) -> RolloutScenar
         description=top.get("description", str, ""),
         fleet=_fleet(top.raw.get("fleet", {}), issues),
         workload=workload,
-        load=_load(_Fields(top.raw.get("load"), "load", issues, _LOAD)),
+        load=_load(Fields(top.raw.get("load"), "load", issues, _LOAD)),
         rollout=rollout,
         steps=_steps(rollout, issues),
         error_statuses=_statuses(top, issues),
@@ -161,7 +129,7 @@ def _fleet(raw: object, issues: list[str]) -> FleetSpec:
         return FleetSpec()
 
 
-def _load(r: _Fields) -> Load:
+def _load(r: Fields) -> Load:
     return Load(
         qps=r.number("qps", float, 50.0, lo=0.1, hi=10_000.0),
         users=r.number("users", int, 1000, lo=1, hi=10_000_000),
@@ -194,7 +162,7 @@ def _steps(rollout: Mapping[str, Any], issues: list[str]) -> tuple[tuple[int, fl
     return tuple(out)
 
 
-def _statuses(top: _Fields, issues: list[str]) -> tuple[int, ...]:
+def _statuses(top: Fields, issues: list[str]) -> tuple[int, ...]:
     raw = top.get("error_statuses", list, [500, 503])
     if not raw or not all(isinstance(s, int) and 500 <= s <= 599 for s in raw):
         issues.append("error_statuses: a non-empty list of 5xx codes")
@@ -208,7 +176,7 @@ def _runs(raw: object, issues: list[str]) -> tuple[RunSpec, ...]:
         return ()
     runs = []
     for i, item in enumerate(raw):
-        r = _Fields(item, f"runs[{i}]", issues, _RUN)
+        r = Fields(item, f"runs[{i}]", issues, _RUN)
         expect = r.get("expect", str, "Promoted")
         if expect not in PHASES:
             issues.append(f"runs[{i}].expect: one of {', '.join(PHASES)}")
