@@ -105,8 +105,8 @@ class Admissions:
 
     def first_token(self, settings: PoolSettings, ticket: Ticket) -> None:
         """A streamed request's first token arrived: its prefill slot may go to the next."""
-        state = self.pool(settings)
-        if state.queue.first_token(ticket) and state.queue.queued:
+        state = self._pools.get(settings.key)  # admitted, so it exists; no limits to refresh
+        if state is not None and state.queue.first_token(ticket) and state.queue.queued:
             self._dispatch(state)
 
     def release(self, settings: PoolSettings, ticket: Ticket) -> None:
