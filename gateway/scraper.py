@@ -1,7 +1,8 @@
 """Scrape each pool endpoint's /metrics on a short interval, cheaply.
 
-One task per endpoint keeps one keep-alive connection and sends a prebuilt GET; the body is
-handed to ``routing.presets.read_metrics``, which only looks at the few series the preset
+Each endpoint keeps one keep-alive connection; a timer sends a prebuilt GET every interval
+and the response is read by callbacks (no task per endpoint); the body is handed to
+``routing.presets.read_metrics``, which only looks at the few series the preset
 names. Results are stamped with the loop clock; a reader treats data older than the pool's
 staleness threshold as unknown, never as idle. Three failures in a row mark the endpoint
 unhealthy; one success heals it. Model lists (/v1/models) are refreshed far less often.
@@ -13,10 +14,11 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-from routing.presets import Preset, ServerMetrics, read_metrics
+from routing.presets import MetricsReader, Preset, ServerMetrics
 
 __all__ = ["EndpointState", "ScrapeTarget", "Scraper"]
 
@@ -25,7 +27,6 @@ UNHEALTHY_AFTER_FAILURES = 3
 MODELS_REFRESH_S = 5.0
 MAX_METRICS_BYTES = 8 * 1024 * 1024
 MAX_HEAD_BYTES = 64 * 1024
-CACHE_INFO_EVERY = 100  # scrapes between reads of the static cache-config series
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,52 +56,192 @@ class EndpointState:
     first_scrape: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class MetricsUnavailableError(Exception):
-    """The endpoint answered, but not with metrics: it is alive, its signals are unknown."""
+class _Ticker:
+    """One timer for every endpoint scraped on the same cadence: each tick lets each endpoint
+    start a scrape (or time one out). Scrapes of many endpoints then go out together, so on
+    a busy loop their writes, wake-ups and answers share event-loop turns instead of costing
+    one timer and one wake-up each (measured: ``loadtests/bench_scrape.py``)."""
+
+    __slots__ = ("_due", "_handle", "_loop", "endpoints", "period")
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self.endpoints: dict[_Endpoint, None] = {}
+        self._loop = asyncio.get_running_loop()
+        self._due = self._loop.time() + period
+        self._handle: asyncio.TimerHandle | None = self._loop.call_at(self._due, self._tick)
+
+    def _tick(self) -> None:
+        now = self._loop.time()
+        for endpoint in list(self.endpoints):
+            endpoint.tick(now)
+        self._due += self.period
+        if self._due <= now:  # the loop was held up: skip the missed ticks, do not burst
+            self._due = now + self.period
+        self._handle = self._loop.call_at(self._due, self._tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
-class _Connection:
-    """One keep-alive HTTP/1.1 connection to an endpoint that GETs a path and returns the
-    body, one request at a time, reconnecting when needed. The bytes are handled by a
-    ``_Wire`` protocol, not streams: a scrape is one write, a callback or two as bytes arrive
-    and one timer, with no reader/writer objects or coroutine layers in between; at 2,000
-    scrapes a second (100 endpoints every 50 ms) that is most of the scraper's cost."""
+def _period(target: ScrapeTarget) -> float:
+    """How often a target's ticker fires: its interval, or half its timeout when that is
+    shorter, so a timeout is noticed at most half a timeout late."""
+    return min(target.interval_s, target.timeout_s / 2)
 
-    def __init__(self, target: ScrapeTarget) -> None:
-        self._target = target
+
+class _Endpoint:
+    """One endpoint's scrape cycle, driven by callbacks: no task, no future, no sleep.
+
+    Its ticker (shared with every endpoint on the same cadence) starts a scrape every
+    ``interval_s`` by writing a prebuilt GET on a keep-alive connection; the connection's
+    ``_Wire`` calls ``_answered`` or ``_failed`` when the response is complete or broken. A
+    tick that finds a request outstanding past ``timeout_s`` fails it. At 2,000 scrapes a
+    second (100 endpoints every 50 ms) the event loop's per-scrape work is most of the cost,
+    so a scrape is one write and a callback or two; only (re)connecting runs as a task."""
+
+    __slots__ = (
+        "_busy_since", "_closed", "_connecting", "_first", "_key", "_loop", "_path",
+        "_period", "_reader", "_requests", "_scraper", "_started", "_wire", "state", "target",
+    )  # fmt: skip
+
+    def __init__(self, scraper: Scraper, target: ScrapeTarget, state: EndpointState) -> None:
+        self._scraper = scraper
+        self.target = target
+        self.state = state
+        self._loop = asyncio.get_running_loop()
         self._wire: _Wire | None = None
-        self._requests: dict[str, bytes] = {}
-
-    async def get(self, path: str, timeout_s: float) -> bytes:
-        loop = asyncio.get_running_loop()
-        wire = self._wire
-        if wire is None or not wire.open:
-            async with asyncio.timeout(timeout_s):
-                _, wire = await loop.create_connection(
-                    _Wire, self._target.address, self._target.port
-                )
-            self._wire = wire
-        request = self._requests.get(path)
-        if request is None:
-            request = self._requests[path] = (
-                f"GET {path} HTTP/1.1\r\nHost: {self._target.key}\r\n"
+        self._connecting: asyncio.Task[None] | None = None
+        self._busy_since: float | None = None  # a request (or connect) is outstanding
+        self._path = ""
+        self._started = float("-inf")
+        self._closed = False
+        self._reader = MetricsReader(target.preset)
+        self._key = target.key
+        self._period = _period(target)
+        self._requests = {
+            path: (
+                f"GET {path} HTTP/1.1\r\nHost: {target.key}\r\n"
                 "Accept: text/plain\r\nUser-Agent: sluice-scraper\r\n\r\n"
             ).encode()
-        return await wire.request(request, timeout_s)
+            for path in (target.preset.metrics_path, target.preset.models_path)
+        }
+        # the first scrape now, not at the ticker's next tick
+        self._first = self._loop.call_soon(lambda: self.tick(self._loop.time()))
 
-    def close(self) -> None:
-        if self._wire is not None:
-            self._wire.close()
-        self._wire = None
+    def tick(self, now: float) -> None:
+        if self._closed:
+            return
+        target = self.target
+        if self._busy_since is not None:
+            if now - self._busy_since < target.timeout_s:
+                return
+            self._failed(TimeoutError(f"no answer within {target.timeout_s:g} s"))
+        # ticks come every period (<= interval): start when an interval has (almost) passed
+        if now - self._started < target.interval_s - self._period / 2:
+            return
+        self._started = now
+        state = self.state
+        if now - state.models_at >= MODELS_REFRESH_S:
+            state.models_at = now  # the model list first, then the metrics, in one cycle
+            self._request(target.preset.models_path)
+        else:
+            self._request(target.preset.metrics_path)
+
+    def _request(self, path: str) -> None:
+        self._busy_since = self._loop.time()
+        self._path = path
+        wire = self._wire
+        if wire is not None and wire.open:
+            wire.send(self._requests[path])
+        elif self._connecting is None:
+            self._connecting = self._loop.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        try:
+            _, wire = await self._loop.create_connection(
+                lambda: _Wire(self), self.target.address, self.target.port
+            )
+        except OSError as exc:
+            self._connecting = None
+            self._failed(exc)
+            return
+        self._connecting = None
+        if self._closed or self._busy_since is None:
+            wire.close()  # closed or timed out meanwhile
+            return
+        self._wire = wire
+        wire.send(self._requests[self._path])
+
+    def _answered(self, wire: _Wire, status: int, body: bytes, at: int) -> None:
+        """A complete response; its body is ``body[at:]``."""
+        if wire is not self._wire or self._busy_since is None:
+            return  # an answer from a connection already given up on
+        self._busy_since = None
+        state = self.state
+        if self._path == self.target.preset.models_path:
+            # no model list here (non-200): the model filter lets the endpoint pass
+            state.models, state.adapters = _model_ids(body[at:] if status == 200 else b"")
+            self._scraper.known_adapters |= state.adapters
+            if not self._closed:
+                self._request(self.target.preset.metrics_path)
+            return
+        if status != 200:
+            # reachable but no metrics (wrong path, a server without /metrics): signals stay
+            # unknown (stale), which the pool's failureMode handles; health is unaffected
+            state.failures = 0
+            state.first_scrape.set()
+            return
+        self._scraper._record(self._key, state, self._reader.read, body, at)
+
+    def _failed(self, exc: BaseException, wire: _Wire | None = None) -> None:
+        if wire is not None and wire is not self._wire:
+            return  # a connection already given up on
+        self._drop_wire()
+        if self._busy_since is None:
+            return  # an idle keep-alive connection closed: reconnect on the next scrape
+        self._busy_since = None
+        if self._connecting is not None:
+            self._connecting.cancel()
+            self._connecting = None
+        state = self.state
+        state.failures += 1
+        if state.failures >= UNHEALTHY_AFTER_FAILURES and state.healthy:
+            log.warning("endpoint %s unhealthy: %s", self.target.key, repr(exc))
+            state.healthy = False
+        state.first_scrape.set()
+
+    def _drop_wire(self) -> None:
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            wire.close()
+
+    def close(self) -> list[asyncio.Future[None]]:
+        """Stop scraping; returns what to wait for: the connection closing, the connect
+        task ending."""
+        self._closed = True
+        self._first.cancel()
+        pending = [] if self._wire is None else [self._wire.lost]
+        self._drop_wire()
+        task, self._connecting = self._connecting, None
+        if task is not None:
+            task.cancel()
+            pending.append(task)
+        return pending
 
 
 class _Wire(asyncio.Protocol):
-    """One TCP connection's HTTP/1.1 responses, parsed as they arrive."""
+    """One TCP connection's HTTP/1.1 responses, parsed as they arrive and handed to the
+    endpoint (one request at a time)."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: _Endpoint) -> None:
+        self._owner = owner
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
-        self._waiter: asyncio.Future[bytes] | None = None
+        self._waiting = False
         self._reset_response()
 
     @property
@@ -117,54 +258,56 @@ class _Wire(asyncio.Protocol):
         self._parts: list[bytes] = []
         self._total = 0
 
-    async def request(self, data: bytes, timeout_s: float) -> bytes:
+    def send(self, data: bytes) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
-            raise ConnectionError("connection closed")
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[bytes] = loop.create_future()
-        self._waiter = waiter
+            self._owner._failed(ConnectionError("connection closed"), self)
+            return
         self._buffer.clear()
         self._reset_response()
-        timer = loop.call_later(timeout_s, self._time_out, waiter)
+        self._waiting = True
         transport.write(data)
-        try:
-            return await waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
-        self._fail(ConnectionError(f"connection closed: {exc!r}" if exc else "connection closed"))
+        if not self.lost.done():
+            self.lost.set_result(None)
+        self._owner._failed(
+            ConnectionError(f"connection closed: {exc!r}" if exc else "connection closed"), self
+        )
 
     def data_received(self, data: bytes) -> None:
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        if not self._waiting:
             self.close()  # bytes nobody asked for: the connection is out of step
             return
-        self._buffer += data
+        buffer = self._buffer
+        buf: bytes | bytearray = data  # most answers arrive whole: read them where they are
+        if buffer:
+            buffer += data
+            buf = buffer
         try:
-            body = self._parse()
+            answer = self._parse(buf)
         except (ValueError, IndexError, ConnectionError) as exc:
-            self._fail(ConnectionError(f"bad response: {exc}"))
+            self._waiting = False
+            self._owner._failed(ConnectionError(f"bad response: {exc}"), self)
             self.close()
             return
-        if body is None:
+        if answer is None:
+            if buf is data:
+                buffer += data  # keep it: offsets found so far stay valid
             return  # more to come
+        self._waiting = False
         if self._close_after:
             self.close()
-        if self._status != 200:
-            waiter.set_exception(MetricsUnavailableError(f"HTTP {self._status}"))
-        else:
-            waiter.set_result(body)
+        self._owner._answered(self, self._status, *answer)
 
-    def _parse(self) -> bytes | None:
-        """The complete body, or None while more bytes are needed."""
-        buf = self._buffer
+    def _parse(self, buf: bytes | bytearray) -> tuple[bytes, int] | None:
+        """The complete body as (bytes, where the body starts in them), or None while more
+        bytes are needed. A response that arrived in one piece is not copied: its body is
+        read in place, after the head."""
         if self._body_at < 0:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
@@ -179,14 +322,17 @@ class _Wire(asyncio.Protocol):
             if not self._chunked and (self._length is None or self._length > MAX_METRICS_BYTES):
                 raise ConnectionError("metrics response without a usable Content-Length")
             self._body_at = self._chunk_at = end + 4
-        if not self._chunked:
-            length = self._length or 0
-            if len(buf) - self._body_at < length:
-                return None
-            return bytes(buf[self._body_at : self._body_at + length])
-        return self._chunks(buf)
+        if self._chunked:
+            body = self._chunks(buf)
+            return None if body is None else (body, 0)
+        end = self._body_at + (self._length or 0)
+        if len(buf) < end:
+            return None
+        if end == len(buf) and isinstance(buf, bytes):
+            return buf, self._body_at
+        return bytes(buf[self._body_at : end]), 0
 
-    def _chunks(self, buf: bytearray) -> bytes | None:
+    def _chunks(self, buf: bytes | bytearray) -> bytes | None:
         while True:
             line_end = buf.find(b"\r\n", self._chunk_at)
             if line_end < 0:
@@ -205,25 +351,19 @@ class _Wire(asyncio.Protocol):
             self._parts.append(bytes(buf[data_at : data_at + size]))
             self._chunk_at = data_at + size + 2
 
-    def _time_out(self, waiter: asyncio.Future[bytes]) -> None:
-        if not waiter.done():
-            waiter.set_exception(TimeoutError())
-            self.close()  # a late answer would arrive out of step
-
-    def _fail(self, exc: Exception) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(exc)
-
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
 
 
 def _content_length(headers: bytes) -> int | None:
+    """The Content-Length of a lower-cased head (without its final empty line)."""
     at = headers.find(b"\r\ncontent-length:")
     if at < 0:
         return None
     end = headers.find(b"\r\n", at + 2)
+    if end < 0:  # the last header line
+        end = len(headers)
     try:
         return int(headers[at + 17 : end].strip())
     except ValueError:
@@ -231,7 +371,7 @@ def _content_length(headers: bytes) -> int | None:
 
 
 class Scraper:
-    """Keeps one scrape task per wanted endpoint; ``apply`` reconciles the set."""
+    """Keeps one scrape cycle per wanted endpoint; ``apply`` reconciles the set."""
 
     def __init__(self) -> None:
         self.states: dict[str, EndpointState] = {}
@@ -239,86 +379,68 @@ class Scraper:
         self.adapter_index: dict[str, set[str]] = {}
         # every name an endpoint has listed as a LoRA adapter (names are not reused for bases)
         self.known_adapters: set[str] = set()
-        self._tasks: dict[ScrapeTarget, asyncio.Task[None]] = {}
+        self._endpoints: dict[ScrapeTarget, _Endpoint] = {}
+        self._tickers: dict[float, _Ticker] = {}
+        self._closing: set[asyncio.Future[None]] = set()
 
     def apply(self, targets: set[ScrapeTarget]) -> None:
-        for target in set(self._tasks) - targets:
-            self._tasks.pop(target).cancel()
-        for target in targets - set(self._tasks):
-            self.states.setdefault(target.key, EndpointState())
-            self._tasks[target] = asyncio.create_task(self._run(target))
-        live = {t.key for t in self._tasks}
+        for target in set(self._endpoints) - targets:
+            self._stop(self._endpoints.pop(target))
+        for target in targets - set(self._endpoints):
+            state = self.states.setdefault(target.key, EndpointState())
+            endpoint = self._endpoints[target] = _Endpoint(self, target, state)
+            period = _period(target)
+            ticker = self._tickers.get(period)
+            if ticker is None:
+                ticker = self._tickers[period] = _Ticker(period)
+            ticker.endpoints[endpoint] = None
+        live = {t.key for t in self._endpoints}
         for key in set(self.states) - live:
             self._index_adapters(key, self.states.pop(key).metrics, None)
 
+    def _stop(self, endpoint: _Endpoint) -> None:
+        period = _period(endpoint.target)
+        ticker = self._tickers.get(period)
+        if ticker is not None:
+            ticker.endpoints.pop(endpoint, None)
+            if not ticker.endpoints:
+                ticker.stop()
+                del self._tickers[period]
+        for pending in endpoint.close():
+            self._closing.add(pending)
+            pending.add_done_callback(self._closing.discard)
+
     async def close(self) -> None:
-        tasks = list(self._tasks.values())
-        self._tasks.clear()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        endpoints = list(self._endpoints.values())
+        self._endpoints.clear()
+        for endpoint in endpoints:
+            self._stop(endpoint)
+        if self._closing:  # connections closed, connect tasks ended (bounded: 2 s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await asyncio.gather(*self._closing, return_exceptions=True)
 
-    async def _run(self, target: ScrapeTarget) -> None:
-        conn = _Connection(target)
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                state = self.states.get(target.key)
-                if state is None:
-                    return
-                await self._scrape_once(conn, target, state, loop)
-                await asyncio.sleep(target.interval_s)
-        finally:
-            conn.close()
-
-    async def _scrape_once(
+    def _record(
         self,
-        conn: _Connection,
-        target: ScrapeTarget,
+        key: str,
         state: EndpointState,
-        loop: asyncio.AbstractEventLoop,
+        read: Callable[[bytes, int], ServerMetrics],
+        body: bytes,
+        at: int,
     ) -> None:
         try:
-            body = await conn.get(target.preset.metrics_path, target.timeout_s)
-            if loop.time() - state.models_at >= MODELS_REFRESH_S:
-                state.models_at = loop.time()
-                try:
-                    models = await conn.get(target.preset.models_path, target.timeout_s)
-                except MetricsUnavailableError:
-                    models = b""  # no model list here: the model filter lets it pass
-                state.models, state.adapters = _model_ids(models)
-                self.known_adapters |= state.adapters
-        except MetricsUnavailableError:
-            # reachable but no metrics (wrong path, a server without /metrics): signals stay
-            # unknown (stale), which the pool's failureMode handles; health is unaffected
+            metrics = read(body, at)
+        except (ValueError, IndexError, UnicodeDecodeError) as exc:  # not a metrics page
+            log.debug("endpoint %s: unreadable metrics: %r", key, exc)
             state.failures = 0
             state.first_scrape.set()
             return
-        except (OSError, TimeoutError, ValueError, IndexError) as exc:
-            conn.close()
-            state.failures += 1
-            if state.failures >= UNHEALTHY_AFTER_FAILURES and state.healthy:
-                log.warning("endpoint %s unhealthy: %s", target.key, repr(exc))
-                state.healthy = False
-            state.first_scrape.set()
-            return
-        previous = state.metrics
-        metrics = read_metrics(
-            body,
-            target.preset,
-            # the cache config is static: read it again only now and then (a restart)
-            cache_info=(previous.block_size, previous.num_blocks)
-            if previous is not None and state.scrapes % CACHE_INFO_EVERY
-            else None,
-        )
-        self._index_adapters(target.key, state.metrics, metrics)
+        self._index_adapters(key, state.metrics, metrics)
         state.metrics = metrics
-        state.updated_at = loop.time()
+        state.updated_at = asyncio.get_running_loop().time()
         state.scrapes += 1
         if not state.healthy:
-            log.info("endpoint %s healthy again", target.key)
+            log.info("endpoint %s healthy again", key)
         state.failures = 0
         state.healthy = True
         state.first_scrape.set()

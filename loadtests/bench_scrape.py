@@ -90,7 +90,8 @@ async def serve(reader, writer):
 
 async def main():
     servers = [await asyncio.start_server(serve, "127.0.0.1", 0) for _ in range(int(sys.argv[1]))]
-    print(" ".join(str(s.sockets[0].getsockname()[1]) for s in servers), flush=True)
+    ports = " ".join(str(s.sockets[0].getsockname()[1]) for s in servers)
+    print(len(head) + len(body), ports, flush=True)  # a metrics response's size, the ports
     parent = os.getppid()
     while os.getppid() == parent:  # ends with the parent (which also kills it)
         await asyncio.sleep(0.5)
@@ -99,8 +100,9 @@ asyncio.run(main())
 """
 
 
-def serve_pages(page: bytes, endpoints: int) -> tuple[subprocess.Popen[bytes], list[int]]:
-    """Start the child that serves ``page`` on ``endpoints`` loopback ports."""
+def serve_pages(page: bytes, endpoints: int) -> tuple[subprocess.Popen[bytes], int, list[int]]:
+    """Start the child that serves ``page`` on ``endpoints`` loopback ports; returns it, the
+    size of one metrics response (head and body) and the ports."""
     child = subprocess.Popen(
         [sys.executable, "-c", SERVER, str(endpoints)],
         stdin=subprocess.PIPE,
@@ -110,7 +112,8 @@ def serve_pages(page: bytes, endpoints: int) -> tuple[subprocess.Popen[bytes], l
         raise RuntimeError("no pipes to the page server")
     child.stdin.write(page)
     child.stdin.close()  # EOF: the child has the page and starts serving
-    return child, [int(p) for p in child.stdout.readline().split()]
+    size, *ports = (int(p) for p in child.stdout.readline().split())
+    return child, size, ports
 
 
 async def measure(ports: list[int], interval_s: float, seconds: float) -> dict[str, float]:
@@ -138,6 +141,60 @@ async def measure(ports: list[int], interval_s: float, seconds: float) -> dict[s
     }
 
 
+class _CountingProtocol(asyncio.Protocol):
+    """The bare-I/O floor: count a response's bytes, nothing else (no HTTP, no parsing)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.got = 0
+        self.responses = 0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.got += len(data)
+        if self.got >= self.size:
+            self.got = 0
+            self.responses += 1
+
+
+async def measure_floor(
+    ports: list[int], response_bytes: int, interval_s: float, seconds: float
+) -> dict[str, float]:
+    """What the kernel and the event loop alone cost for the same traffic: one timer writes a
+    request on every keep-alive connection each interval; a protocol counts the answers."""
+    loop = asyncio.get_running_loop()
+    request = b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n"
+    protocols = []
+    for port in ports:
+        _, protocol = await loop.create_connection(
+            lambda: _CountingProtocol(response_bytes), "127.0.0.1", port
+        )
+        protocols.append(protocol)
+
+    def tick() -> None:
+        for protocol in protocols:
+            if protocol.transport is not None:
+                protocol.transport.write(request)
+        handle[0] = loop.call_later(interval_s, tick)
+
+    handle = [loop.call_soon(tick)]
+    await asyncio.sleep(1.0)
+    before = sum(p.responses for p in protocols)
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    await asyncio.sleep(seconds)
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    done = sum(p.responses for p in protocols) - before
+    handle[0].cancel()
+    for protocol in protocols:
+        if protocol.transport is not None:
+            protocol.transport.close()
+    return {"cpu_per_s": cpu / wall, "scrapes_per_s": done / wall,
+            "us_per_scrape": cpu / max(1, done) * 1e6}  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--endpoints", type=int, default=100)
@@ -154,15 +211,20 @@ def main() -> int:
     small = asyncio.run(_fleet_page())
     ideal = args.endpoints / args.interval
     for name, page in (("simulated fleet", small), ("vLLM-sized", _padded(small, 70_000))):
-        child, ports = serve_pages(page, args.endpoints)
+        child, size, ports = serve_pages(page, args.endpoints)
         try:
-            # uvloop, as `sluice serve` runs
+            # uvloop, as `sluice serve` runs; the floor on the same server, just before
+            floor = uvloop.run(measure_floor(ports, size, args.interval, args.seconds))
             r = uvloop.run(measure(ports, args.interval, args.seconds))
         finally:
             child.kill()
             child.wait()
-        print(f"| {name} | {len(page)} | {r['scrapes_per_s']:.0f} ({ideal:.0f}) "
-              f"| {r['cpu_per_s']:.3f} | {r['us_per_scrape']:.0f} "
+        print(
+            f"| {name}: bare I/O floor | {len(page)} | {floor['scrapes_per_s']:.0f} "
+            f"({ideal:.0f}) | {floor['cpu_per_s']:.3f} | {floor['us_per_scrape']:.0f} | – |"
+        )
+        print(f"| {name}: Sluice's scraper | {len(page)} | {r['scrapes_per_s']:.0f} "
+              f"({ideal:.0f}) | {r['cpu_per_s']:.3f} | {r['us_per_scrape']:.0f} "
               f"| {r['endpoints_with_metrics']}/{args.endpoints} |")  # fmt: skip
     return 0
 

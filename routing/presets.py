@@ -6,10 +6,19 @@ users add or override them with ``ModelServerPreset`` documents (``sluice.dev/v1
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from routing.promtext import Selector, find_samples
+from routing.promtext import (
+    Sample,
+    Selector,
+    find_rests,
+    find_samples,
+    find_values,
+    parse_rest,
+    rest_value,
+)
 
-__all__ = ["LoraSpec", "Preset", "ServerMetrics", "read_metrics"]
+__all__ = ["LoraSpec", "MetricsReader", "Preset", "ServerMetrics"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,8 +50,10 @@ class Preset:
     models_path: str = "/v1/models"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServerMetrics:
+class ServerMetrics(NamedTuple):
+    """One scrape's signals. A NamedTuple, not a frozen dataclass: one is built per scrape
+    (2,000 a second for 100 endpoints every 50 ms)."""
+
     waiting: float | None = None
     running: float | None = None
     kv_usage: float | None = None
@@ -53,53 +64,105 @@ class ServerMetrics:
     num_blocks: int | None = None
 
 
-def read_metrics(
-    text: bytes, preset: Preset, *, cache_info: tuple[int | None, int | None] | None = None
-) -> ServerMetrics:
-    """The signals of ``preset`` in one /metrics body. A series the body lacks is None.
-    ``cache_info``: (block size, block count) already known for this server (its static
-    cache config), so that series is not looked up again."""
-    lora_running: frozenset[str] = frozenset()
-    lora_waiting: frozenset[str] = frozenset()
-    max_lora = None
-    if preset.lora is not None:
-        lora_running, lora_waiting, max_lora = _lora(text, preset.lora)
-    block_size = num_blocks = None
-    if cache_info is not None:
-        block_size, num_blocks = cache_info
-    elif preset.cache_info is not None:
-        block_size, num_blocks = _cache_info(text, preset.cache_info)
-    kv = _max(text, preset.kv_usage)
-    return ServerMetrics(
-        waiting=_sum(text, preset.queue),
-        running=_sum(text, preset.running),
-        kv_usage=None if kv is None else min(1.0, max(0.0, kv * preset.kv_scale)),
-        lora_running=lora_running,
-        lora_waiting=lora_waiting,
-        max_lora=max_lora,
-        block_size=block_size,
-        num_blocks=num_blocks,
-    )
+_NO_NAMES: frozenset[str] = frozenset()
+_NO_LORA: tuple[frozenset[str], frozenset[str], int | None] = (_NO_NAMES, _NO_NAMES, None)
+RECHECK_EVERY = 100  # pages between reads of the static or absent series
 
 
-def _sum(text: bytes, selector: Selector | None) -> float | None:
+class MetricsReader:
+    """Reads one server's successive /metrics pages with its preset, cheaply.
+
+    What is static for a server process is not searched for on every page: the cache config
+    is read again every ``recheck_every`` pages (to notice a restart), and so is a LoRA
+    series the server does not export at all (a vLLM started without LoRA), which would
+    otherwise cost a scan of the whole page each time. The LoRA series keeps one sample per
+    adapter combination ever seen, newest by value; only that one's labels are parsed, and
+    not again while it is unchanged. Pure: bytes in, values out, a page counter for state."""
+
+    __slots__ = (
+        "_cache_info", "_kv", "_lora", "_lora_absent", "_lora_line", "_pages", "_preset",
+        "_queue", "_recheck", "_running",
+    )  # fmt: skip
+
+    def __init__(self, preset: Preset, recheck_every: int = RECHECK_EVERY) -> None:
+        self._preset = preset
+        self._recheck = max(1, recheck_every)
+        self._pages = 0
+        self._queue = _plain(preset.queue)
+        self._running = _plain(preset.running)
+        self._kv = _plain(preset.kv_usage)
+        self._cache_info: tuple[int | None, int | None] = (None, None)
+        self._lora = _NO_LORA
+        self._lora_line = b""
+        self._lora_absent = False
+
+    def read(self, text: bytes, at: int = 0) -> ServerMetrics:
+        """The preset's signals in one page (from ``at`` in ``text``: the scraper passes
+        the whole response, head included, and where the body starts, to save a copy). A
+        series the page lacks is None."""
+        preset = self._preset
+        recheck = self._pages % self._recheck == 0
+        self._pages += 1
+        if preset.cache_info is not None and recheck:
+            self._cache_info = _cache_info(text, preset.cache_info, at)
+        lora = _NO_LORA
+        if preset.lora is not None and (recheck or not self._lora_absent):
+            lora = self._read_lora(text, preset.lora, at)
+        queue = _values(text, at, preset.queue, self._queue)
+        running = _values(text, at, preset.running, self._running)
+        kv_values = _values(text, at, preset.kv_usage, self._kv)
+        kv = None if not kv_values else min(1.0, max(0.0, max(kv_values) * preset.kv_scale))
+        return ServerMetrics(
+            sum(queue) if queue else None,
+            sum(running) if running else None,
+            kv,
+            *lora,
+            *self._cache_info,
+        )
+
+    def _read_lora(
+        self, text: bytes, spec: LoraSpec, at: int
+    ) -> tuple[frozenset[str], frozenset[str], int | None]:
+        if spec.selector.labels:  # a label filter: the general (slower) path
+            samples = find_samples(text, spec.selector, at=at)
+            self._lora_absent = not samples
+            return _lora(samples, spec)
+        rests = find_rests(text, spec.selector.name.encode(), at)
+        self._lora_absent = not rests
+        if not rests:
+            return _NO_LORA
+        # the value is the last-update timestamp: the newest sample, labels unparsed
+        latest = rests[0] if len(rests) == 1 else max(rests, key=_timestamp)
+        if latest != self._lora_line:
+            sample = parse_rest(latest)
+            self._lora = _lora([sample] if sample is not None else [], spec)
+            self._lora_line = latest
+        return self._lora
+
+
+def _plain(selector: Selector | None) -> bytes | None:
+    """The encoded name, when the selector needs no label filter (the fast path)."""
+    return selector.name.encode() if selector is not None and not selector.labels else None
+
+
+def _values(text: bytes, at: int, selector: Selector | None, plain: bytes | None) -> list[float]:
+    if plain is not None:
+        return find_values(text, plain, at)
     if selector is None:
-        return None
-    samples = find_samples(text, selector, keep_labels=False)
-    return sum(s.value for s in samples) if samples else None
+        return []
+    return [s.value for s in find_samples(text, selector, keep_labels=False, at=at)]
 
 
-def _max(text: bytes, selector: Selector | None) -> float | None:
-    if selector is None:
-        return None
-    samples = find_samples(text, selector, keep_labels=False)
-    return max(s.value for s in samples) if samples else None
+def _timestamp(rest: bytes) -> float:
+    value = rest_value(rest)
+    return float("-inf") if value is None else value
 
 
-def _lora(text: bytes, spec: LoraSpec) -> tuple[frozenset[str], frozenset[str], int | None]:
-    samples = find_samples(text, spec.selector)
+def _lora(
+    samples: list[Sample], spec: LoraSpec
+) -> tuple[frozenset[str], frozenset[str], int | None]:
     if not samples:
-        return frozenset(), frozenset(), None
+        return _NO_LORA
     latest = max(samples, key=lambda s: s.value)  # the value is the last-update timestamp
     labels = dict(latest.labels)
 
@@ -113,8 +176,8 @@ def _lora(text: bytes, spec: LoraSpec) -> tuple[frozenset[str], frozenset[str], 
     return names(spec.running_label), names(spec.waiting_label), max_lora
 
 
-def _cache_info(text: bytes, spec: CacheInfoSpec) -> tuple[int | None, int | None]:
-    samples = find_samples(text, spec.selector)
+def _cache_info(text: bytes, spec: CacheInfoSpec, at: int) -> tuple[int | None, int | None]:
+    samples = find_samples(text, spec.selector, at=at)
     if not samples:
         return None, None
     labels = dict(samples[0].labels)

@@ -8,9 +8,19 @@ scanning the page to its end once per metric. Pure: bytes in, values out.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["Sample", "Selector", "find_samples", "parse_labels"]
+__all__ = [
+    "Sample",
+    "Selector",
+    "find_rests",
+    "find_samples",
+    "find_values",
+    "parse_labels",
+    "parse_rest",
+    "rest_value",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,33 +37,101 @@ class Sample:
     value: float
 
 
-def find_samples(text: bytes, selector: Selector, *, keep_labels: bool = True) -> list[Sample]:
+def find_samples(
+    text: bytes, selector: Selector, *, keep_labels: bool = True, at: int = 0
+) -> list[Sample]:
     """Every sample of ``selector.name`` whose labels include ``selector.labels``. With
-    ``keep_labels=False`` and no label filter, labels are not parsed (returned empty)."""
-    name = selector.name.encode()
-    anchored = b"\n" + name  # a sample line, not a mention inside # HELP or # TYPE
+    ``keep_labels=False`` and no label filter, labels are not parsed (returned empty).
+    ``at``: where the page starts in ``text`` (after an HTTP head: no copy needed)."""
     parse = keep_labels or bool(selector.labels)
     out: list[Sample] = []
-    at = 0 if text.startswith(name) else text.find(anchored)
-    if at < 0:
-        return out
-    # The exposition format keeps a metric's samples together in one group: read the lines
-    # from the first sample on while they are this metric's, then stop (no scan to the end).
-    start = at + len(anchored) if text[at] == 0x0A else len(name)
-    while True:
-        end = text.find(b"\n", start)
-        line = text[start : end if end >= 0 else len(text)]
-        sample = _parse_rest(line, parse)
+    for rest in _group(text, selector.name.encode(), at):
+        sample = parse_rest(rest, parse)
         if sample is None:
-            return out  # a longer name sharing this prefix: past the group
+            break  # a longer name sharing this prefix: past the group
         if _has_labels(sample.labels, selector.labels):
             out.append(sample)
+    return out
+
+
+def find_values(text: bytes, name: bytes, at: int = 0) -> list[float]:
+    """The value of every sample of metric ``name`` (no label filter, labels not parsed):
+    the fast path for the gauges read on every scrape (``_group`` inlined, no generator)."""
+    if text.startswith(name, at):
+        start = at + len(name)
+    else:
+        found = text.find(b"\n" + name, at)
+        if found < 0:
+            return []
+        start = found + 1 + len(name)
+    out: list[float] = []
+    size = len(name)
+    while True:
+        end = text.find(b"\n", start)
+        rest = text[start:end] if end >= 0 else text[start:]
+        first = rest[:1]
+        if first == b"{":
+            rest = rest[rest.rfind(b"}") + 1 :]
+        elif first != b" ":
+            return out  # a longer name sharing this prefix: past the group
+        try:
+            out.append(float(rest.split(None, 1)[0]))
+        except (ValueError, IndexError):
+            return out
         if end < 0 or not text.startswith(name, end + 1):
             return out
-        start = end + 1 + len(name)
+        start = end + 1 + size
 
 
-def _parse_rest(rest: bytes, parse_labels_too: bool = True) -> Sample | None:
+def find_rests(text: bytes, name: bytes, at: int = 0) -> list[bytes]:
+    """What follows ``name`` on each of its sample lines (``{labels} value``), unparsed:
+    for a caller that parses the labels of only one of them (``parse_rest``)."""
+    out = []
+    for rest in _group(text, name, at):
+        if rest[:1] != b"{" and rest[:1] != b" ":
+            break  # a longer name sharing this prefix: past the group
+        out.append(rest)
+    return out
+
+
+def rest_value(rest: bytes) -> float | None:
+    """The value in what follows a metric name (``{labels} value [timestamp]``), or None
+    when it is not a sample of that metric."""
+    if rest[:1] == b"{":
+        rest = rest[rest.rfind(b"}") + 1 :]
+    elif rest[:1] != b" ":
+        return None
+    try:
+        return float(rest.split(None, 1)[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def _group(text: bytes, name: bytes, at: int) -> Iterator[bytes]:
+    """What follows ``name`` on each line of its group: from its first sample line on, while
+    lines start with ``name``. The exposition format keeps a metric's samples together, so
+    the search stops there (no scan to the end of the page); ``# HELP``/``# TYPE`` lines
+    are not sample lines (the name must start a line)."""
+    if text.startswith(name, at):
+        start = at + len(name)
+    else:
+        found = text.find(b"\n" + name, at)
+        if found < 0:
+            return
+        start = found + 1 + len(name)
+    size = len(name)
+    while True:
+        end = text.find(b"\n", start)
+        if end < 0:
+            yield text[start:]
+            return
+        yield text[start:end]
+        if not text.startswith(name, end + 1):
+            return
+        start = end + 1 + size
+
+
+def parse_rest(rest: bytes, parse_labels_too: bool = True) -> Sample | None:
     """Parse what follows the metric name: ``{labels} value [timestamp]`` or `` value``."""
     labels: tuple[tuple[str, str], ...] = ()
     if rest.startswith(b"{"):

@@ -86,6 +86,49 @@ async def test_a_chunked_page_is_read():
         assert state.metrics.waiting == 3.0
 
 
+@contextlib.asynccontextmanager
+async def trickling_server(chunked: bool) -> AsyncIterator[int]:
+    """A raw HTTP/1.1 server that sends each answer in pieces, pausing between them as a
+    slow link would, so the scraper reads one response over several reads."""
+    body = PAGE.encode()
+    if chunked:
+        payload = b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + 50]), body[i : i + 50])
+                           for i in range(0, len(body), 50)) + b"0\r\n\r\n"  # fmt: skip
+        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    else:
+        payload = body
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+    answer = head + payload
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while (line := await reader.readline()) and await reader.readuntil(b"\r\n\r\n"):
+                if b"/v1/models" in line:
+                    writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                    continue
+                for at in range(0, len(answer), 60):
+                    writer.write(answer[at : at + 60])
+                    await writer.drain()
+                    await asyncio.sleep(0.002)  # the slow link, not a synchronisation
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_page_that_arrives_in_pieces_is_read():
+    for chunked in (False, True):
+        async with trickling_server(chunked) as port, scraping(port) as state:
+            await until(lambda: state.scrapes >= 3)
+            assert state.metrics is not None
+            assert (state.metrics.waiting, state.metrics.running) == (3.0, 5.0)
+            assert state.healthy
+
+
 async def test_an_answer_that_is_not_metrics_leaves_signals_unknown_but_healthy():
     async def handler(request: web.Request) -> web.Response:
         if request.path == "/v1/models":

@@ -5,7 +5,14 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routing.promtext import Selector, find_samples, parse_labels
+from routing.promtext import (
+    Selector,
+    find_rests,
+    find_samples,
+    find_values,
+    parse_labels,
+    parse_rest,
+)
 
 PAGE = b"""vllm:num_requests_waiting{model_name="m",engine="0"} 3.0
 # HELP vllm:num_requests_running Number of requests running. vllm:num_requests_running 9
@@ -37,6 +44,34 @@ def test_label_filters_and_skipping_label_parsing():
     assert [s.value for s in find_samples(PAGE, only, keep_labels=False)] == [2.0]
     bare = find_samples(PAGE, Selector(name="vllm:num_requests_running"), keep_labels=False)
     assert [(s.labels, s.value) for s in bare] == [((), 7.0), ((), 2.0)]
+
+
+def test_values_without_labels_match_the_samples_they_come_from():
+    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "plain_metric", "x"):
+        assert find_values(PAGE, name.encode()) == [
+            s.value for s in find_samples(PAGE, Selector(name=name), keep_labels=False)
+        ]
+    assert find_values(b"m 1.5\nm 2.5\n", b"m") == [1.5, 2.5]  # the page's first line
+    assert find_values(b"m{a=\"}\"} 3\n", b"m") == [3.0]  # a brace inside a label value
+    assert find_values(b"m{a=\"x\"}\n", b"m") == []  # no value: not a sample
+
+
+def test_reading_from_an_offset_skips_what_comes_before():
+    head = b"HTTP/1.1 200 OK\r\nplain_metric: 9\r\n\r\n"
+    text = head + PAGE
+    assert find_values(text, b"plain_metric", len(head)) == [4.5]
+    assert find_values(text, b"vllm:num_requests_waiting", len(head)) == [3.0]
+    assert [s.value for s in find_samples(text, Selector(name="plain_metric"), at=len(head))] == [
+        4.5
+    ]
+
+
+def test_rests_are_the_unparsed_sample_lines_of_one_metric():
+    rests = find_rests(PAGE, b"vllm:num_requests_running")
+    assert rests == [b'{model_name="m",engine="0"} 7.0', b'{model_name="other",engine="1"} 2.0']
+    sample = parse_rest(rests[1])
+    assert sample is not None
+    assert (dict(sample.labels)["model_name"], sample.value) == ("other", 2.0)
 
 
 def test_escaped_quotes_backslashes_and_newlines_in_label_values():
