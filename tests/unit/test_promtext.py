@@ -52,8 +52,8 @@ def test_values_without_labels_match_the_samples_they_come_from():
             s.value for s in find_samples(PAGE, Selector(name=name), keep_labels=False)
         ]
     assert find_values(b"m 1.5\nm 2.5\n", b"m") == [1.5, 2.5]  # the page's first line
-    assert find_values(b"m{a=\"}\"} 3\n", b"m") == [3.0]  # a brace inside a label value
-    assert find_values(b"m{a=\"x\"}\n", b"m") == []  # no value: not a sample
+    assert find_values(b'm{a="}"} 3\n', b"m") == [3.0]  # a brace inside a label value
+    assert find_values(b'm{a="x"}\n', b"m") == []  # no value: not a sample
 
 
 def test_reading_from_an_offset_skips_what_comes_before():
