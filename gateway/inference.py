@@ -33,7 +33,6 @@ from routing.picking import NoEligibleEndpoint, PickRequest
 from routing.pipeline import Profile, run_profile
 from routing.plugins.registry import BUILTIN_PROFILES
 from routing.pools import PoolSettings, choose_model
-from routing.prefix import block_hashes
 from routing.rolloutconfig import Shadow
 from routing.table import CompiledRule, RoutingTable
 
@@ -330,14 +329,7 @@ def pick_endpoint(
 ) -> Endpoint:
     """Choose the endpoint for one request (synchronous: nothing else runs in between)."""
     pools = ctx.pools
-    hashes: tuple[int, ...] = ()
-    if parsed is not None and parsed.prompt:
-        hashes = block_hashes(
-            model,
-            parsed.prompt,
-            block_chars=settings.prefix_block_chars,
-            max_blocks=settings.prefix_max_blocks,
-        )
+    hashes = pools.hasher_for(settings).hashes(model, parsed.prompt_parts) if parsed else ()
     index = pools.index_for(settings)
     prefix_match = index.match(hashes, limit=settings.max_candidates)
     view = pools.view(target)
@@ -383,7 +375,7 @@ def pick_endpoint(
     ctx.metrics.picked(target.name, "ok")
     if log.isEnabledFor(logging.DEBUG):
         log.debug("pick %s -> %s trace=%s", target.name, decision.endpoint.key, decision.trace)
-    index.record(decision.endpoint.key, hashes)
+    index.record(decision.endpoint.key, hashes, decision.endpoint.prefix_blocks)
     return view.by_key[decision.endpoint.key]
 
 

@@ -15,8 +15,8 @@ from routing.backends import ENGINE_LABEL, Endpoint, PoolTarget
 from routing.hashring import HashRing
 from routing.picking import EndpointSnapshot
 from routing.pools import PoolSettings
-from routing.prefix import PrefixIndex
-from routing.presets import Preset
+from routing.prefix import PrefixIndex, PromptHasher
+from routing.presets import Preset, ServerMetrics
 from routing.table import RoutingTable
 
 __all__ = ["PoolRuntime", "preset_for"]
@@ -24,6 +24,11 @@ __all__ = ["PoolRuntime", "preset_for"]
 DEFAULT_ENGINE = "vllm"
 _EMPTY: frozenset[str] = frozenset()
 _new_tuple = tuple.__new__
+# A scrape's first fields are a snapshot's signal fields, in order: copied as one slice.
+_SIGNALS = 6
+_UNKNOWN = ServerMetrics()[:_SIGNALS]  # unknown (stale or never scraped): None, not idle
+if ServerMetrics._fields[:_SIGNALS] != EndpointSnapshot._fields[3 : 3 + _SIGNALS]:
+    raise ImportError("ServerMetrics and EndpointSnapshot signal fields differ in order")
 # LeaderWorkerSet labels: a group is (set name, group index); worker 0 is the leader.
 LWS_NAME = "leaderworkerset.sigs.k8s.io/name"
 LWS_GROUP = "leaderworkerset.sigs.k8s.io/group-index"
@@ -48,6 +53,8 @@ class PoolRuntime:
     def __init__(self) -> None:
         self.scraper = Scraper()
         self.prefix: dict[str, PrefixIndex] = {}
+        # prompt hashers by (block characters, max blocks): shared by pools of one shape
+        self.hashers: dict[tuple[int, int], PromptHasher] = {}
         self.sequence: dict[str, int] = {}
         self.in_flight_tokens: dict[str, int] = {}
         # streamed requests sent to each endpoint that have not had their first token yet
@@ -88,6 +95,13 @@ class PoolRuntime:
             view = self._views[target.name] = _view(target)
         return view
 
+    def hasher_for(self, settings: PoolSettings) -> PromptHasher:
+        shape = (settings.prefix_block_chars, settings.prefix_max_blocks)
+        hasher = self.hashers.get(shape)
+        if hasher is None:
+            hasher = self.hashers[shape] = PromptHasher(*shape)
+        return hasher
+
     def index_for(self, settings: PoolSettings) -> PrefixIndex:
         index = self.prefix.get(settings.key)
         if index is None:
@@ -117,15 +131,14 @@ class PoolRuntime:
         for key in keys:
             engine, group, accelerator = info[key]
             state = states.get(key)
-            healthy, models = True, _EMPTY
-            waiting = running = kv = max_lora = None
-            lora_running = lora_waiting = _EMPTY
-            if state is not None:
+            if state is None:
+                healthy, models, signals = True, _EMPTY, _UNKNOWN
+            else:
                 healthy, models, metrics = state.healthy, state.models, state.metrics
                 if metrics is not None and state.updated_at >= stale_before:
-                    waiting, running, kv = metrics.waiting, metrics.running, metrics.kv_usage
-                    lora_running, lora_waiting = metrics.lora_running, metrics.lora_waiting
-                    max_lora = metrics.max_lora
+                    signals = metrics[:_SIGNALS]
+                else:
+                    signals = _UNKNOWN
             # tuple.__new__ in EndpointSnapshot._fields order: skips the NamedTuple's Python
             # __new__, the largest part of building a snapshot (one per candidate per request)
             out.append(
@@ -135,12 +148,7 @@ class PoolRuntime:
                         key,
                         engine,
                         healthy,
-                        waiting,
-                        running,
-                        kv,
-                        lora_running,
-                        lora_waiting,
-                        max_lora,
+                        *signals,  # waiting … max_lora, as ServerMetrics starts
                         in_flight.get(key, 0),
                         tokens.get(key, 0),
                         prefix_match.get(key, 0),

@@ -23,14 +23,20 @@ class BodyError(ValueError):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OpenAIRequest:
     model: str | None
-    prompt: str
+    # the prompt text in the parts it came in (one per chat message), so the prefix hasher
+    # can reuse what it computed for a part it has seen before (a shared system prompt)
+    prompt_parts: tuple[str, ...]
     stream: bool
     max_tokens: int
     document: dict[str, object]
 
     @property
+    def prompt(self) -> str:
+        return "".join(self.prompt_parts)
+
+    @property
     def prompt_tokens(self) -> int:
-        return max(1, len(self.prompt) // CHARS_PER_TOKEN)
+        return max(1, sum(map(len, self.prompt_parts)) // CHARS_PER_TOKEN)
 
 
 def parse_body(body: bytes) -> OpenAIRequest:
@@ -46,7 +52,7 @@ def parse_body(body: bytes) -> OpenAIRequest:
     max_tokens = doc.get("max_completion_tokens", doc.get("max_tokens"))
     return OpenAIRequest(
         model=model,
-        prompt=_prompt_text(doc),
+        prompt_parts=_prompt_parts(doc),
         stream=doc.get("stream") is True,
         max_tokens=max_tokens
         if isinstance(max_tokens, int) and max_tokens > 0
@@ -55,21 +61,21 @@ def parse_body(body: bytes) -> OpenAIRequest:
     )
 
 
-def _prompt_text(doc: dict[str, object]) -> str:
+def _prompt_parts(doc: dict[str, object]) -> tuple[str, ...]:
     messages = doc.get("messages")
     if isinstance(messages, list):
-        parts = []
-        for msg in messages:
-            if isinstance(msg, dict):
-                parts.append(f"{msg.get('role', '')}: {_content(msg.get('content'))}\n")
-        return "".join(parts)
+        return tuple(
+            f"{msg.get('role', '')}: {_content(msg.get('content'))}\n"
+            for msg in messages
+            if isinstance(msg, dict)
+        )
     for key in ("prompt", "input"):
         value = doc.get(key)
         if isinstance(value, str):
-            return value
+            return (value,)
         if isinstance(value, list):
-            return "\n".join(v if isinstance(v, str) else json.dumps(v) for v in value)
-    return ""
+            return ("\n".join(v if isinstance(v, str) else json.dumps(v) for v in value),)
+    return ()
 
 
 def _content(content: object) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import add, attrgetter, mul
 from typing import Protocol
 
 from routing.picking import Decision, EndpointSnapshot, NoEligibleEndpoint, PickRequest, Trace
@@ -74,13 +76,19 @@ def run_profile(
                 reason=f"filter {f.name} removed every endpoint",
                 trace=Trace(removed=tuple(removed)),
             )
+    n = len(candidates)
     scores: dict[str, Sequence[float]] = {}
-    totals = [0.0] * len(candidates)
+    totals = [0.0] * n
     for ws in profile.scorers:
         raw = ws.scorer.score(req, candidates)
+        if len(raw) != n:
+            raise ValueError(f"scorer {ws.scorer.name} returned {len(raw)} scores for {n}")
         scores[ws.scorer.name] = raw
-        weight = ws.weight
-        totals = [t + weight * v for t, v in zip(totals, raw, strict=True)]
+        # totals += weight × raw, element-wise, in C (this runs for every request)
+        totals = list(map(add, totals, map(mul, raw, repeat(ws.weight))))
     chosen = profile.picker.pick(req, list(zip(candidates, totals, strict=True)), rng)
-    keys = tuple(e.key for e in candidates)
+    keys = tuple(map(_KEY, candidates))
     return Decision(chosen, Trace(tuple(removed), keys, scores, totals))
+
+
+_KEY = attrgetter("key")

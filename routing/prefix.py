@@ -9,10 +9,16 @@ Pure data structure: no clock, no I/O; the gateway owns one per pool.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping, Sequence
 
-__all__ = ["DEFAULT_BLOCK_CHARS", "DEFAULT_MAX_BLOCKS", "PrefixIndex", "block_hashes"]
+__all__ = [
+    "DEFAULT_BLOCK_CHARS",
+    "DEFAULT_MAX_BLOCKS",
+    "PrefixIndex",
+    "PromptHasher",
+    "block_hashes",
+]
 
 DEFAULT_BLOCK_CHARS = 64
 DEFAULT_MAX_BLOCKS = 256
@@ -40,13 +46,76 @@ def block_hashes(
 ) -> tuple[int, ...]:
     """Chained hashes of the full ``block_chars`` blocks of ``text`` (at most ``max_blocks``).
     The model name seeds the chain: the same text for two models shares no cache."""
-    h = hash(("sluice-prefix", model))
+    return _chain(hash(("sluice-prefix", model)), text, block_chars, max_blocks)[0]
+
+
+class PromptHasher:
+    """``block_hashes`` of prompts given in parts (a chat's messages), remembering where the
+    hash chain stands after each part it has seen. Requests that share a system prompt, or a
+    conversation's earlier turns, then hash only what is new: a 3,000-character system prompt
+    costs one dictionary lookup instead of ~50 block hashes. Results are identical to
+    ``block_hashes`` of the joined text (property-tested).
+
+    Bounded: at most ``max_parts`` parts are remembered (least recently used first out), and
+    a part is remembered only up to the characters that can still reach a hash (at most
+    ``block_chars × max_blocks``), so memory stays under ``max_parts`` such prefixes."""
+
+    __slots__ = ("_block", "_max_blocks", "_max_parts", "_memo")
+
+    def __init__(
+        self,
+        block_chars: int = DEFAULT_BLOCK_CHARS,
+        max_blocks: int = DEFAULT_MAX_BLOCKS,
+        max_parts: int = 512,
+    ) -> None:
+        self._block = block_chars
+        self._max_blocks = max_blocks
+        self._max_parts = max_parts
+        # (chain hash, carried partial block, part) → (hashes it adds, chain hash, carry)
+        self._memo: OrderedDict[tuple[int, str, str], tuple[tuple[int, ...], int, str]] = (
+            OrderedDict()
+        )
+
+    @property
+    def remembered(self) -> int:
+        """How many parts the hasher remembers now (at most ``max_parts``)."""
+        return len(self._memo)
+
+    def hashes(self, model: str, parts: Sequence[str]) -> tuple[int, ...]:
+        block, room = self._block, self._max_blocks
+        memo = self._memo
+        h = hash(("sluice-prefix", model))
+        carry = ""
+        out: tuple[int, ...] = ()
+        for part in parts:
+            need = room * block - len(carry)  # characters that can still reach a hash
+            if len(part) > need:
+                part = part[:need]
+            key = (h, carry, part)
+            known = memo.get(key)
+            if known is None:
+                known = memo[key] = _chain(h, carry + part, block, room)
+                if len(memo) > self._max_parts:
+                    memo.popitem(last=False)
+            else:
+                memo.move_to_end(key)
+            added, h, carry = known
+            out += added
+            room -= len(added)
+            if room <= 0:
+                break
+        return out
+
+
+def _chain(h: int, text: str, block: int, room: int) -> tuple[tuple[int, ...], int, str]:
+    """The chained hashes of ``text``'s full blocks (at most ``room``) from chain hash
+    ``h``; the chain hash after them; the characters left over (a partial block)."""
     out = []
-    end = min(len(text), block_chars * max_blocks)
-    for block in [text[i : i + block_chars] for i in range(0, end - block_chars + 1, block_chars)]:
-        h = hash((h, block))
+    end = min(len(text) // block, room) * block
+    for i in range(0, end, block):
+        h = hash((h, text[i : i + block]))
         out.append(h)
-    return tuple(out)
+    return tuple(out), h, text[end:] if len(out) < room else ""
 
 
 class PrefixIndex:
@@ -65,43 +134,60 @@ class PrefixIndex:
         """Per endpoint, how many leading blocks of ``hashes`` it holds (absent = 0), for at
         most ``limit`` endpoints, the deepest matches first.
 
-        Blocks are recorded a whole prefix at a time, so an endpoint holding block k almost
-        always holds blocks 0..k-1. That makes depth searchable: a binary search over the
-        holder sets finds the deepest block anyone holds; holders are then gathered from
+        Each endpoint's blocks form whole prefixes (``record`` keeps them so), so an endpoint
+        holding block k holds blocks 0..k-1. That makes depth searchable: a binary search over
+        the holder sets finds the deepest block anyone holds; holders are then gathered from
         that depth downwards, and each one's own depth is found by binary search in its LRU
         between the level it was found at and the level above (where it was not).
         Cost: O(limit · log n) whatever the pool size or the number of holders."""
-        if not hashes or hashes[0] not in self._holders:
+        holders = self._holders
+        if not hashes or hashes[0] not in holders:
             return {}
-        deepest = _deepest(1, len(hashes), self._holders.__contains__, hashes)
+        deepest = _deepest(1, len(hashes), holders.__contains__, hashes)
         counts: dict[str, int] = {}
+        seen = counts.keys()
         depth, above = deepest, deepest  # a holder first seen at depth holds < above + 1
         while depth >= 1 and len(counts) < limit:
-            for endpoint in self._holders.get(hashes[depth - 1], ()):
-                if endpoint not in counts:
-                    counts[endpoint] = (
-                        depth
-                        if depth == above
-                        else _deepest(depth, above, self._lru[endpoint].__contains__, hashes)
-                    )
-                    if len(counts) >= limit:
-                        break
+            level = holders.get(hashes[depth - 1])
+            # only holders not counted yet (a set difference, not a loop over all of them)
+            for endpoint in level - seen if level is not None and counts else level or ():
+                counts[endpoint] = (
+                    depth
+                    if depth == above
+                    else _deepest(depth, above, self._lru[endpoint].__contains__, hashes)
+                )
+                if len(counts) >= limit:
+                    break
             above = depth - 1
             depth = depth * 3 // 4 if depth > 3 else depth - 1
         return counts
 
-    def record(self, endpoint: str, hashes: Iterable[int]) -> None:
-        """The endpoint now holds these blocks (most recently used)."""
-        lru = self._lru.setdefault(endpoint, OrderedDict())
-        for h in hashes:
+    def record(self, endpoint: str, hashes: Sequence[int], held: int = 0) -> None:
+        """The endpoint now holds these blocks (most recently used). ``held``: how many
+        leading blocks it is known to hold already (from ``match``); those are only
+        refreshed, without a lookup each.
+
+        Blocks are ordered deepest first, so a prompt's first block is its most recent: the
+        LRU then evicts the deep end of a prefix before its start, and what an endpoint holds
+        stays whole prefixes (``match`` relies on it)."""
+        lru = self._lru.get(endpoint)
+        if lru is None:
+            lru = self._lru[endpoint] = OrderedDict()
+        holders = self._holders
+        for h in reversed(hashes[held:]):
             if h in lru:
                 lru.move_to_end(h)
-                continue
-            lru[h] = None
-            self._holders.setdefault(h, set()).add(endpoint)
-            if len(lru) > self._capacity:
-                old, _ = lru.popitem(last=False)
-                self._drop(old, endpoint)
+            else:
+                lru[h] = None
+                holders.setdefault(h, set()).add(endpoint)
+        if held:
+            try:  # the common case, a cache hit: refresh the held prefix in one C-level pass
+                deque(map(lru.move_to_end, reversed(hashes[:held])), maxlen=0)
+            except KeyError:  # ``held`` was out of date: insert what is missing
+                self.record(endpoint, hashes[:held])
+        while len(lru) > self._capacity:
+            old, _ = lru.popitem(last=False)
+            self._drop(old, endpoint)
 
     def forget(self, endpoint: str) -> None:
         """The endpoint is gone (or restarted): drop everything it held."""

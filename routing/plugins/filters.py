@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from routing.picking import EndpointSnapshot, PickRequest
 
@@ -17,6 +18,8 @@ __all__ = [
 ]
 
 Endpoints = Sequence[EndpointSnapshot]
+_HEALTHY = attrgetter("healthy")
+_GROUP = attrgetter("group")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +29,8 @@ class HealthyFilter:
     name: str = "healthy"
 
     def filter(self, req: PickRequest, eps: Endpoints) -> Endpoints:
+        if all(map(_HEALTHY, eps)):  # the common case, checked in C
+            return eps
         return [e for e in eps if e.healthy]
 
 
@@ -38,6 +43,8 @@ class LeaderFilter:
     name: str = "leader"
 
     def filter(self, req: PickRequest, eps: Endpoints) -> Endpoints:
+        if not any(map(_GROUP, eps)):  # no multi-host replicas here (checked in C)
+            return eps
         return [e for e in eps if e.group is None or (e.is_leader and e.group_healthy)]
 
 
@@ -88,6 +95,8 @@ class HotSpotFilter:
 
     ratio: float = 1.25
     slack: float = 8.0
+    # optional bounded load around the mean: at most max(ratio × mean, mean + mean_slack)
+    mean_slack: float | None = None
     name: str = "hot-spot"
 
     def filter(self, req: PickRequest, eps: Endpoints) -> Endpoints:
@@ -100,6 +109,11 @@ class HotSpotFilter:
         ]
         least = min(loads)
         limit = max(least * self.ratio, least + self.slack)
+        if self.mean_slack is not None:  # never below the least loaded: mean >= least
+            mean = sum(loads) / len(loads)
+            limit = min(limit, max(mean * self.ratio, mean + self.mean_slack))
+        if max(loads) <= limit:
+            return eps
         return [e for e, load in zip(eps, loads, strict=True) if load <= limit]
 
 

@@ -32,9 +32,10 @@ def _no_params(cls: Callable[[], T]) -> Callable[[Params], T]:
 def _hot_spot(params: Params) -> Filter:
     ratio = _float(params, "ratio", 1.25)
     slack = _float(params, "slack", 8.0)
-    if ratio < 1.0 or slack < 0:
-        raise ValueError("ratio must be >= 1 and slack >= 0")
-    return f.HotSpotFilter(ratio=ratio, slack=slack)
+    mean_slack = _float(params, "meanSlack", -1.0) if "meanSlack" in params else None
+    if ratio < 1.0 or slack < 0 or (mean_slack is not None and mean_slack < 0):
+        raise ValueError("ratio must be >= 1, slack and meanSlack >= 0")
+    return f.HotSpotFilter(ratio=ratio, slack=slack, mean_slack=mean_slack)
 
 
 def _packing(params: Params) -> Filter:
@@ -53,7 +54,7 @@ def _token_load(params: Params) -> Scorer:
 
 
 def _float(params: Params, key: str, default: float) -> float:
-    unknown = set(params) - {"ratio", "slack", "thresholdTokens"}
+    unknown = set(params) - {"ratio", "slack", "meanSlack", "thresholdTokens"}
     if unknown:
         raise ValueError(f"unknown parameter(s) {sorted(unknown)}")
     value = params.get(key, default)

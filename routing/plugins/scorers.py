@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from routing.picking import EndpointSnapshot, PickRequest
 
@@ -24,6 +25,7 @@ __all__ = [
 
 Endpoints = Sequence[EndpointSnapshot]
 Scores = list[float]  # one per candidate, in the candidates' order
+_PREFIX_BLOCKS = attrgetter("prefix_blocks")
 
 
 def _min_max_lower_is_better(values: Sequence[float | None]) -> Scores:
@@ -128,7 +130,7 @@ class PrefixCacheScorer:
 
     def score(self, req: PickRequest, eps: Endpoints) -> Scores:
         total = req.prompt_blocks
-        if total <= 0:
+        if total <= 0 or not any(map(_PREFIX_BLOCKS, eps)):
             return [0.0] * len(eps)
         return [e.prefix_blocks / total if e.prefix_blocks < total else 1.0 for e in eps]
 

@@ -56,11 +56,14 @@ requests = st.builds(
 )
 
 
-@pytest.mark.parametrize("name", sorted(FILTERS))
+FILTER_CASES = [(name, {}) for name in sorted(FILTERS)] + [("hot-spot", {"meanSlack": 2})]
+
+
+@pytest.mark.parametrize(("name", "params"), FILTER_CASES)
 @settings(max_examples=25, deadline=None)
 @given(req=requests, eps=endpoints())
-def test_filters_only_narrow(name, req, eps):
-    kept = FILTERS[name]({}).filter(req, eps)
+def test_filters_only_narrow(name, params, req, eps):
+    kept = FILTERS[name](params).filter(req, eps)
     assert set(kept) <= set(eps)
     assert list(kept) == [e for e in eps if e in kept]  # order preserved
 
@@ -104,7 +107,12 @@ def test_profiles_decide_within_the_filtered_set(name, req, eps, seed):
 
 @pytest.mark.parametrize(
     ("name", "params"),
-    [("hot-spot", {"ratio": 0.5}), ("hot-spot", {"bogus": 1}), ("packing", {"batchTarget": 0})],
+    [
+        ("hot-spot", {"ratio": 0.5}),
+        ("hot-spot", {"bogus": 1}),
+        ("hot-spot", {"meanSlack": -1}),
+        ("packing", {"batchTarget": 0}),
+    ],
 )
 def test_bad_plugin_parameters_are_refused(name, params):
     with pytest.raises(ValueError):  # noqa: PT011 - the message names the parameter
@@ -159,3 +167,15 @@ def test_default_profile_prefers_what_the_signals_say(eps, req, expected):
     decision = run_profile(BUILTIN_PROFILES["default"], req, eps, random.Random(0))
     assert isinstance(decision, Decision)
     assert decision.endpoint.key == expected
+
+
+@settings(max_examples=50, deadline=None)
+@given(req=requests, eps=endpoints(min_size=2), slack=st.floats(min_value=0, max_value=8))
+def test_the_bounded_load_guard_keeps_the_least_loaded_and_caps_the_rest(req, eps, slack):
+    kept = FILTERS["hot-spot"]({"meanSlack": slack}).filter(req, eps)
+    loads = {e.key: e.load for e in eps}
+    mean = sum(loads.values()) / len(loads)
+    least = min(loads.values())
+    assert any(loads[e.key] == least for e in kept)
+    cap = max(mean * 1.25, mean + slack) + 1e-9
+    assert all(loads[e.key] <= cap for e in kept)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from routing.prefix import PrefixIndex, block_hashes
+from routing.prefix import PrefixIndex, PromptHasher, block_hashes
 
 TEXT = "".join(f"block {i:03d} " + "x" * 54 for i in range(40))  # 40 blocks of 64 characters
 
@@ -59,7 +59,7 @@ def test_nothing_matches_an_unknown_prompt():
     assert index.match(()) == {}
 
 
-def test_memory_per_endpoint_is_bounded_and_least_recent_blocks_go_first():
+def test_memory_per_endpoint_is_bounded_and_the_deep_end_of_old_prompts_goes_first():
     index = PrefixIndex(capacity_blocks=50)
     first = block_hashes("m", TEXT)
     second = block_hashes("m", "Y" * 64 * 40)
@@ -67,7 +67,20 @@ def test_memory_per_endpoint_is_bounded_and_least_recent_blocks_go_first():
     index.record("a", second)
     assert index.size("a") == 50
     assert index.match(second) == {"a": 40}
-    assert index.match(first) == {}  # its first 30 blocks were the least recently used
+    # the least recent prompt lost its last 30 blocks, not its first: still a usable prefix
+    assert index.match(first) == {"a": len(first) - 30}
+
+
+def test_a_refresh_of_a_known_prefix_keeps_it_and_a_stale_hint_is_repaired():
+    index = PrefixIndex(capacity_blocks=80)
+    shared = block_hashes("m", TEXT)
+    index.record("a", shared)
+    index.record("a", block_hashes("m", "Z" * 64 * 30))
+    index.record("a", shared, held=len(shared))  # a hit: refreshed, now the most recent
+    index.record("a", block_hashes("m", "Q" * 64 * 30))  # evicts 20 blocks of the Z prompt
+    assert index.match(shared) == {"a": len(shared)}  # without the refresh: 20 of it
+    index.record("b", shared, held=len(shared))  # b held nothing: the hint was wrong
+    assert index.match(shared) == {"a": len(shared), "b": len(shared)}
 
 
 def test_forget_drops_everything_an_endpoint_held():
@@ -119,3 +132,24 @@ def test_no_endpoint_ever_holds_more_than_its_capacity(capacity, recorded):
     for endpoint, prompt in recorded:
         index.record(endpoint, block_hashes("m", prompt))
         assert index.size(endpoint) <= capacity
+
+
+part_texts = st.lists(st.text(alphabet="ab\n", max_size=40), max_size=6)
+
+
+@given(st.lists(part_texts, min_size=1, max_size=6), st.integers(1, 8), st.integers(1, 6))
+def test_the_prompt_hasher_agrees_with_hashing_the_joined_text(prompts, block, max_blocks):
+    # small blocks and caps so parts straddle blocks and the cap; repeats hit the memo
+    hasher = PromptHasher(block_chars=block, max_blocks=max_blocks, max_parts=4)
+    for parts in prompts + prompts:
+        expected = block_hashes("m", "".join(parts), block_chars=block, max_blocks=max_blocks)
+        assert hasher.hashes("m", parts) == expected
+
+
+def test_the_prompt_hasher_remembers_a_bounded_number_of_parts():
+    hasher = PromptHasher(max_parts=3)
+    system = "s" * 3000
+    for i in range(10):
+        hasher.hashes("m", (system, f"question {i}" * 20))
+    assert hasher.remembered == 3
+    assert hasher.hashes("x", (system,)) != hasher.hashes("m", (system,))  # model seeds
