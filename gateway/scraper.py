@@ -156,7 +156,11 @@ class _Endpoint:
         wire = self._wire
         if wire is not None and wire.open:
             wire.send(self._requests[path])
-        elif self._connecting is None:
+            return
+        # a connection closing (Connection: close) is let go first: its loss, when it comes,
+        # is not this request's failure
+        self._drop_wire()
+        if self._connecting is None:
             self._connecting = self._loop.create_task(self._connect())
 
     async def _connect(self) -> None:

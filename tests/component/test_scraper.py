@@ -144,12 +144,18 @@ async def test_an_answer_that_is_not_metrics_leaves_signals_unknown_but_healthy(
 async def test_a_server_that_closes_each_connection_is_scraped_again():
     async def handler(request: web.Request) -> web.Response:
         if request.path == "/v1/models":
-            return await _models(request)
+            return web.json_response(MODELS, headers={"Connection": "close"})
         return web.Response(text=PAGE, headers={"Connection": "close"})
 
     async with backend(handler) as b, scraping(b.port) as state:
+        async with asyncio.timeout(5):
+            await state.first_scrape.wait()
+        # the model list's connection closing is not the metrics request's failure
+        assert state.metrics is not None
+        assert state.models == frozenset({"m", "sql-lora"})
         await until(lambda: state.scrapes >= 3)
         assert state.healthy
+        assert state.failures == 0
 
 
 async def test_an_endpoint_that_goes_down_turns_unhealthy_and_heals_when_back():
