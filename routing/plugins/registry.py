@@ -102,8 +102,9 @@ def _plain(name: str, picker: Picker) -> Profile:
 # The default starts from the Inference Extension's (queue 2, KV 2, prefix 3), adds LoRA and
 # session affinity, the gateway's own in-flight count and the hot-spot guard filter, and
 # weighs the prefix cache 6: with the guard bounding imbalance, a cached prefix is worth more
-# than a slightly shorter queue. The prefix-routing scenario runs this profile beside one
-# with prefix weight 3 (docs/reports/prefix-routing/).
+# than a slightly shorter queue (measured beside prefix weight 3:
+# docs/reports/prefix-routing/report-run1.md). The guard bounds imbalance loosely, for
+# latency; the prefix-routing scenario also runs a tighter, balanced variant beside it.
 DEFAULT_PROFILE = Profile(
     name="default",
     filters=(*_BASE_FILTERS, f.ModelFilter(), f.HotSpotFilter()),
