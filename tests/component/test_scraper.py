@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -86,43 +86,64 @@ async def test_a_chunked_page_is_read():
         assert state.metrics.waiting == 3.0
 
 
+Answer = Callable[[int], list[bytes]]  # the n-th metrics request → the pieces to send
+
+
 @contextlib.asynccontextmanager
-async def trickling_server(chunked: bool) -> AsyncIterator[int]:
-    """A raw HTTP/1.1 server that sends each answer in pieces, pausing between them as a
-    slow link would, so the scraper reads one response over several reads."""
-    body = PAGE.encode()
-    if chunked:
-        payload = b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + 50]), body[i : i + 50])
-                           for i in range(0, len(body), 50)) + b"0\r\n\r\n"  # fmt: skip
-        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-    else:
-        payload = body
-        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
-    answer = head + payload
+async def raw_server(answer: Answer) -> AsyncIterator[int]:
+    """A raw HTTP/1.1 server on 127.0.0.1: /v1/models gets a 404; the n-th metrics request
+    gets ``answer(n)``'s pieces, written one by one with a short pause between them, as a
+    slow link would deliver them."""
+    count = 0
+    handlers: set[asyncio.Task[object]] = set()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            while (line := await reader.readline()) and await reader.readuntil(b"\r\n\r\n"):
-                if b"/v1/models" in line:
-                    writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-                    continue
-                for at in range(0, len(answer), 60):
-                    writer.write(answer[at : at + 60])
-                    await writer.drain()
-                    await asyncio.sleep(0.002)  # the slow link, not a synchronisation
-        writer.close()
+        nonlocal count
+        task = asyncio.current_task()
+        if task is not None:
+            handlers.add(task)
+        try:
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+                while (line := await reader.readline()) and await reader.readuntil(b"\r\n\r\n"):
+                    if b"/v1/models" in line:
+                        writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                        continue
+                    pieces = answer(count)
+                    count += 1
+                    for piece in pieces:
+                        writer.write(piece)
+                        await writer.drain()
+                        await asyncio.sleep(0.002)  # the slow link, not a synchronisation
+        finally:
+            writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:
         server.close()
+        for task in handlers:  # connection handlers still reading or writing
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
         await server.wait_closed()
+
+
+def _page_answer(chunked: bool, page: bytes = PAGE.encode()) -> bytes:
+    if not chunked:
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(page) + page
+    payload = b"".join(b"%x\r\n%s\r\n" % (len(page[i : i + 50]), page[i : i + 50])
+                       for i in range(0, len(page), 50)) + b"0\r\n\r\n"  # fmt: skip
+    return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + payload
+
+
+def _in_pieces(data: bytes, size: int = 60) -> list[bytes]:
+    return [data[at : at + size] for at in range(0, len(data), size)]
 
 
 async def test_a_page_that_arrives_in_pieces_is_read():
     for chunked in (False, True):
-        async with trickling_server(chunked) as port, scraping(port) as state:
+        answer = _in_pieces(_page_answer(chunked))
+        async with raw_server(lambda _, a=answer: a) as port, scraping(port) as state:
             await until(lambda: state.scrapes >= 3)
             assert state.metrics is not None
             assert (state.metrics.waiting, state.metrics.running) == (3.0, 5.0)
@@ -187,3 +208,67 @@ async def test_a_server_that_never_answers_times_out_and_turns_unhealthy():
         await until(lambda: not state.healthy)
         assert state.metrics is None
         hang.set()
+
+
+async def test_broken_answers_count_as_failures_and_turn_the_endpoint_unhealthy():
+    broken = {
+        "not http": [b"NOT HTTP AT ALL\r\n\r\n"],
+        "no length": [b"HTTP/1.1 200 OK\r\n\r\n" + PAGE.encode()],
+        "endless head": [b"HTTP/1.1 200 OK\r\n", *(b"X-Pad: %d\r\n" % i * 500 for i in range(20))],
+        "bad chunk size": [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
+    }
+    for name, pieces in broken.items():
+        async with raw_server(lambda _, p=pieces: p) as port, scraping(port) as state:
+            await until(lambda: not state.healthy)
+            assert state.metrics is None, name
+            assert state.failures >= 3, name
+
+
+async def test_a_recovered_server_heals_after_broken_answers():
+    good = _page_answer(chunked=False)
+
+    def answer(n: int) -> list[bytes]:
+        return [b"NOT HTTP\r\n\r\n"] if n < 4 else [good]
+
+    async with raw_server(answer) as port, scraping(port) as state:
+        await until(lambda: not state.healthy)
+        await until(lambda: state.healthy and state.metrics is not None)
+        assert state.failures == 0
+
+
+async def test_bytes_after_an_answer_close_the_connection_without_a_failure():
+    # the server sends its answer and then bytes nobody asked for: the scraper drops that
+    # connection (it is out of step) and scrapes again on a new one, still healthy
+    pieces = [_page_answer(chunked=False), b"HTTP/1.1 200 OK\r\n"]
+
+    async with raw_server(lambda _: pieces) as port, scraping(port) as state:
+        await until(lambda: state.scrapes >= 3)
+        assert state.healthy
+        assert state.failures == 0
+
+
+async def test_adapters_are_indexed_as_servers_load_and_unload_them():
+    def page(running: str) -> bytes:
+        lora = (
+            f'vllm:lora_requests_info{{max_lora="2",running_lora_adapters="{running}",'
+            f'waiting_lora_adapters=""}} 1700000000.0\n'
+        )
+        return _page_answer(chunked=False, page=(PAGE + lora).encode())
+
+    scraper = Scraper()
+    target = ScrapeTarget(address="127.0.0.1", port=0, preset=_preset(), interval_s=0.02,
+                          timeout_s=1.0)  # fmt: skip
+    async with raw_server(lambda n: [page("sql" if n < 5 else "chat")]) as port:
+        target = ScrapeTarget(address="127.0.0.1", port=port, preset=_preset(),
+                              interval_s=0.02, timeout_s=1.0)  # fmt: skip
+        scraper.apply({target})
+        try:
+            await until(lambda: scraper.adapter_index.get("sql") == {target.key})
+            await until(lambda: scraper.adapter_index.get("chat") == {target.key})
+            assert "sql" not in scraper.adapter_index  # unloaded: out of the index
+            assert scraper.known_adapters >= {"sql", "chat"}
+            scraper.apply(set())  # the endpoint left the pool: its state and index entries go
+            assert scraper.states == {}
+            assert scraper.adapter_index == {}
+        finally:
+            await scraper.close()
