@@ -256,8 +256,6 @@ async def test_adapters_are_indexed_as_servers_load_and_unload_them():
         return _page_answer(chunked=False, page=(PAGE + lora).encode())
 
     scraper = Scraper()
-    target = ScrapeTarget(address="127.0.0.1", port=0, preset=_preset(), interval_s=0.02,
-                          timeout_s=1.0)  # fmt: skip
     async with raw_server(lambda n: [page("sql" if n < 5 else "chat")]) as port:
         target = ScrapeTarget(address="127.0.0.1", port=port, preset=_preset(),
                               interval_s=0.02, timeout_s=1.0)  # fmt: skip
