@@ -85,6 +85,9 @@ class PoolRuntime:
                 for key in set(index.endpoints()) - set(views[target.name].by_key):
                     index.forget(key)
         self._views = views
+        shapes = {(s.prefix_block_chars, s.prefix_max_blocks) for s in table.pools.values()}
+        for shape in set(self.hashers) - shapes:  # prefix settings no pool uses any more
+            del self.hashers[shape]
         self.scraper.apply(targets)
         for pool in set(self.prefix) - set(views):
             del self.prefix[pool]

@@ -341,7 +341,12 @@ class _Wire(asyncio.Protocol):
             line_end = buf.find(b"\r\n", self._chunk_at)
             if line_end < 0:
                 return None
-            size = int(bytes(buf[self._chunk_at : line_end]).split(b";")[0], 16)
+            size_field = bytes(buf[self._chunk_at : line_end]).split(b";")[0].strip()
+            if not size_field or size_field.strip(b"0123456789abcdefABCDEF"):
+                raise ConnectionError(f"bad chunk size {size_field[:16]!r}")
+            size = int(size_field, 16)
+            if self._total + size > MAX_METRICS_BYTES:  # before waiting for it to arrive
+                raise ConnectionError("metrics response too large")
             if size == 0:
                 if buf.find(b"\r\n", line_end + 2) < 0:  # the empty line after the last chunk
                     return None
@@ -350,8 +355,6 @@ class _Wire(asyncio.Protocol):
             if len(buf) < data_at + size + 2:
                 return None
             self._total += size
-            if self._total > MAX_METRICS_BYTES:
-                raise ConnectionError("metrics response too large")
             self._parts.append(bytes(buf[data_at : data_at + size]))
             self._chunk_at = data_at + size + 2
 
@@ -434,7 +437,8 @@ class Scraper:
     ) -> None:
         try:
             metrics = read(body, at)
-        except (ValueError, IndexError, UnicodeDecodeError) as exc:  # not a metrics page
+        except Exception as exc:  # any page we cannot read is not a metrics page; a
+            # callback must not raise (the loop would drop the connection and log it)
             log.debug("endpoint %s: unreadable metrics: %r", key, exc)
             state.failures = 0
             state.first_scrape.set()
@@ -473,6 +477,6 @@ def _model_ids(body: bytes) -> tuple[frozenset[str], frozenset[str]]:
         data = json.loads(body).get("data", [])
         ids = frozenset(str(m["id"]) for m in data if "id" in m)
         adapters = frozenset(str(m["id"]) for m in data if "id" in m and m.get("parent"))
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return frozenset(), frozenset()
     return ids, adapters

@@ -49,6 +49,9 @@ def block_hashes(
     return _chain(hash(("sluice-prefix", model)), text, block_chars, max_blocks)[0]
 
 
+MEMO_MIN_CHARS = 256  # shorter parts are hashed directly: a lookup would cost about as much
+
+
 class PromptHasher:
     """``block_hashes`` of prompts given in parts (a chat's messages), remembering where the
     hash chain stands after each part it has seen. Requests that share a system prompt, or a
@@ -56,55 +59,65 @@ class PromptHasher:
     costs one dictionary lookup instead of ~50 block hashes. Results are identical to
     ``block_hashes`` of the joined text (property-tested).
 
-    Bounded: at most ``max_parts`` parts are remembered (least recently used first out), and
-    a part is remembered only up to the characters that can still reach a hash (at most
-    ``block_chars × max_blocks``), so memory stays under ``max_parts`` such prefixes."""
+    Only parts worth it are remembered: not a prompt's last part (usually the new, unique
+    question) and not parts under ``MEMO_MIN_CHARS``. Bounded: at most ``max_parts`` parts
+    and ``max_chars`` characters in all (least recently used out first), a part counted only
+    up to the characters that can still reach a hash (``block_chars × max_blocks``)."""
 
-    __slots__ = ("_block", "_max_blocks", "_max_parts", "_memo")
+    __slots__ = ("_block", "_chars", "_max_blocks", "_max_chars", "_max_parts", "_memo")
 
     def __init__(
         self,
         block_chars: int = DEFAULT_BLOCK_CHARS,
         max_blocks: int = DEFAULT_MAX_BLOCKS,
         max_parts: int = 512,
+        max_chars: int = 4_000_000,
     ) -> None:
         self._block = block_chars
         self._max_blocks = max_blocks
         self._max_parts = max_parts
+        self._max_chars = max_chars
+        self._chars = 0
         # (chain hash, carried partial block, part) → (hashes it adds, chain hash, carry)
         self._memo: OrderedDict[tuple[int, str, str], tuple[tuple[int, ...], int, str]] = (
             OrderedDict()
         )
 
     @property
-    def remembered(self) -> int:
-        """How many parts the hasher remembers now (at most ``max_parts``)."""
-        return len(self._memo)
+    def remembered(self) -> tuple[int, int]:
+        """How many parts, and characters in them, the hasher remembers now."""
+        return len(self._memo), self._chars
 
     def hashes(self, model: str, parts: Sequence[str]) -> tuple[int, ...]:
         block, room = self._block, self._max_blocks
         memo = self._memo
         h = hash(("sluice-prefix", model))
         carry = ""
-        out: tuple[int, ...] = ()
-        for part in parts:
+        out: list[int] = []
+        last = len(parts) - 1
+        for i, part in enumerate(parts):
             need = room * block - len(carry)  # characters that can still reach a hash
             if len(part) > need:
                 part = part[:need]
-            key = (h, carry, part)
-            known = memo.get(key)
-            if known is None:
-                known = memo[key] = _chain(h, carry + part, block, room)
-                if len(memo) > self._max_parts:
-                    memo.popitem(last=False)
+            if i == last or len(part) < MEMO_MIN_CHARS:
+                added, h, carry = _chain(h, carry + part, block, room)
             else:
-                memo.move_to_end(key)
-            added, h, carry = known
+                key = (h, carry, part)
+                known = memo.get(key)
+                if known is None:
+                    known = memo[key] = _chain(h, carry + part, block, room)
+                    self._chars += len(part)
+                    while len(memo) > self._max_parts or self._chars > self._max_chars:
+                        (_, _, old), _ = memo.popitem(last=False)
+                        self._chars -= len(old)
+                else:
+                    memo.move_to_end(key)
+                added, h, carry = known
             out += added
             room -= len(added)
             if room <= 0:
                 break
-        return out
+        return tuple(out)
 
 
 def _chain(h: int, text: str, block: int, room: int) -> tuple[tuple[int, ...], int, str]:

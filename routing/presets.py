@@ -123,14 +123,18 @@ class MetricsReader:
     def _read_lora(
         self, text: bytes, spec: LoraSpec, at: int
     ) -> tuple[frozenset[str], frozenset[str], int | None]:
+        name = spec.selector.name.encode()
+        # absent only if not declared either: vLLM declares the series at start but writes
+        # its first sample after the first engine step
         if spec.selector.labels:  # a label filter: the general (slower) path
             samples = find_samples(text, spec.selector, at=at)
-            self._lora_absent = not samples
+            self._lora_absent = not samples and text.find(b"# TYPE " + name + b" ", at) < 0
             return _lora(samples, spec)
-        rests = find_rests(text, spec.selector.name.encode(), at)
-        self._lora_absent = not rests
+        rests = find_rests(text, name, at)
         if not rests:
+            self._lora_absent = text.find(b"# TYPE " + name + b" ", at) < 0
             return _NO_LORA
+        self._lora_absent = False
         # the value is the last-update timestamp: the newest sample, labels unparsed
         latest = rests[0] if len(rests) == 1 else max(rests, key=_timestamp)
         if latest != self._lora_line:
@@ -171,7 +175,7 @@ def _lora(
 
     try:
         max_lora = int(float(labels[spec.max_label])) if spec.max_label in labels else None
-    except ValueError:
+    except (ValueError, OverflowError):
         max_lora = None
     return names(spec.running_label), names(spec.waiting_label), max_lora
 
@@ -185,7 +189,7 @@ def _cache_info(text: bytes, spec: CacheInfoSpec, at: int) -> tuple[int | None, 
     def number(label: str) -> int | None:
         try:
             return int(float(labels[label])) if label in labels else None
-        except ValueError:
+        except (ValueError, OverflowError):
             return None
 
     return number(spec.block_size_label), number(spec.num_blocks_label)

@@ -216,6 +216,9 @@ async def test_broken_answers_count_as_failures_and_turn_the_endpoint_unhealthy(
         "no length": [b"HTTP/1.1 200 OK\r\n\r\n" + PAGE.encode()],
         "endless head": [b"HTTP/1.1 200 OK\r\n", *(b"X-Pad: %d\r\n" % i * 500 for i in range(20))],
         "bad chunk size": [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
+        # a negative size once sent the parser back to the same line forever (a frozen loop)
+        "negative chunk": [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-6\r\nab\r\n"],
+        "huge chunk": [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffff\r\nab"],
     }
     for name, pieces in broken.items():
         async with raw_server(lambda _, p=pieces: p) as port, scraping(port) as state:

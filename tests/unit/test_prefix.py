@@ -146,10 +146,21 @@ def test_the_prompt_hasher_agrees_with_hashing_the_joined_text(prompts, block, m
         assert hasher.hashes("m", parts) == expected
 
 
-def test_the_prompt_hasher_remembers_a_bounded_number_of_parts():
-    hasher = PromptHasher(max_parts=3)
-    system = "s" * 3000
-    for i in range(10):
-        hasher.hashes("m", (system, f"question {i}" * 20))
-    assert hasher.remembered == 3
-    assert hasher.hashes("x", (system,)) != hasher.hashes("m", (system,))  # model seeds
+def test_the_prompt_hasher_remembers_a_bounded_number_of_parts_and_characters():
+    hasher = PromptHasher(max_parts=3, max_chars=10_000)
+    for i in range(10):  # the question (last part) is not remembered, the long parts are
+        hasher.hashes("m", (f"{i}" * 3000, "question " * 20))
+    assert hasher.remembered == (3, 9000)
+    hasher.hashes("m", ("x" * 6000, "y" * 6000, "question"))
+    assert hasher.remembered == (1, 6000)  # the character budget evicts too
+    assert hasher.hashes("x", ("s" * 300,)) != hasher.hashes("m", ("s" * 300,))  # model seeds
+
+
+def test_a_shared_system_prompt_is_remembered_and_short_parts_are_not():
+    hasher = PromptHasher()
+    system = "You are a helpful assistant. " * 100
+    first = hasher.hashes("m", (system, "hi", "question one"))
+    assert hasher.remembered == (1, len(system))
+    second = hasher.hashes("m", (system, "hi", "question two"))
+    assert first[: len(system) // 64] == second[: len(system) // 64]
+    assert hasher.remembered == (1, len(system))

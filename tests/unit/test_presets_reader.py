@@ -71,6 +71,24 @@ def test_an_absent_lora_series_and_the_cache_config_are_looked_for_only_now_and_
     assert reader.read(page(cache=False)).num_blocks is None  # page 6: looked again, gone
 
 
+def test_a_declared_lora_series_without_samples_yet_is_read_on_every_page():
+    # vLLM declares the series at start and writes a sample after its first engine step
+    reader = MetricsReader(PRESET, recheck_every=100)
+    declared = "# HELP vllm:lora_requests_info Running stats on lora requests.\n" + (
+        "# TYPE vllm:lora_requests_info gauge"
+    )
+    assert reader.read(page(lora=declared)).lora_running == frozenset()
+    assert reader.read(page(lora=declared + "\n" + LORA)).lora_running == frozenset({"a", "b"})
+
+
+def test_label_values_too_large_for_an_int_are_unknown():
+    huge = 'vllm:lora_requests_info{max_lora="1e999",running_lora_adapters="a"} 1.0'
+    metrics = MetricsReader(PRESET).read(page(lora=huge))
+    assert (metrics.max_lora, metrics.lora_running) == (None, frozenset({"a"}))
+    bad_cache = b'vllm:cache_config_info{block_size="1e999",num_gpu_blocks="8"} 1\n'
+    assert MetricsReader(PRESET).read(bad_cache)[6:] == (None, 8)
+
+
 def test_missing_series_are_unknown_not_zero():
     metrics = MetricsReader(PRESET).read(b"other_metric 1\n")
     assert (metrics.waiting, metrics.running, metrics.kv_usage) == (None, None, None)
