@@ -273,3 +273,21 @@ async def test_adapters_are_indexed_as_servers_load_and_unload_them():
             assert scraper.adapter_index == {}
         finally:
             await scraper.close()
+
+
+async def test_more_endpoints_than_one_tick_starts_are_all_scraped_in_turn():
+    # 150 endpoints on one cadence: the ticker starts at most 100 per tick (two slots per
+    # period), so every endpoint must still be scraped, each in its turn
+    answer = [_page_answer(chunked=False)]
+    async with contextlib.AsyncExitStack() as stack:
+        ports = [await stack.enter_async_context(raw_server(lambda _: answer)) for _ in range(150)]
+        scraper = Scraper()
+        targets = {ScrapeTarget(address="127.0.0.1", port=port, preset=_preset(),
+                                interval_s=0.05, timeout_s=1.0) for port in ports}  # fmt: skip
+        scraper.apply(targets)
+        try:
+            await until(lambda: all(s.scrapes >= 3 for s in scraper.states.values()), 20)
+            assert len(scraper.states) == 150
+            assert all(s.healthy and s.failures == 0 for s in scraper.states.values())
+        finally:
+            await scraper.close()
