@@ -1,11 +1,12 @@
 """Scrape each pool endpoint's /metrics on a short interval, cheaply.
 
-Each endpoint keeps one keep-alive connection; a timer sends a prebuilt GET every interval
-and the response is read by callbacks (no task per endpoint); the body is handed to
-``routing.presets.read_metrics``, which only looks at the few series the preset
-names. Results are stamped with the loop clock; a reader treats data older than the pool's
-staleness threshold as unknown, never as idle. Three failures in a row mark the endpoint
-unhealthy; one success heals it. Model lists (/v1/models) are refreshed far less often.
+Each endpoint keeps one keep-alive connection; a timer shared by every endpoint on the same
+cadence sends a prebuilt GET every interval and the response is read by callbacks (no task
+per endpoint); the body is read in place by the endpoint's ``routing.presets.MetricsReader``,
+which only looks at the few series the preset names. Results are stamped with the loop
+clock; a reader treats data older than the pool's staleness threshold as unknown, never as
+idle. Three failures in a row mark the endpoint unhealthy; one success heals it. Model lists
+(/v1/models) are refreshed far less often.
 """
 
 from __future__ import annotations
