@@ -15,6 +15,7 @@ from aiohttp import web
 
 from gateway.app import RunningGateway, running_gateway
 from gateway.context import Limits
+from loadtests.benchsupport import gateway_head
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -94,24 +95,7 @@ spec:
 
 
 def gateway_yaml(port: int, routes: str, services: str) -> str:
-    return (
-        textwrap.dedent(f"""
-    apiVersion: gateway.networking.k8s.io/v1
-    kind: GatewayClass
-    metadata: {{name: sluice}}
-    spec: {{controllerName: sluice.dev/gateway-controller}}
-    ---
-    apiVersion: gateway.networking.k8s.io/v1
-    kind: Gateway
-    metadata: {{name: gw, namespace: default}}
-    spec:
-      gatewayClassName: sluice
-      listeners:
-      - {{name: http, port: {port}, protocol: HTTP}}
-    """)
-        + textwrap.dedent(routes)
-        + services
-    )
+    return gateway_head(port) + textwrap.dedent(routes) + services
 
 
 def simple_route(backend_name: str = "svc", extra_rule: str = "") -> str:
