@@ -368,11 +368,13 @@ def pick_endpoint(
         subset=subset,
         sequence=pools.next_sequence(settings.key),
     )
-    decision = run_profile(_profile(ctx, target, settings), pick_req, snapshots, ctx.rng)
+    profile = _profile(ctx, target, settings)
+    decision = run_profile(profile, pick_req, snapshots, ctx.rng)
+    counts = pools.counts(target.name)
     if isinstance(decision, NoEligibleEndpoint):
-        ctx.metrics.picked(target.name, "none")
+        counts.record(decision.trace, None, len(hashes), False)
         raise NoEligibleEndpointError(f"InferencePool {target.name}: {decision.reason}")
-    ctx.metrics.picked(target.name, "ok")
+    counts.record(decision.trace, decision.endpoint, len(hashes), profile is not settings.profile)
     if log.isEnabledFor(logging.DEBUG):
         log.debug("pick %s -> %s trace=%s", target.name, decision.endpoint.key, decision.trace)
     index.record(decision.endpoint.key, hashes, decision.endpoint.prefix_blocks)

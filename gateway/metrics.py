@@ -6,7 +6,7 @@ status is a class (2xx, 4xx...) or a reason from a fixed list.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -39,7 +39,6 @@ class Metrics:
     reload_failures: Counter
     config_timestamp: Gauge
     rejected_requests: Counter
-    picks: Counter
     objective_requests: Counter
     objective_errors: Counter
     objective_duration: Histogram
@@ -56,15 +55,6 @@ class Metrics:
     queue_wait: Histogram
     saturation: Gauge
     activation: Gauge
-    # labelled children of ``picks`` by (pool, result): counted on every request, and
-    # prometheus_client's labels() takes a lock and builds a key on each call
-    pick_children: dict[tuple[str, str], Counter] = field(default_factory=dict)
-
-    def picked(self, pool: str, result: str) -> None:
-        child = self.pick_children.get((pool, result))
-        if child is None:
-            child = self.pick_children[(pool, result)] = self.picks.labels(pool, result)
-        child.inc()
 
     @classmethod
     def create(cls) -> Metrics:
@@ -120,12 +110,6 @@ class Metrics:
             config_timestamp=Gauge(
                 "sluice_config_last_reload_success_timestamp_seconds",
                 "When the config in force was loaded.",
-                registry=r,
-            ),
-            picks=Counter(
-                "sluice_picks",
-                "Endpoint picks for InferencePools, by pool and result (ok, none).",
-                ["pool", "result"],
                 registry=r,
             ),
             objective_requests=Counter(

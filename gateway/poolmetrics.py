@@ -1,13 +1,15 @@
-"""Pool gauges, computed when /metrics is scraped (no per-request cost): the Inference
-Extension's ``inference_pool_*`` names, and ``sluice_pool_*`` for demand and the replica
-recommendation that autoscalers read. Labels are pool and endpoint names from the config."""
+"""Pool gauges and pick counters, computed when /metrics is scraped (no per-request cost
+beyond plain integer counts): the Inference Extension's ``inference_pool_*`` names,
+``sluice_pool_*`` for demand and the replica recommendation that autoscalers read, and what
+each decision's trace says (``sluice_picks_total`` and ``sluice_pick_*``). Labels are pool and
+endpoint names from the config, and filter names from the pool's profile."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.context import ProxyContext
@@ -19,7 +21,7 @@ class PoolCollector(Collector):
     def __init__(self, ctx: ProxyContext) -> None:
         self._ctx = ctx
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         ctx = self._ctx
         try:
             now = asyncio.get_running_loop().time()
@@ -104,3 +106,48 @@ class PoolCollector(Collector):
                 f["desired"].add_metric([name], latest[1].desired)
                 f["panic"].add_metric([name], 1.0 if latest[1].panic else 0.0)
         yield from f.values()
+        yield from _pick_counters(ctx)
+
+
+def _pick_counters(ctx: ProxyContext) -> Iterator[CounterMetricFamily]:
+    picks = CounterMetricFamily(
+        "sluice_picks", "Endpoint picks for InferencePools, by pool and result (ok, none).",
+        labels=["pool", "result"],
+    )  # fmt: skip
+    fail_open = CounterMetricFamily(
+        "sluice_pick_fail_open",
+        "Picks made without fresh model-server signals (FailOpen: least-request), by pool.",
+        labels=["pool"],
+    )
+    removed = CounterMetricFamily(
+        "sluice_pick_filtered_endpoints",
+        "Candidate endpoints removed by each filter of the pool's profile (hot-spot: affinity "
+        "overridden to bound imbalance; healthy: failing endpoints; ...).",
+        labels=["pool", "filter"],
+    )
+    prompt = CounterMetricFamily(
+        "sluice_pick_prompt_blocks",
+        "Prompt blocks (prefix-hash blocks) of the requests picked, by pool.",
+        labels=["pool"],
+    )
+    prefix = CounterMetricFamily(
+        "sluice_pick_prefix_blocks",
+        "Prompt blocks the chosen endpoint was predicted to hold in its prefix cache, by pool "
+        "(divided by sluice_pick_prompt_blocks_total: the predicted prefix-cache hit rate).",
+        labels=["pool"],
+    )
+    endpoints = CounterMetricFamily(
+        "sluice_endpoint_picks", "Picks per endpoint (how evenly a pool is used).",
+        labels=["pool", "endpoint"],
+    )  # fmt: skip
+    for pool, counts in ctx.pools.picks.items():
+        picks.add_metric([pool, "ok"], counts.ok)
+        picks.add_metric([pool, "none"], counts.none)
+        fail_open.add_metric([pool], counts.fail_open)
+        prompt.add_metric([pool], counts.prompt_blocks)
+        prefix.add_metric([pool], counts.prefix_blocks)
+        for name, n in counts.removed.items():
+            removed.add_metric([pool, name], n)
+        for key, n in counts.endpoints.items():
+            endpoints.add_metric([pool, key], n)
+    yield from (picks, fail_open, removed, prompt, prefix, endpoints)

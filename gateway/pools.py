@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.scraper import Scraper, ScrapeTarget
 from routing.backends import ENGINE_LABEL, Endpoint, PoolTarget
 from routing.hashring import HashRing
-from routing.picking import EndpointSnapshot
+from routing.picking import EndpointSnapshot, Trace
 from routing.pools import PoolSettings
 from routing.prefix import PrefixIndex, PromptHasher
 from routing.presets import Preset, ServerMetrics
 from routing.table import RoutingTable
 
-__all__ = ["PoolRuntime", "preset_for"]
+__all__ = ["PickCounts", "PoolRuntime", "preset_for"]
 
 DEFAULT_ENGINE = "vllm"
 _EMPTY: frozenset[str] = frozenset()
@@ -49,6 +49,36 @@ class _PoolView:
     target: PoolTarget
 
 
+@dataclass(slots=True)
+class PickCounts:
+    """One pool's decisions, counted from their traces as plain integers (no lock or label
+    lookup per request) and exported when /metrics is scraped (``gateway.poolmetrics``)."""
+
+    ok: int = 0
+    none: int = 0  # no eligible endpoint (503)
+    fail_open: int = 0  # picked without fresh signals (FailOpen: least-request)
+    prompt_blocks: int = 0  # prompt blocks of the requests picked
+    prefix_blocks: int = 0  # ... that the chosen endpoint was predicted to hold
+    removed: dict[str, int] = field(default_factory=dict)  # filter → candidates it removed
+    endpoints: dict[str, int] = field(default_factory=dict)  # endpoint key → picks
+
+    def record(
+        self, trace: Trace, chosen: EndpointSnapshot | None, prompt_blocks: int, fail_open: bool
+    ) -> None:
+        for name, keys in trace.removed:  # empty unless a filter removed someone
+            self.removed[name] = self.removed.get(name, 0) + len(keys)
+        if chosen is None:
+            self.none += 1
+            return
+        self.ok += 1
+        if fail_open:
+            self.fail_open += 1
+        self.prompt_blocks += prompt_blocks
+        self.prefix_blocks += chosen.prefix_blocks
+        key = chosen.key
+        self.endpoints[key] = self.endpoints.get(key, 0) + 1
+
+
 class PoolRuntime:
     def __init__(self) -> None:
         self.scraper = Scraper()
@@ -59,6 +89,7 @@ class PoolRuntime:
         self.in_flight_tokens: dict[str, int] = {}
         # streamed requests sent to each endpoint that have not had their first token yet
         self.awaiting_first: dict[str, int] = {}
+        self.picks: dict[str, PickCounts] = {}  # pool → its decisions, for /metrics
         self._views: dict[str, _PoolView] = {}
 
     def apply(self, table: RoutingTable) -> None:
@@ -91,6 +122,17 @@ class PoolRuntime:
         self.scraper.apply(targets)
         for pool in set(self.prefix) - set(views):
             del self.prefix[pool]
+        for pool in set(self.picks) - set(views):
+            del self.picks[pool]
+        for pool, counts in self.picks.items():  # endpoints gone: their series go too
+            for key in set(counts.endpoints) - views[pool].key_set:
+                del counts.endpoints[key]
+
+    def counts(self, pool: str) -> PickCounts:
+        counts = self.picks.get(pool)
+        if counts is None:
+            counts = self.picks[pool] = PickCounts()
+        return counts
 
     def view(self, target: PoolTarget) -> _PoolView:
         view = self._views.get(target.name)

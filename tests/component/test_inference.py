@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from loadtests.fleet import Engine, Fleet, FleetSpec, ReplicaSpec
-from tests.component.harness import free_port, gateway_on, pool_yaml, wait_scraped
+from tests.component.harness import free_port, gateway_on, gauge, pool_yaml, wait_scraped
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 SERVED = "x-gateway-destination-endpoint-served"
@@ -46,11 +46,23 @@ async def test_burst_of_200_into_idle_pool_is_spread_evenly(tmp_path, same_promp
                     for i in range(200)
                 )
             )
+        # the decisions' traces, as /metrics exports them
+        pool = "default/llama"
+        counted = {
+            key: gauge(gw, "sluice_endpoint_picks_total", pool=pool, endpoint=key)
+            for key in gw.ctx.pools.view(gw.ctx.pools.current(pool)).keys
+        }
+        guarded = gauge(gw, "sluice_pick_filtered_endpoints_total", pool=pool, filter="hot-spot")
+        picks = gauge(gw, "sluice_picks_total", pool=pool, result="ok")
     assert all(r.status_code == 200 for r in responses)
     per_endpoint = collections.Counter(r.headers[SERVED] for r in responses)
     assert len(per_endpoint) == 4, per_endpoint
     mean = 200 / 4
     assert max(per_endpoint.values()) / mean <= 1.5, per_endpoint
+    assert picks == 200
+    assert counted == {key: float(n) for key, n in per_endpoint.items()}
+    if same_prompt:  # prefix affinity pulls the burst to one endpoint: the guard spreads it
+        assert guarded > 0
 
 
 async def test_same_prefix_goes_to_the_same_endpoint_when_load_allows(tmp_path):
@@ -69,10 +81,14 @@ async def test_same_prefix_goes_to_the_same_endpoint_when_load_allows(tmp_path):
                 resp = await client.post(url, json=_chat(f"{system} question {i}"))
                 assert resp.status_code == 200
                 served.add((group, resp.headers[SERVED]))
+        prompt_blocks = gauge(gw, "sluice_pick_prompt_blocks_total", pool="default/llama")
+        prefix_blocks = gauge(gw, "sluice_pick_prefix_blocks_total", pool="default/llama")
     by_group = collections.defaultdict(set)
     for group, endpoint in served:
         by_group[group].add(endpoint)
     assert all(len(endpoints) == 1 for endpoints in by_group.values()), by_group
+    # the second and third request of each group were predicted to hit the cached prefix
+    assert 0 < prefix_blocks < prompt_blocks
 
 
 async def test_unknown_model_is_404_and_models_lists_adapters(tmp_path):
@@ -198,6 +214,17 @@ async def test_multi_host_groups_route_to_healthy_group_leaders_only(tmp_path):
                 resp = await client.post(url, json={**body, "prompt": f"distinct {i}"})
                 served.add(resp.headers[SERVED])
             assert served == {f"127.0.0.1:{p[0]}", f"127.0.0.1:{p[2]}"}
+            # the group's leader was out of rotation: the series counting its picks starts
+            # with this config; an endpoint that leaves the pool loses its series
+            leader = f"127.0.0.1:{p[2]}"
+            labels = {"pool": "default/llama", "endpoint": leader}
+            assert gauge(gw, "sluice_endpoint_picks_total", **labels) > 0
+            (tmp_path / "config.yaml").write_text(pool_yaml(port, slices[:2]))
+            assert (await gw.reloader.reload()).ok
+            assert (
+                gw.ctx.metrics.registry.get_sample_value("sluice_endpoint_picks_total", labels)
+                is None
+            )
 
 
 async def test_several_target_ports_are_several_endpoints(tmp_path):
@@ -243,7 +270,9 @@ async def test_missing_signals_fail_open_or_closed(tmp_path, mode, status):
                 f"http://127.0.0.1:{port}/v1/completions",
                 json={"model": MODEL, "prompt": "x", "max_tokens": 2},
             )
+            fail_open = gauge(gw, "sluice_pick_fail_open_total", pool="default/llama")
     assert resp.status_code == status
+    assert fail_open == (1 if mode == "FailOpen" else 0)
 
 
 REWRITE = """
