@@ -357,16 +357,19 @@ def pick_endpoint(
     allowed = view.key_set if keys is view.keys else None
     candidates = select_candidates(keys, preferred, settings.max_candidates, ctx.rng, allowed)
     snapshots = pools.snapshots(target, settings, candidates, ctx.in_flight, prefix_match)
-    pick_req = PickRequest(
-        model=model,
-        adapter=adapter,
-        prompt_blocks=len(hashes),
-        prompt_tokens=parsed.prompt_tokens if parsed else 0,
-        session_id=session,
-        session_endpoint=session_endpoint,
-        priority=priority,
-        subset=subset,
-        sequence=pools.next_sequence(settings.key),
+    pick_req = _new_tuple(  # PickRequest's fields in order (checked at import)
+        PickRequest,
+        (
+            model,
+            adapter,
+            len(hashes),  # prompt_blocks
+            parsed.prompt_tokens if parsed else 0,
+            session,  # session_id
+            session_endpoint,
+            priority,
+            subset,
+            pools.next_sequence(settings.key),  # sequence
+        ),
     )
     profile = _profile(ctx, target, settings)
     decision = run_profile(profile, pick_req, snapshots, ctx.rng)
@@ -379,6 +382,14 @@ def pick_endpoint(
         log.debug("pick %s -> %s trace=%s", target.name, decision.endpoint.key, decision.trace)
     index.record(decision.endpoint.key, hashes, decision.endpoint.prefix_blocks)
     return view.by_key[decision.endpoint.key]
+
+
+# tuple.__new__ skips the NamedTuple's Python __new__ (one PickRequest per request)
+_new_tuple = tuple.__new__
+_PICK_FIELDS = ("model", "adapter", "prompt_blocks", "prompt_tokens", "session_id",
+                "session_endpoint", "priority", "subset", "sequence")  # fmt: skip
+if PickRequest._fields != _PICK_FIELDS:
+    raise ImportError(f"PickRequest fields changed: {PickRequest._fields}")
 
 
 def _profile(ctx: ProxyContext, target: PoolTarget, settings: PoolSettings) -> Profile:

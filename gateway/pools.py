@@ -90,6 +90,7 @@ class PoolRuntime:
         # streamed requests sent to each endpoint that have not had their first token yet
         self.awaiting_first: dict[str, int] = {}
         self.picks: dict[str, PickCounts] = {}  # pool → its decisions, for /metrics
+        self._fresh_hint: dict[str, str] = {}  # pool → an endpoint last seen with fresh signals
         self._views: dict[str, _PoolView] = {}
 
     def apply(self, table: RoutingTable) -> None:
@@ -262,12 +263,17 @@ class PoolRuntime:
         return view.target if view is not None else None
 
     def has_fresh_signals(self, target: PoolTarget, settings: PoolSettings) -> bool:
-        now = asyncio.get_running_loop().time()
+        stale_before = asyncio.get_running_loop().time() - settings.staleness_s
         states = self.scraper.states
-        return any(
-            (s := states.get(key)) is not None and now - s.updated_at <= settings.staleness_s
-            for key in self.view(target).keys
-        )
+        hint = states.get(self._fresh_hint.get(target.name, ""))
+        if hint is not None and hint.updated_at >= stale_before:
+            return True  # the endpoint found fresh last time still is (the common case)
+        for key in self.view(target).keys:
+            state = states.get(key)
+            if state is not None and state.updated_at >= stale_before:
+                self._fresh_hint[target.name] = key
+                return True
+        return False
 
     def served_models(self, target: PoolTarget) -> frozenset[str]:
         models: set[str] = set()

@@ -17,17 +17,29 @@ def stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
+MEMO_SESSIONS = 8192  # sessions whose endpoint a ring remembers (a session's requests repeat)
+
+
 class HashRing:
-    __slots__ = ("_keys", "_points")
+    __slots__ = ("_keys", "_memo", "_points")
 
     def __init__(self, keys: Iterable[str], vnodes: int = DEFAULT_VNODES) -> None:
         ring = sorted((stable_hash(f"{key}#{i}"), key) for key in set(keys) for i in range(vnodes))
         self._points = [p for p, _ in ring]
         self._keys = [k for _, k in ring]
+        self._memo: dict[str, str] = {}
 
     def lookup(self, session: str) -> str | None:
-        """The endpoint owning ``session``, or None for an empty ring."""
+        """The endpoint owning ``session``, or None for an empty ring. Answers are remembered
+        (a ring never changes; a new endpoint set is a new ring), at most ``MEMO_SESSIONS``
+        of them: past that the memo starts over."""
+        known = self._memo.get(session)
+        if known is not None:
+            return known
         if not self._points:
             return None
         at = bisect.bisect_left(self._points, stable_hash(session)) % len(self._points)
-        return self._keys[at]
+        if len(self._memo) >= MEMO_SESSIONS:
+            self._memo.clear()
+        key = self._memo[session] = self._keys[at]
+        return key

@@ -1,0 +1,41 @@
+"""The session ring: stable owners, minimal movement, and a bounded memo that never changes
+an answer."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from routing import hashring
+from routing.hashring import HashRing
+
+KEYS = [f"10.0.0.{i}:8000" for i in range(12)]
+sessions = st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=60)
+
+
+@given(sessions)
+def test_remembered_answers_equal_computed_ones(names):
+    ring = HashRing(KEYS)
+    for name in names + names:  # the second pass answers from the memo
+        assert ring.lookup(name) == HashRing(KEYS).lookup(name)
+
+
+@given(sessions)
+def test_removing_an_endpoint_moves_only_its_sessions(names):
+    full, less = HashRing(KEYS), HashRing(KEYS[1:])
+    for name in names:
+        owner = full.lookup(name)
+        if owner != KEYS[0]:
+            assert less.lookup(name) == owner
+
+
+def test_memo_is_bounded(monkeypatch):
+    monkeypatch.setattr(hashring, "MEMO_SESSIONS", 50)
+    ring = HashRing(KEYS)
+    for i in range(500):
+        assert ring.lookup(f"user-{i}") in KEYS
+        assert len(ring._memo) <= 50
+
+
+def test_empty_ring_has_no_owner():
+    assert HashRing([]).lookup("anyone") is None
