@@ -177,12 +177,14 @@ class PoolRuntime:
         for key in keys:
             engine, group, accelerator = info[key]
             state = states.get(key)
+            held = None
             if state is None:
                 healthy, models, signals = True, _EMPTY, _UNKNOWN
             else:
                 healthy, models, metrics = state.healthy, state.models, state.metrics
                 if metrics is not None and state.updated_at >= stale_before:
                     signals = metrics[:_SIGNALS]
+                    held = state.held_average
                 else:
                     signals = _UNKNOWN
             # tuple.__new__ in EndpointSnapshot._fields order: skips the NamedTuple's Python
@@ -203,6 +205,7 @@ class PoolRuntime:
                         self._group_healthy(view, group) if group else True,
                         models,
                         accelerator,
+                        held,
                     ),
                 )
             )

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
@@ -28,6 +29,8 @@ UNHEALTHY_AFTER_FAILURES = 3
 MODELS_REFRESH_S = 5.0
 MAX_METRICS_BYTES = 8 * 1024 * 1024
 MAX_HEAD_BYTES = 64 * 1024
+# time constant of each endpoint's long-run load (requests held, averaged over the scrapes)
+HELD_AVERAGE_S = 10.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +51,9 @@ class ScrapeTarget:
 class EndpointState:
     metrics: ServerMetrics | None = None
     updated_at: float = float("-inf")
+    # requests held (waiting + running), an exponential moving average over HELD_AVERAGE_S
+    # of the scrapes: which endpoints stay busier than the rest, not which are busy now
+    held_average: float | None = None
     failures: int = 0
     healthy: bool = True
     models: frozenset[str] = frozenset()
@@ -454,8 +460,16 @@ class Scraper:
             state.first_scrape.set()
             return
         self._index_adapters(key, state.metrics, metrics)
+        now = asyncio.get_running_loop().time()
+        if metrics.waiting is None and metrics.running is None:
+            state.held_average = None
+        else:
+            held = (metrics.waiting or 0.0) + (metrics.running or 0.0)
+            old = state.held_average  # after a gap (or at first), the new sample counts whole
+            weight = 1.0 - math.exp((state.updated_at - now) / HELD_AVERAGE_S)
+            state.held_average = held if old is None else old + weight * (held - old)
         state.metrics = metrics
-        state.updated_at = asyncio.get_running_loop().time()
+        state.updated_at = now
         state.scrapes += 1
         if not state.healthy:
             log.info("endpoint %s healthy again", key)

@@ -50,6 +50,9 @@ class EndpointSnapshot(NamedTuple):
     group_healthy: bool = True
     models: frozenset[str] = frozenset()  # served model names (base and adapters); empty = unknown
     accelerator: str | None = None
+    # long-run load: requests held (waiting + running) averaged over the last few tens of
+    # seconds of scrapes; None = unknown
+    held_average: float | None = None
 
     @property
     def load(self) -> float:

@@ -15,6 +15,7 @@ from routing.picking import EndpointSnapshot, PickRequest
 __all__ = [
     "InFlightScorer",
     "KVCacheScorer",
+    "LongRunLoadScorer",
     "LoraAffinityScorer",
     "PrefixCacheScorer",
     "QueueScorer",
@@ -104,6 +105,37 @@ class InFlightScorer:
     def score(self, req: PickRequest, eps: Endpoints) -> Scores:
         half = self.half
         return [half / (half + e.in_flight) if e.in_flight > 0 else 1.0 for e in eps]
+
+
+@dataclass(frozen=True, slots=True)
+class LongRunLoadScorer:
+    """Endpoints that do not stay busier than the others are better: each endpoint's
+    long-run load (requests held, averaged over tens of seconds of scrapes) against the
+    candidates' mean — 1 at or below the mean, falling to 0 at ``tolerance`` (a fraction of
+    the mean, at least of one request) above it; unknown 0.
+
+    A slow counterweight to affinity. The hot-spot guard bounds momentary imbalance; this
+    tilts the marginal choices (between two holders of a prefix, where a new prompt group
+    starts) away from endpoints whose share of prompt groups keeps them busier, so load
+    evens out over time without throwing cached prefixes away on every burst."""
+
+    tolerance: float = 0.1
+    name: str = "long-run-load"
+
+    def score(self, req: PickRequest, eps: Endpoints) -> Scores:
+        known = [v for e in eps if (v := e.held_average) is not None]
+        if not known:
+            return [0.0] * len(eps)
+        mean = sum(known) / len(known)
+        scale = max(mean, 1.0) * self.tolerance
+        return [
+            0.0
+            if (v := e.held_average) is None
+            else 1.0
+            if v <= mean
+            else max(0.0, 1.0 - (v - mean) / scale)
+            for e in eps
+        ]
 
 
 @dataclass(frozen=True, slots=True)

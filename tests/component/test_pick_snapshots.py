@@ -40,12 +40,13 @@ async def test_snapshot_fields_hold_their_own_signals():
         metrics=ServerMetrics(waiting=3.0, running=7.0, kv_usage=0.25,
                               lora_running=frozenset({"x"}), lora_waiting=frozenset({"y"}),
                               max_lora=4),
-        updated_at=now + 60, healthy=True, models=frozenset({"base", "x"}),
+        updated_at=now + 60, healthy=True, models=frozenset({"base", "x"}), held_average=6.5,
     )  # fmt: skip
     pools.scraper.states["10.0.0.2:8000"] = EndpointState(
         metrics=ServerMetrics(waiting=9.0, running=1.0, kv_usage=0.5),
         updated_at=now - 3600,  # stale: signals unknown
         healthy=False,
+        held_average=2.0,
     )
     pools.in_flight_tokens["10.0.0.1:8000"] = 1234
     snaps = pools.snapshots(
@@ -59,6 +60,7 @@ async def test_snapshot_fields_hold_their_own_signals():
         "lora_waiting": frozenset({"y"}), "max_lora": 4, "in_flight": 5,
         "in_flight_tokens": 1234, "prefix_blocks": 11, "group": None, "is_leader": True,
         "group_healthy": True, "models": frozenset({"base", "x"}), "accelerator": None,
+        "held_average": 6.5,
     }  # fmt: skip
     assert (stale.healthy, stale.waiting, stale.running, stale.kv_usage) == (
         False,
@@ -67,6 +69,7 @@ async def test_snapshot_fields_hold_their_own_signals():
         None,
     )
     assert (stale.in_flight, stale.prefix_blocks, stale.engine) == (0, 0, "vllm")
+    assert stale.held_average is None  # a stale average is unknown too
     assert never.healthy
     assert never.waiting is None
     assert never.models == frozenset()

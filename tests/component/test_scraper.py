@@ -291,3 +291,19 @@ async def test_more_endpoints_than_one_tick_starts_are_all_scraped_in_turn():
             assert all(s.healthy and s.failures == 0 for s in scraper.states.values())
         finally:
             await scraper.close()
+
+
+async def test_the_long_run_load_follows_the_scraped_load_slowly():
+    busy = _page_answer(chunked=False)  # 3 waiting + 5 running: 8 held
+    idle = _page_answer(
+        chunked=False, page=PAGE.replace(" 3.0", " 0").replace(" 5.0", " 0").encode()
+    )
+    async with raw_server(lambda n: [busy if n < 4 else idle]) as port, scraping(port) as state:
+        await until(lambda: state.held_average is not None)
+        assert state.held_average == 8.0  # the first sample counts whole
+        await until(lambda: state.metrics is not None and state.metrics.waiting == 0.0)
+        scrapes = state.scrapes
+        await until(lambda: state.scrapes >= scrapes + 3)
+        # idle now, but a 10 s average of an endpoint busy until a moment ago is not
+        assert state.held_average is not None
+        assert 0.0 < state.held_average < 8.0

@@ -4,6 +4,7 @@ picks are members."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -40,6 +41,7 @@ def endpoints(draw, min_size: int = 1) -> tuple[EndpointSnapshot, ...]:
                 is_leader=draw(st.booleans()),
                 group_healthy=draw(st.booleans()),
                 models=draw(st.frozensets(st.sampled_from(["m", "a", "x"]), max_size=3)),
+                held_average=draw(maybe_float),
             )
         )
     return tuple(out)
@@ -117,6 +119,35 @@ def test_profiles_decide_within_the_filtered_set(name, req, eps, seed):
 def test_bad_plugin_parameters_are_refused(name, params):
     with pytest.raises(ValueError):  # noqa: PT011 - the message names the parameter
         FILTERS[name](params)
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("long-run-load", {"tolerance": 0}), ("long-run-load", {"bogus": 1}),
+     ("token-load", {"thresholdTokens": 0})],
+)  # fmt: skip
+def test_bad_scorer_parameters_are_refused(name, params):
+    with pytest.raises(ValueError):  # noqa: PT011 - the message names the parameter
+        SCORERS[name](params)
+
+
+@given(req=requests, eps=endpoints(), tolerance=st.floats(min_value=0.01, max_value=2))
+def test_long_run_load_favours_what_stays_below_the_mean(req, eps, tolerance):
+    scores = SCORERS["long-run-load"]({"tolerance": tolerance}).score(req, eps)
+    known = [(e.held_average, s) for e, s in zip(eps, scores, strict=True)
+             if e.held_average is not None]  # fmt: skip
+    assert all(s == 0.0 for e, s in zip(eps, scores, strict=True) if e.held_average is None)
+    if not known:
+        return
+    mean = sum(v for v, _ in known) / len(known)
+    for v, s in known:
+        if v <= mean:
+            assert s == 1.0
+        elif v - mean >= tolerance * max(mean, 1.0):
+            assert s == 0.0
+    # never favours a busier endpoint over a less busy one
+    ordered = sorted(known)
+    assert all(a[1] >= b[1] for a, b in itertools.pairwise(ordered))
 
 
 def test_plugins_without_parameters_refuse_them():
