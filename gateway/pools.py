@@ -125,6 +125,8 @@ class PoolRuntime:
             del self.prefix[pool]
         for pool in set(self.picks) - set(views):
             del self.picks[pool]
+        for pool in set(self._fresh_hint) - set(views):
+            del self._fresh_hint[pool]
         for pool, counts in self.picks.items():  # endpoints gone: their series go too
             for key in set(counts.endpoints) - views[pool].key_set:
                 del counts.endpoints[key]

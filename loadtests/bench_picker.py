@@ -3,7 +3,8 @@
 Measures the whole synchronous pick path the gateway runs per request
 (``gateway.inference.pick_endpoint``): prompt block hashes (chat requests: one of 32 shared
 ~3,400-character system prompts and a short question), the prefix index lookup, candidate
-selection, snapshots, filters, six scorers, the picker and the prefix-index update. Endpoint
+selection, snapshots, the default profile's filters, every registered scorer (the default's
+six at their weights, the others at weight 1), the picker and the prefix-index update. Endpoint
 signals are synthetic but fresh (as if just scraped). Prints p50/p90/p99 in µs, and the same
 for a fixed computation timed between the picks: identical work whose spread is this
 machine's (scheduling, other tenants), not the picker's.
@@ -34,7 +35,8 @@ from gateway.upstream import make_session
 from routing import model as m
 from routing.backends import Endpoint, PoolTarget
 from routing.openai import parse_body
-from routing.plugins.registry import BUILTIN_PROFILES
+from routing.pipeline import Profile, WeightedScorer
+from routing.plugins.registry import BUILTIN_PROFILES, SCORERS
 from routing.pools import PoolSettings
 from routing.presets import ServerMetrics
 from routing.table import RoutingTable
@@ -52,6 +54,18 @@ def _pool(n: int) -> PoolTarget:
         Endpoint(address=f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", port=8000) for i in range(n)
     )
     return PoolTarget(name="default/bench", endpoints=endpoints, pool=pool)
+
+
+def every_scorer() -> Profile:
+    """The default profile with every registered scorer on (those it lacks at weight 1)."""
+    default = BUILTIN_PROFILES["default"]
+    weights = {ws.scorer.name: ws.weight for ws in default.scorers}
+    scorers = tuple(
+        WeightedScorer(scorer=make({}), weight=weights.get(name, 1.0))
+        for name, make in SCORERS.items()
+    )
+    return Profile(name="every-scorer", filters=default.filters, scorers=scorers,
+                   picker=default.picker)  # fmt: skip
 
 
 def _bodies(rng: random.Random, count: int) -> list[bytes]:
@@ -79,8 +93,7 @@ def _reference() -> int:
 async def run(n: int, picks: int) -> tuple[list[float], list[float]]:
     rng = random.Random(0)
     target = _pool(n)
-    settings = PoolSettings(key=target.name, profile=BUILTIN_PROFILES["default"],
-                            failure_mode="FailOpen")  # fmt: skip
+    settings = PoolSettings(key=target.name, profile=every_scorer(), failure_mode="FailOpen")
     table = RoutingTable(ports={}, config=m.Config(), pools={target.name: settings})
     session = make_session()
     ctx = ProxyContext(holder=TableHolder(table=table), session=session,
@@ -93,7 +106,9 @@ async def run(n: int, picks: int) -> tuple[list[float], list[float]]:
                                   kv_usage=rng.random(), lora_running=lora, max_lora=2),
             updated_at=now + 3600,  # fresh for the whole run
             models=frozenset({MODEL, "sql-lora", "chat-lora"}),
+            held_average=rng.uniform(0, 40),
         )  # fmt: skip
+        ctx.pools.in_flight_tokens[ep.key] = rng.randint(0, 100_000)
         for adapter in lora:
             ctx.pools.scraper.adapter_index.setdefault(adapter, set()).add(ep.key)
     ctx.pools.scraper.known_adapters |= {"sql-lora", "chat-lora"}
