@@ -18,6 +18,7 @@ def stable_hash(text: str) -> int:
 
 
 MEMO_SESSIONS = 8192  # sessions whose endpoint a ring remembers (a session's requests repeat)
+MEMO_MAX_CHARS = 256  # longer session ids (client-chosen) are looked up, not remembered
 
 
 class HashRing:
@@ -32,14 +33,15 @@ class HashRing:
     def lookup(self, session: str) -> str | None:
         """The endpoint owning ``session``, or None for an empty ring. Answers are remembered
         (a ring never changes; a new endpoint set is a new ring), at most ``MEMO_SESSIONS``
-        of them: past that the memo starts over."""
+        of them, ids of at most ``MEMO_MAX_CHARS``: past that the memo starts over."""
         known = self._memo.get(session)
         if known is not None:
             return known
         if not self._points:
             return None
-        at = bisect.bisect_left(self._points, stable_hash(session)) % len(self._points)
-        if len(self._memo) >= MEMO_SESSIONS:
-            self._memo.clear()
-        key = self._memo[session] = self._keys[at]
+        key = self._keys[bisect.bisect_left(self._points, stable_hash(session)) % len(self._points)]
+        if len(session) <= MEMO_MAX_CHARS:
+            if len(self._memo) >= MEMO_SESSIONS:
+                self._memo.clear()
+            self._memo[session] = key
         return key

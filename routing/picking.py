@@ -50,8 +50,8 @@ class EndpointSnapshot(NamedTuple):
     group_healthy: bool = True
     models: frozenset[str] = frozenset()  # served model names (base and adapters); empty = unknown
     accelerator: str | None = None
-    # long-run load: requests held (waiting + running) averaged over the last few tens of
-    # seconds of scrapes; None = unknown
+    # long-run load: requests held (waiting + running), averaged over about the last ten
+    # seconds of scrapes; None = unknown (stale or never scraped)
     held_average: float | None = None
 
     @property

@@ -64,6 +64,7 @@ class ServerMetrics(NamedTuple):
     num_blocks: int | None = None
 
 
+_new_tuple = tuple.__new__
 _NO_NAMES: frozenset[str] = frozenset()
 _NO_LORA: tuple[frozenset[str], frozenset[str], int | None] = (_NO_NAMES, _NO_NAMES, None)
 RECHECK_EVERY = 100  # pages between reads of the static or absent series
@@ -112,12 +113,16 @@ class MetricsReader:
         running = _values(text, at, preset.running, self._running)
         kv_values = _values(text, at, preset.kv_usage, self._kv)
         kv = None if not kv_values else min(1.0, max(0.0, max(kv_values) * preset.kv_scale))
-        return ServerMetrics(
-            sum(queue) if queue else None,
-            sum(running) if running else None,
-            kv,
-            *lora,
-            *self._cache_info,
+        # ServerMetrics's fields in order, without its Python __new__ (one per scrape)
+        return _new_tuple(
+            ServerMetrics,
+            (
+                sum(queue) if queue else None,
+                sum(running) if running else None,
+                kv,
+                *lora,
+                *self._cache_info,
+            ),
         )
 
     def _read_lora(

@@ -56,29 +56,38 @@ def find_samples(
 
 def find_values(text: bytes, name: bytes, at: int = 0) -> list[float]:
     """The value of every sample of metric ``name`` (no label filter, labels not parsed):
-    the fast path for the gauges read on every scrape (``_group`` inlined, no generator)."""
+    the fast path for the gauges read on every scrape (``_group`` inlined, no generator, the
+    value read where it lies: no copy of the line or its labels)."""
+    size = len(name)
     if text.startswith(name, at):
-        start = at + len(name)
+        start = at + size
     else:
         found = text.find(b"\n" + name, at)
         if found < 0:
             return []
-        start = found + 1 + len(name)
+        start = found + 1 + size
     out: list[float] = []
-    size = len(name)
     while True:
         end = text.find(b"\n", start)
-        rest = text[start:end] if end >= 0 else text[start:]
-        first = rest[:1]
+        if end < 0:
+            end = len(text)
+        first = text[start : start + 1]
         if first == b"{":
-            rest = rest[rest.rfind(b"}") + 1 :]
-        elif first != b" ":
+            value_at = text.rfind(b"}", start, end) + 1
+            if value_at == 0:
+                return out  # labels never closed: not a sample line
+        elif first == b" ":
+            value_at = start
+        else:
             return out  # a longer name sharing this prefix: past the group
         try:
-            out.append(float(rest.split(None, 1)[0]))
-        except (ValueError, IndexError):
-            return out
-        if end < 0 or not text.startswith(name, end + 1):
+            out.append(float(text[value_at:end]))  # float() ignores surrounding whitespace
+        except ValueError:  # a timestamp after the value, or no value
+            try:
+                out.append(float(text[value_at:end].split(None, 1)[0]))
+            except (ValueError, IndexError):
+                return out
+        if end >= len(text) or not text.startswith(name, end + 1):
             return out
         start = end + 1 + size
 

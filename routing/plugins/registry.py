@@ -130,8 +130,9 @@ DEFAULT_PROFILE = Profile(
 # "balanced": the default's scorers, a hot-spot guard that also caps each endpoint near the
 # mean (meanSlack 2, ratio 1.1), and the long-run-load scorer (weight 6) that steers marginal
 # choices away from endpoints that stay busier than the rest. Load across replicas evens out
-# (max/mean of the mean load 1.00 in docs/reports/prefix-routing-balance/) at the price of a
-# few more prefix-cache misses and a higher TTFT tail than the default's.
+# (max/mean of the replicas' mean load 1.003-1.008 in docs/reports/prefix-routing-balance/
+# and the prefix-routing report) at the price of a few more prefix-cache misses and a higher
+# TTFT tail than the default's.
 BALANCED_PROFILE = Profile(
     name="balanced",
     filters=(*_BASE_FILTERS, f.ModelFilter(), f.HotSpotFilter(ratio=1.1, mean_slack=2.0)),

@@ -110,7 +110,7 @@ class InFlightScorer:
 @dataclass(frozen=True, slots=True)
 class LongRunLoadScorer:
     """Endpoints that do not stay busier than the others are better: each endpoint's
-    long-run load (requests held, averaged over tens of seconds of scrapes) against the
+    long-run load (requests held, averaged over about ten seconds of scrapes) against the
     candidates' mean — 1 at or below the mean, falling to 0 at ``tolerance`` (a fraction of
     the mean, at least of one request) above it; unknown 0.
 

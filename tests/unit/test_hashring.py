@@ -37,5 +37,12 @@ def test_memo_is_bounded(monkeypatch):
         assert len(ring._memo) <= 50
 
 
+def test_long_session_ids_are_not_remembered():
+    ring = HashRing(KEYS)
+    long_id = "x" * (hashring.MEMO_MAX_CHARS + 1)
+    assert ring.lookup(long_id) == HashRing(KEYS).lookup(long_id)
+    assert long_id not in ring._memo
+
+
 def test_empty_ring_has_no_owner():
     assert HashRing([]).lookup("anyone") is None

@@ -54,6 +54,7 @@ def test_values_without_labels_match_the_samples_they_come_from():
     assert find_values(b"m 1.5\nm 2.5\n", b"m") == [1.5, 2.5]  # the page's first line
     assert find_values(b'm{a="}"} 3\n', b"m") == [3.0]  # a brace inside a label value
     assert find_values(b'm{a="x"}\n', b"m") == []  # no value: not a sample
+    assert find_values(b'5\nm{a="x" 3\n', b"m") == []  # labels never closed
 
 
 def test_reading_from_an_offset_skips_what_comes_before():
@@ -91,3 +92,24 @@ def test_parse_labels_reads_back_what_the_exposition_format_writes(pairs):
 
     text = ",".join(f'{k}="{escape(v)}"' for k, v in pairs)
     assert parse_labels(text) == tuple(pairs)
+
+
+_values = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False, width=32).map(repr),
+    st.sampled_from(["NaN", "+Inf", "-Inf", "0", "1e3"]),
+)
+_lines = st.one_of(
+    st.tuples(st.sampled_from(["m", "m_total", "n"]), st.sampled_from(["", '{a="1"}', '{a="}"}']),
+              _values, st.sampled_from(["", " 1700000000"]))
+    .map(lambda t: f"{t[0]}{t[1]} {t[2]}{t[3]}"),
+    st.sampled_from(["# HELP m the m", "# TYPE m gauge", 'm{a="x"}', 'm{a="x" 3', "m"]),
+)  # fmt: skip
+
+
+@given(st.lists(_lines, max_size=12), st.sampled_from(["\n", "\r\n"]), st.booleans())
+def test_fast_values_equal_the_general_reader_on_any_page(lines, newline, trailing):
+    page = (newline.join(lines) + (newline if trailing else "")).encode()
+    for name in ("m", "n"):
+        fast = find_values(page, name.encode())
+        general = [s.value for s in find_samples(page, Selector(name=name), keep_labels=False)]
+        assert [repr(v) for v in fast] == [repr(v) for v in general]
