@@ -19,7 +19,6 @@ arrivals go on (phase `cooldown`, unmeasured) until every measured request has f
 import asyncio
 import dataclasses
 import json
-import os
 import random
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import Any
 
 import aiohttp
 
+from .childproc import cpu_seconds, emit, read_jsonl, run_child, write_jsonl
 from .scenario import is_loopback_url, parse_workload
 from .workload import OBJECTIVE_HEADER, PlannedRequest, RequestFactory, StreamTally
 
@@ -215,15 +215,11 @@ async def _read_events(resp: aiohttp.ClientResponse, record: Record, sent: float
         record.error = tally.error[:ERROR_TEXT_CHARS]
 
 
-def _emit(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
-
-
 async def _progress(gen: Generator, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
         t = gen.tally
-        _emit("progress", sent=t.sent, done=t.done, errors=t.errors, in_flight=gen.in_flight,
+        emit("progress", sent=t.sent, done=t.done, errors=t.errors, in_flight=gen.in_flight,
               max_lag_ms=round(t.max_lag * 1000, 1))  # fmt: skip
         t.max_lag = 0.0
 
@@ -231,12 +227,12 @@ async def _progress(gen: Generator, interval_s: float) -> None:
 async def generate(spec: GeneratorSpec) -> None:
     if not is_loopback_url(spec.url):
         raise ValueError(f"refusing to load a non-loopback URL: {spec.url}")
-    _emit("ready")
+    emit("ready")
     line = await asyncio.to_thread(sys.stdin.readline)
     word, _, when = line.partition(" ")
     if word != "go":
         return  # the parent gave up before starting: nothing sent
-    cpu_at_go = _cpu_s()
+    cpu_at_go = cpu_seconds()
     timeout = aiohttp.ClientTimeout(total=spec.request_timeout_s)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
@@ -246,39 +242,18 @@ async def generate(spec: GeneratorSpec) -> None:
             await gen.run()
         finally:
             progress.cancel()
-    _write_records(Path(spec.records_path), gen.records)
-    _emit("done", records=len(gen.records), cpu_s=round(_cpu_s() - cpu_at_go, 3))
-
-
-def _cpu_s() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
-def _write_records(path: Path, records: list[Record]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(dataclasses.asdict(record), separators=(",", ":")) + "\n")
+    write_jsonl(Path(spec.records_path), gen.records)
+    emit("done", records=len(gen.records), cpu_s=round(cpu_seconds() - cpu_at_go, 3))
 
 
 def read_records(path: Path) -> list[Record]:
-    with path.open(encoding="utf-8") as f:
-        return [Record(**json.loads(line)) for line in f if line.strip()]
+    return read_jsonl(path, Record)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m loadtests.loadgen SPEC.json", file=sys.stderr)
-        return 2
-    spec = GeneratorSpec(**json.loads(Path(args[0]).read_text(encoding="utf-8")))
-    try:
-        import uvloop
-
-        uvloop.run(generate(spec))
-    except ImportError:
-        asyncio.run(generate(spec))
-    return 0
+    return run_child(
+        argv, "loadtests.loadgen", lambda text: GeneratorSpec(**json.loads(text)), generate
+    )
 
 
 if __name__ == "__main__":

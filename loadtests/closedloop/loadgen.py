@@ -16,10 +16,10 @@ import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
+from ..childproc import emit, run_child, write_jsonl
 from ..loadgen import Generator, GeneratorSpec
 from ..scenario import is_loopback_url
 from .arrivals import RateProfile, arrival_times
@@ -69,7 +69,7 @@ async def generate(spec: ProfileSpec) -> None:
     if not is_loopback_url(g.url):
         raise ValueError(f"refusing to load a non-loopback URL: {g.url}")
     arrivals = arrival_times(RateProfile(points=spec.profile), g.seed)
-    _emit("ready", arrivals=len(arrivals))
+    emit("ready", arrivals=len(arrivals))
     line = await asyncio.to_thread(sys.stdin.readline)
     word, _, when = line.partition(" ")
     if word != "go":
@@ -80,28 +80,12 @@ async def generate(spec: ProfileSpec) -> None:
     ) as session:
         gen = ProfileGenerator(g, session, float(when), arrivals)
         await gen.run()
-    lines = [json.dumps(dataclasses.asdict(r), separators=(",", ":")) + "\n" for r in gen.records]
-    await asyncio.to_thread(Path(g.records_path).write_text, "".join(lines), encoding="utf-8")
-    _emit("done", records=len(gen.records), errors=gen.tally.errors)
-
-
-def _emit(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
+    await asyncio.to_thread(write_jsonl, Path(g.records_path), gen.records)
+    emit("done", records=len(gen.records), errors=gen.tally.errors)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m loadtests.closedloop.loadgen SPEC.json", file=sys.stderr)
-        return 2
-    spec = ProfileSpec.from_json(Path(args[0]).read_text(encoding="utf-8"))
-    try:
-        import uvloop
-
-        uvloop.run(generate(spec))
-    except ImportError:
-        asyncio.run(generate(spec))
-    return 0
+    return run_child(argv, "loadtests.closedloop.loadgen", ProfileSpec.from_json, generate)
 
 
 if __name__ == "__main__":

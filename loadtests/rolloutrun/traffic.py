@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import random
 import sys
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 import aiohttp
 
+from loadtests.childproc import cpu_seconds, emit, read_jsonl, run_child, write_jsonl
 from loadtests.scenario import is_loopback_url, parse_workload
 from loadtests.workload import PlannedRequest, RequestFactory, StreamTally
 
@@ -152,10 +152,6 @@ async def _read_body(resp: aiohttp.ClientResponse, record: Request, sent: float)
         record.error = "no token in the response"
 
 
-def _emit(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
-
-
 async def _stdin() -> asyncio.StreamReader:
     """stdin as a stream: a blocked read can be cancelled, and no thread outlives the run."""
     reader = asyncio.StreamReader()
@@ -177,11 +173,11 @@ async def generate(spec: TrafficSpec) -> None:
     if not is_loopback_url(spec.url):
         raise ValueError(f"refusing to load a non-loopback URL: {spec.url}")
     stdin = await _stdin()
-    _emit("ready")
+    emit("ready")
     word, _, when = (await stdin.readline()).decode().partition(" ")
     if word != "go":
         return  # the parent gave up before starting: nothing sent
-    cpu0 = _cpu_s()
+    cpu0 = cpu_seconds()
     timeout = aiohttp.ClientTimeout(total=spec.request_timeout_s)
     async with aiohttp.ClientSession(
         timeout=timeout, connector=aiohttp.TCPConnector(limit=0)
@@ -192,39 +188,19 @@ async def generate(spec: TrafficSpec) -> None:
             await traffic.run()
         finally:
             watcher.cancel()
-    _write_requests(Path(spec.records_path), traffic.records)
-    _emit("done", records=len(traffic.records), cpu_s=round(_cpu_s() - cpu0, 3))
-
-
-def _cpu_s() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
-def _write_requests(path: Path, records: list[Request]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(dataclasses.asdict(record), separators=(",", ":")) + "\n")
+    write_jsonl(Path(spec.records_path), traffic.records)
+    emit("done", records=len(traffic.records), cpu_s=round(cpu_seconds() - cpu0, 3))
 
 
 def read_requests(path: Path) -> list[Request]:
-    with path.open(encoding="utf-8") as f:
-        return [Request(**json.loads(line)) for line in f if line.strip()]
+    return read_jsonl(path, Request)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m loadtests.rolloutrun.traffic SPEC.json", file=sys.stderr)
-        return 2
-    spec = TrafficSpec(**json.loads(Path(args[0]).read_text(encoding="utf-8")))
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(generate(spec))
-    else:
-        uvloop.run(generate(spec))
-    return 0
+    return run_child(
+        argv, "loadtests.rolloutrun.traffic", lambda text: TrafficSpec(**json.loads(text)),
+        generate,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
