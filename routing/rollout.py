@@ -15,8 +15,15 @@ and variant, two counters and two sparse log-bucket histograms of at most ``_BUC
 p95s are read from the histograms: buckets are 9 % wide, so a p95 is within ±4.5 %.
 
 Verdicts. A window is Inconclusive unless both variants have ``min_samples`` requests in it.
-Any window that fails rolls back at once, even one shorter than ``I`` at the start: failing
-early is the safe direction. A step advances once its duration has passed *and* a full-length
+A window that fails counts as a failure when it does not overlap the last one counted (its own
+stretch of traffic: overlapping windows share their requests, so they are not separate
+evidence); after ``failure_threshold`` counted failures (default 1: the first) the rollout rolls
+back at once, even on a window shorter than ``I`` at the start: failing early is the safe
+direction. A threshold above 1 guards against rolling back on noise, which repeated testing at
+low error rates makes likely, at the price of detection time (about ``failure_threshold × I``).
+Failures are not forgiven by passing windows in between (a regression that flaps still rolls
+back), and a failing window always takes back a step's pass, so a step advances only after a
+passing window that came later. A step advances once its duration has passed *and* a full-length
 window lying wholly inside the step has passed, so every weight is judged at that weight (a
 step of duration 0 advances at once). After the last step the candidate gets 100 %. While the
 candidate has 100 % the baseline gets no requests, so the candidate is compared with the
@@ -96,6 +103,7 @@ class Thresholds:
 
     interval_s: float = 60.0
     min_samples: int = 50
+    failure_threshold: int = 1  # failing windows (not overlapping each other) before a rollback
     max_error_rate_ratio: float | None = None
     max_error_rate_increase: float | None = None
     max_ttft_p95_ratio: float | None = None
@@ -120,9 +128,13 @@ class RolloutPlan:
         if any(not 0 <= s.weight <= 100 or s.duration_s < 0 for s in self.steps):
             raise ValueError("step weights lie in [0, 100] and durations are >= 0")
         if self.analysis is not None and (
-            self.analysis.interval_s <= 0 or self.analysis.min_samples < 1
+            self.analysis.interval_s <= 0
+            or self.analysis.min_samples < 1
+            or self.analysis.failure_threshold < 1
         ):
-            raise ValueError("the analysis interval is > 0 and minSamples >= 1")
+            raise ValueError(
+                "the analysis interval is > 0, minSamples >= 1 and failureThreshold >= 1"
+            )
 
     @property
     def revision(self) -> str:
@@ -185,6 +197,7 @@ class RolloutStatus:
     last_analysis: Analysis | None = None
     baseline_reference: VariantStats | None = None
     history: tuple[tuple[float, int], ...] = ()
+    failures: int = 0  # failing windows counted toward the failure threshold
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready mapping (camelCase keys, as the admin API uses)."""
@@ -352,6 +365,8 @@ class Rollout:
     ``weight`` (per request) and ``status``."""
 
     __slots__ = (
+        "_counted_until",
+        "_failures",
         "_history",
         "_judged",
         "_last",
@@ -384,10 +399,13 @@ class Rollout:
         self._last = status.last_analysis
         self._reference = status.baseline_reference
         self._history = list(status.history)
+        self._failures = status.failures
         self._slices: collections.deque[_Slice] = collections.deque(maxlen=ANALYSIS_SLICES + 1)
         # slices before this one were never recorded (a restore): no full window before it
         self._open_from = self._slice_index(now)
         self._judged = self._open_from
+        # the slice where the last counted failing window ended: the next one must start there
+        self._counted_until = self._open_from
 
     @classmethod
     def start(cls, plan: RolloutPlan, now: float) -> Rollout:
@@ -435,6 +453,7 @@ class Rollout:
             last_analysis=self._last,
             baseline_reference=self._reference,
             history=tuple(self._history),
+            failures=self._failures,
         )
 
     def observe(
@@ -515,7 +534,19 @@ class Rollout:
         if own.requests >= t.min_samples:
             self._reference = own
         if self._last.verdict is Verdict.FAIL:
-            self._finish(now, Phase.ROLLED_BACK, f"rolled back: {', '.join(self._last.failed)}")
+            self._step_passed = False  # the step needs a passing window after this one
+            if max(first, self._open_from) >= self._counted_until:
+                self._failures += 1
+                self._counted_until = index
+            checks = ", ".join(self._last.failed)
+            if self._failures >= t.failure_threshold:
+                self._finish(now, Phase.ROLLED_BACK, f"rolled back: {checks}")
+            else:
+                paused = "paused; " if self._phase is Phase.PAUSED else ""
+                self._message = (
+                    f"{paused}step {self._step + 1}: analysis failed ({checks}), failure "
+                    f"{self._failures} of {t.failure_threshold}"
+                )
         elif (
             self._last.verdict is Verdict.PASS
             and first >= self._open_from

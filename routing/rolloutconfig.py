@@ -14,6 +14,7 @@ spec:
   analysis:                      # omitted: steps advance on time alone
     interval: 30s                # default 1m (Flagger's)
     minSamples: 50               # per variant and window
+    failureThreshold: 1          # failing windows (not overlapping) before a rollback
     maxErrorRateRatio: 2.0       # with maxErrorRateIncrease: fail only when both are exceeded
     maxErrorRateIncrease: 0.02
     maxTTFTp95Ratio: 1.5
@@ -208,6 +209,7 @@ def _analysis(r: Reader | None) -> Thresholds | None:
     out = Thresholds(
         interval_s=interval if interval > 0 else DEFAULT_ANALYSIS_INTERVAL_S,
         min_samples=_int(r, "minSamples", DEFAULT_MIN_SAMPLES, lo=1),
+        failure_threshold=_int(r, "failureThreshold", 1, lo=1),
         max_error_rate_ratio=_bound(r, "maxErrorRateRatio"),
         max_error_rate_increase=_bound(r, "maxErrorRateIncrease", hi=1.0),
         max_ttft_p95_ratio=_bound(r, "maxTTFTp95Ratio"),

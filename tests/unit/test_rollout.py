@@ -430,8 +430,18 @@ def test_split_weights(variants, weight, expected):
         {"steps": (Step(weight=10, duration_s=-1),)},
         {"analysis": Thresholds(interval_s=0)},
         {"analysis": Thresholds(min_samples=0)},
+        {"analysis": Thresholds(failure_threshold=0)},
     ],
-    ids=["no-steps", "same-names", "weight-high", "weight-low", "negative", "interval", "min"],
+    ids=[
+        "no-steps",
+        "same-names",
+        "weight-high",
+        "weight-low",
+        "negative",
+        "interval",
+        "min",
+        "failures",
+    ],
 )
 def test_invalid_plans_are_refused(kwargs):
     with pytest.raises(ValueError):  # noqa: PT011 - each message is checked by the parser tests
@@ -442,3 +452,80 @@ def test_revision_follows_variants_and_steps_not_thresholds():
     same = RolloutPlan(baseline="v1", candidate="v2", steps=STEPS, analysis=Thresholds())
     assert same.revision == PLAN.revision
     assert RolloutPlan(baseline="v1", candidate="v2", steps=STEPS[:2]).revision != PLAN.revision
+
+
+TOLERANT = RolloutPlan(
+    baseline="v1",
+    candidate="v2",
+    steps=STEPS,
+    analysis=Thresholds(
+        interval_s=INTERVAL_S, min_samples=50, max_error_rate_ratio=2.0,
+        max_error_rate_increase=0.02, failure_threshold=2,
+    ),
+)  # fmt: skip
+
+
+def test_with_a_failure_threshold_a_passing_blip_does_not_roll_back():
+    # the candidate errs for 5 s in the first step: every window holding those seconds fails,
+    # but they overlap each other, so they count once; the rollout is held, then goes on
+    def blip(now: float, variant: str) -> tuple[float, float, float]:
+        return (0.5 if variant == "v2" and 60.0 <= now < 65.0 else 0.02, 0.2, 0.02)
+
+    rollout = Rollout.start(TOLERANT, 0.0)
+    drive(rollout, 0.0, 100.0, blip)
+    status = rollout.status
+    assert (status.phase, status.failures) == (Phase.PROGRESSING, 1)
+    drive(rollout, 100.0, 800.0, blip)
+    status = rollout.status
+    assert status.phase is Phase.PROMOTED
+    assert status.failures == 1
+    # the first step waited for a passing window after the blip, then went on as planned
+    assert status.history[0] == (0.0, 10)
+    assert status.history[1][1] == 50
+    assert status.history[1][0] >= 60.0 + INTERVAL_S
+
+
+def test_the_same_blip_rolls_back_at_the_default_threshold():
+    def blip(now: float, variant: str) -> tuple[float, float, float]:
+        return (0.5 if variant == "v2" and 60.0 <= now < 65.0 else 0.02, 0.2, 0.02)
+
+    rollout = Rollout.start(PLAN, 0.0)
+    at = drive(rollout, 0.0, 800.0, blip)
+    assert rollout.status.phase is Phase.ROLLED_BACK
+    assert 60.0 < at <= 65.0 + INTERVAL_S
+
+
+def test_a_lasting_regression_rolls_back_after_threshold_separate_windows():
+    def bad(now: float, variant: str) -> tuple[float, float, float]:
+        return (0.06 if variant == "v2" else 0.02, 0.2, 0.02)
+
+    rollout = Rollout.start(TOLERANT, 0.0)
+    at = drive(rollout, 0.0, 600.0, bad)
+    status = rollout.status
+    assert status.phase is Phase.ROLLED_BACK
+    assert status.failures == 2
+    # the first failing window, then one that does not overlap it: within two intervals
+    assert INTERVAL_S < at <= 2 * INTERVAL_S + INTERVAL_S / ANALYSIS_SLICES
+    assert status.history == ((0.0, 10), (at, 0))
+
+
+def test_failures_flapping_with_passes_still_roll_back():
+    # 10 s of errors every 60 s: windows in between pass, but failures are not forgiven
+    def flaps(now: float, variant: str) -> tuple[float, float, float]:
+        return (0.5 if variant == "v2" and now % 60.0 < 10.0 else 0.02, 0.2, 0.02)
+
+    rollout = Rollout.start(TOLERANT, 0.0)
+    drive(rollout, 0.0, 600.0, flaps)
+    assert rollout.status.phase is Phase.ROLLED_BACK
+    assert rollout.status.failures == 2
+
+
+def test_counted_failures_survive_a_reload():
+    def blip(now: float, variant: str) -> tuple[float, float, float]:
+        return (0.5 if variant == "v2" and 60.0 <= now < 65.0 else 0.02, 0.2, 0.02)
+
+    rollout = Rollout.start(TOLERANT, 0.0)
+    drive(rollout, 0.0, 100.0, blip)
+    restored = Rollout.restore(TOLERANT, rollout.status, 100.0)
+    assert restored.status.failures == 1
+    assert json.loads(json.dumps(restored.status.to_json()))["failures"] == 1

@@ -48,6 +48,7 @@ spec:
   analysis:
     interval: 30s
     minSamples: 50
+    failureThreshold: 2
     maxErrorRateRatio: 2.0
     maxErrorRateIncrease: 0.02
     maxTTFTp95Ratio: 1.5
@@ -106,6 +107,7 @@ def test_the_documented_example():
             analysis=Thresholds(
                 interval_s=30.0,
                 min_samples=50,
+                failure_threshold=2,
                 max_error_rate_ratio=2.0,
                 max_error_rate_increase=0.02,
                 max_ttft_p95_ratio=1.5,
@@ -237,6 +239,11 @@ INVALID = [
         "analysis-min-samples",
         body(analysis="{minSamples: 0, maxErrorRateRatio: 2}"),
         {"spec.analysis.minSamples"},
+    ),
+    (
+        "analysis-failure-threshold",
+        body(analysis="{failureThreshold: 0, maxErrorRateRatio: 2}"),
+        {"spec.analysis.failureThreshold"},
     ),
     ("ratio-zero", body(analysis="{maxErrorRateRatio: 0}"), {"spec.analysis.maxErrorRateRatio"}),
     ("ratio-bool", body(analysis="{maxTTFTp95Ratio: true}"), {"spec.analysis.maxTTFTp95Ratio"}),
