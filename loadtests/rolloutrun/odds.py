@@ -6,20 +6,31 @@ a seeded RNG. Requests arrive as a Poisson stream at the scenario's rate, go to 
 with the current weight's probability (sticky assignment over thousands of users splits the
 same way on average) and fail with their variant's injected rate. Latency checks are not
 simulated (no TTFT/TPOT is observed), only error rates.
+
+    python -m loadtests.rolloutrun.odds loadtests/scenarios/rollout.yaml \
+        [--trials 400] [--failure-thresholds 1 2 3]
+
+prints, for each run of the scenario and each analysis ``failureThreshold``, how often the
+rollout rolled back or was promoted and the median time it took.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import random
 import statistics
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from routing.durations import parse_duration
 from routing.rollout import Phase, Rollout, RolloutPlan, Step, Thresholds
 
-from .spec import RolloutScenario, RunSpec
+from .spec import RolloutScenario, RunSpec, parse_rollout_scenario
 
 TICK_S = 1.0  # gateway/rollouts.py TICK_S
 _THRESHOLDS = {
@@ -46,10 +57,14 @@ class Odds:
 def plan_of(scenario: RolloutScenario) -> RolloutPlan:
     """The Rollout plan the gateway builds from the scenario (error-rate checks only)."""
     analysis: Mapping[str, Any] = scenario.rollout.get("analysis") or {}
+    bounds: dict[str, Any] = {
+        ours: float(analysis[yaml]) for yaml, ours in _THRESHOLDS.items() if yaml in analysis
+    }
     thresholds = Thresholds(
         interval_s=parse_duration(str(analysis.get("interval", "1m"))),
         min_samples=int(analysis.get("minSamples", 50)),
-        **{ours: float(analysis[yaml]) for yaml, ours in _THRESHOLDS.items() if yaml in analysis},
+        failure_threshold=int(analysis.get("failureThreshold", 1)),
+        **bounds,
     )
     steps = tuple(Step(weight=w, duration_s=d) for w, d in scenario.steps)
     return RolloutPlan(baseline="b", candidate="c", steps=steps, analysis=thresholds)
@@ -87,3 +102,28 @@ def _one(
         rate = run.candidate_error_rate if is_candidate else run.baseline_error_rate
         rollout.observe(t, "c" if is_candidate else "b", rng.random() >= rate, None, None)
     return rollout.status.phase, horizon_s
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Odds of each run's outcome, by failureThreshold.")
+    p.add_argument("scenario", type=Path)
+    p.add_argument("--trials", type=int, default=400)
+    p.add_argument("--failure-thresholds", type=int, nargs="+", default=[1, 2, 3])
+    args = p.parse_args(argv)
+    base = parse_rollout_scenario(yaml.safe_load(args.scenario.read_text(encoding="utf-8")))
+    print("| failureThreshold | run | rolled back | promoted | median rollback s "
+          "| median promotion s |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for threshold in args.failure_thresholds:
+        analysis = {**(base.rollout.get("analysis") or {}), "failureThreshold": threshold}
+        scenario = dataclasses.replace(base, rollout={**base.rollout, "analysis": analysis})
+        for run in scenario.runs:
+            o = simulate(scenario, run, args.trials, seed=1)
+            print(f"| {threshold} | {run.name} | {o.share('RolledBack'):.1%} "
+                  f"| {o.share('Promoted'):.1%} | {o.median_rollback_s} "
+                  f"| {o.median_promotion_s} |")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

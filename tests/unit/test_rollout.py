@@ -529,3 +529,15 @@ def test_counted_failures_survive_a_reload():
     restored = Rollout.restore(TOLERANT, rollout.status, 100.0)
     assert restored.status.failures == 1
     assert json.loads(json.dumps(restored.status.to_json()))["failures"] == 1
+
+
+def test_the_odds_tool_prints_a_row_per_threshold_and_run(capsys):
+    from pathlib import Path
+
+    from loadtests.rolloutrun import odds
+
+    scenario = Path(__file__).resolve().parents[2] / "loadtests/scenarios/rollout.yaml"
+    assert odds.main([str(scenario), "--trials", "3", "--failure-thresholds", "1", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = [line for line in out if line.startswith(("| 1 |", "| 2 |"))]
+    assert len(rows) == 4  # two thresholds x two runs
