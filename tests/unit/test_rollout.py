@@ -51,6 +51,16 @@ def healthy(now: float, variant: str) -> tuple[float, float, float]:
     return (0.02, 0.200, 0.020)
 
 
+def bad(now: float, variant: str) -> tuple[float, float, float]:
+    """The candidate errs at 3x the baseline's rate."""
+    return (0.06 if variant == "v2" else 0.02, 0.2, 0.02)
+
+
+def blip(now: float, variant: str) -> tuple[float, float, float]:
+    """The candidate errs on half its requests for 5 s, 60 s in."""
+    return (0.5 if variant == "v2" and 60.0 <= now < 65.0 else 0.02, 0.2, 0.02)
+
+
 def drive(rollout: Rollout, start: float, end: float, health: Health, rps: int = 40) -> float:
     """Send ``rps`` requests a second from ``start`` until ``end`` (or until the rollout ends),
     ticking once a second; returns the time of the last tick."""
@@ -86,9 +96,6 @@ def test_a_healthy_candidate_is_promoted_step_by_step():
 
 
 def test_a_candidate_with_3x_the_error_rate_is_rolled_back_within_one_interval():
-    def bad(now: float, variant: str) -> tuple[float, float, float]:
-        return (0.06 if variant == "v2" else 0.02, 0.2, 0.02)
-
     rollout = Rollout.start(PLAN, 0.0)
     at = drive(rollout, 0.0, 600.0, bad)
     status = rollout.status
@@ -468,9 +475,6 @@ TOLERANT = RolloutPlan(
 def test_with_a_failure_threshold_a_passing_blip_does_not_roll_back():
     # the candidate errs for 5 s in the first step: every window holding those seconds fails,
     # but they overlap each other, so they count once; the rollout is held, then goes on
-    def blip(now: float, variant: str) -> tuple[float, float, float]:
-        return (0.5 if variant == "v2" and 60.0 <= now < 65.0 else 0.02, 0.2, 0.02)
-
     rollout = Rollout.start(TOLERANT, 0.0)
     drive(rollout, 0.0, 100.0, blip)
     status = rollout.status
@@ -486,9 +490,6 @@ def test_with_a_failure_threshold_a_passing_blip_does_not_roll_back():
 
 
 def test_the_same_blip_rolls_back_at_the_default_threshold():
-    def blip(now: float, variant: str) -> tuple[float, float, float]:
-        return (0.5 if variant == "v2" and 60.0 <= now < 65.0 else 0.02, 0.2, 0.02)
-
     rollout = Rollout.start(PLAN, 0.0)
     at = drive(rollout, 0.0, 800.0, blip)
     assert rollout.status.phase is Phase.ROLLED_BACK
@@ -496,9 +497,6 @@ def test_the_same_blip_rolls_back_at_the_default_threshold():
 
 
 def test_a_lasting_regression_rolls_back_after_threshold_separate_windows():
-    def bad(now: float, variant: str) -> tuple[float, float, float]:
-        return (0.06 if variant == "v2" else 0.02, 0.2, 0.02)
-
     rollout = Rollout.start(TOLERANT, 0.0)
     at = drive(rollout, 0.0, 600.0, bad)
     status = rollout.status
@@ -521,9 +519,6 @@ def test_failures_flapping_with_passes_still_roll_back():
 
 
 def test_counted_failures_survive_a_reload():
-    def blip(now: float, variant: str) -> tuple[float, float, float]:
-        return (0.5 if variant == "v2" and 60.0 <= now < 65.0 else 0.02, 0.2, 0.02)
-
     rollout = Rollout.start(TOLERANT, 0.0)
     drive(rollout, 0.0, 100.0, blip)
     restored = Rollout.restore(TOLERANT, rollout.status, 100.0)
