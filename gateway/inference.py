@@ -65,6 +65,7 @@ class PoolRequest:
     variant: str  # which A/B variant serves it ("" when there is no split)
     on_response: ResponseHook
     assigned: Assignment | None = None  # the Rollout that chose the variant, if any
+    set_cookie: str | None = None  # a model-rewrite Rollout's new sticky cookie, if any
     observed: bool = False  # the outcome reached the Rollout (via the stream tap)
     ticket: Ticket | None = None  # its admission ticket (prefill pacing hears the first token)
 
@@ -92,7 +93,7 @@ async def serve_pool(
         # a Rollout on this InferenceModelRewrite rule assigns the target by sticky key
         got = ctx.rollouts.assign(
             table, rule.source, rule.targets, request.headers, request.cookies,
-            f"r:{ctx.rng.getrandbits(64):016x}",
+            f"{ctx.rng.getrandbits(64):016x}",
         )  # fmt: skip
         if got is None:
             return None
@@ -132,6 +133,7 @@ async def serve_pool(
         else (model if choice and choice.rewritten else (target.name if split else "")),
         on_response=on_response,
         assigned=assigned,
+        set_cookie=rewrite_assignment[0].set_cookie if rewrite_assignment else None,
     )
     if assigned is not None and assigned.spec.shadow is not None and parsed is not None:
         _shadow(ctx, pr, assigned.spec.shadow)
@@ -197,6 +199,8 @@ async def _dispatch(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
         response.headers[SERVED_HEADER] = endpoint.key
         if pr.variant:
             response.headers[VARIANT_HEADER] = pr.variant
+        if pr.set_cookie is not None:
+            response.headers.add("Set-Cookie", pr.set_cookie)
         pr.on_response(response)
 
     pr.observed = pr.assigned is not None  # from here on the tap reports the outcome

@@ -145,7 +145,9 @@ async def _route(
         if shadow.target in rule.backend_names:
             shadow_target = rule.backends[rule.backend_names.index(shadow.target)].target
             send_shadow(ctx, shadow_target, plan, body if isinstance(body, bytes) else None, shadow)
-    hook = _response_hook(filters, chosen.filters, origin, record.variant)
+    hook = _response_hook(
+        filters, chosen.filters, origin, record.variant, assigned.set_cookie if assigned else None
+    )
     if isinstance(chosen.target, PoolTarget):
         return await serve_pool(
             ctx,
@@ -190,7 +192,7 @@ def _assign(
         variants,
         request.headers,
         request.cookies,
-        f"r:{ctx.rng.getrandbits(64):016x}",
+        f"{ctx.rng.getrandbits(64):016x}",
     )
 
 
@@ -216,11 +218,17 @@ def _apply(filters: FilterSet, plan: RequestPlan, prefix: str | None) -> Request
 
 
 def _response_hook(
-    rule_filters: FilterSet, backend_filters: FilterSet, origin: str | None, variant: str = ""
+    rule_filters: FilterSet,
+    backend_filters: FilterSet,
+    origin: str | None,
+    variant: str = "",
+    set_cookie: str | None = None,
 ) -> Callable[[web.StreamResponse], None]:
     def hook(response: web.StreamResponse) -> None:
         if variant:
             response.headers[VARIANT_HEADER] = variant
+        if set_cookie is not None:  # the Rollout's sticky cookie, for a client without one
+            response.headers.add("Set-Cookie", set_cookie)
         for mod in (rule_filters.response_headers, backend_filters.response_headers):
             if mod is not None:
                 items = apply_header_modifier(response.headers.items(), mod)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from gateway.metrics import Metrics
 from routing.rollout import Rollout, split_weights
 from routing.rolloutconfig import RolloutSpec
-from routing.sticky import StickySpec, assign, key_from
+from routing.sticky import StickySpec, assign, issue_cookie, key_from
 from routing.table import RoutingTable
 
 __all__ = ["Assignment", "Rollouts"]
@@ -30,6 +30,9 @@ class Assignment:
     variant: str
     rollout: Rollout
     spec: RolloutSpec
+    # a Set-Cookie value for the response: the request had no sticky key and the Rollout's
+    # sticky cookie now gives it one
+    set_cookie: str | None = None
 
 
 class Rollouts:
@@ -71,9 +74,11 @@ class Rollouts:
         variants: tuple[tuple[str, int], ...],
         headers: Mapping[str, str],
         cookies: Mapping[str, str],
-        random_key: str,
+        random_token: str,
     ) -> Assignment | None:
-        """The variant for this request if a Rollout drives ``where``; None otherwise."""
+        """The variant for this request if a Rollout drives ``where``; None otherwise. A
+        request without a sticky key is assigned by ``random_token`` (fresh per request), which
+        becomes its sticky cookie when the Rollout names one."""
         spec = table.rollouts.get(where)
         if spec is None:
             return None
@@ -84,10 +89,15 @@ class Rollouts:
         weights = split_weights(
             variants, baseline=plan.baseline, candidate=plan.candidate, weight=rollout.weight
         )
-        key = key_from(headers, cookies, spec.sticky or _NO_STICKY) or random_key
+        sticky = spec.sticky or _NO_STICKY
+        key = key_from(headers, cookies, sticky)
+        set_cookie = None
+        if key is None:
+            issued = issue_cookie(sticky, random_token)
+            key, set_cookie = issued if issued is not None else ("r:" + random_token, None)
         override = headers.get(spec.override_header) if spec.override_header else None
         name = assign(key, weights, salt=spec.salt, override=override)
-        return Assignment(name, rollout, spec) if name is not None else None
+        return Assignment(name, rollout, spec, set_cookie) if name is not None else None
 
     def statuses(self) -> dict[str, object]:
         return {key: r.status.to_json() for key, r in self.live.items()}

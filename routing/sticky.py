@@ -108,6 +108,22 @@ def key_from(
     return None
 
 
+STICKY_COOKIE_MAX_AGE_S = 7 * 24 * 3600
+
+
+def issue_cookie(spec: StickySpec, token: str) -> tuple[str, str] | None:
+    """For a request that carries no sticky key: the key to assign it by, and the
+    ``Set-Cookie`` value that makes the client's next requests carry that same key (so the
+    first request lands where the later ones will); None when ``spec`` names no cookie.
+    ``token`` is a fresh random cookie value (URL-safe characters only)."""
+    if spec.cookie is None:
+        return None
+    cookie = (
+        f"{spec.cookie}={token}; Path=/; Max-Age={STICKY_COOKIE_MAX_AGE_S}; HttpOnly; SameSite=Lax"
+    )
+    return "c:" + token, cookie
+
+
 def _bearer_token(value: str) -> str:
     scheme, _, token = value.strip().partition(" ")
     # RFC 9110 §11.1: the auth scheme is case-insensitive

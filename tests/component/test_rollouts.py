@@ -26,7 +26,9 @@ spec:
 """
 
 
-def _rollout(steps: str, analysis: str = "", shadow: str = "") -> str:
+def _rollout(
+    steps: str, analysis: str = "", shadow: str = "", sticky: str = "{header: x-user-id}"
+) -> str:
     return f"""
 ---
 apiVersion: sluice.dev/v1alpha1
@@ -36,7 +38,7 @@ spec:
   targetRef: {{group: gateway.networking.k8s.io, kind: HTTPRoute, name: llm}}
   baseline: v1
   candidate: v2
-  sticky: {{header: x-user-id}}
+  sticky: {sticky}
   override: {{header: x-sluice-variant}}
   steps: {steps}
 {analysis}{shadow}"""
@@ -75,6 +77,33 @@ async def test_assignment_is_sticky_per_user_and_the_variant_is_named(tmp_path):
     share = sum(1 for v in first.values() if v == "v2") / len(first)
     assert 0.2 <= share <= 0.4  # 30 % ± 3σ for 300 users
     assert forced.text == "v2"
+
+
+async def test_a_client_without_a_sticky_key_gets_the_sticky_cookie(tmp_path):
+    port = free_port()
+    rollout = _rollout("[{weight: 50, duration: 1h}]", sticky="{cookie: sluice-ab}")
+    async with (
+        backend(_named("v1")) as a,
+        backend(_named("v2")) as b,
+        gateway_on(tmp_path, _config(port, a.port, b.port, rollout)),
+        httpx.AsyncClient() as fresh,
+    ):
+        url = f"http://127.0.0.1:{port}/"
+        variants = set()
+        for _ in range(40):  # new clients: each gets a cookie and keeps its first variant
+            fresh.cookies.clear()
+            first = await fresh.get(url)
+            set_cookie = first.headers["set-cookie"]
+            name, _, attributes = set_cookie.partition("; ")
+            assert name.startswith("sluice-ab=")
+            assert set(attributes.split("; ")) == {
+                "Path=/", "Max-Age=604800", "HttpOnly", "SameSite=Lax"
+            }  # fmt: skip
+            again = [await fresh.get(url) for _ in range(3)]  # the cookie jar sends it back
+            assert {r.text for r in again} == {first.text}
+            assert all("set-cookie" not in r.headers for r in again)  # a key: no new cookie
+            variants.add(first.text)
+    assert variants == {"v1", "v2"}  # assigned at the rollout's weight, not all alike
 
 
 async def test_a_failing_candidate_is_rolled_back_automatically(tmp_path):

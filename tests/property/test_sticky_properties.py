@@ -20,7 +20,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from routing.rollout import split_weights
-from routing.sticky import assign
+from routing.sticky import StickySpec, assign, issue_cookie, key_from
 
 KEYS = 10_000
 ALL_KEYS = [f"key-{i}" for i in range(KEYS)]
@@ -127,3 +127,14 @@ def test_a_rollout_step_from_10_to_20_percent_moves_10_percent_forward_only(salt
         back += before == "candidate" and after != "candidate"
     assert back == 0
     assert 0.09 * KEYS <= moved <= 0.11 * KEYS
+
+
+@given(st.text(alphabet="0123456789abcdef", min_size=1, max_size=32))
+def test_an_issued_cookie_yields_the_key_the_first_request_was_assigned_by(token):
+    spec = StickySpec(header="x-user-id", cookie="ab", api_key=True)
+    issued = issue_cookie(spec, token)
+    assert issued is not None
+    key, set_cookie = issued
+    assert set_cookie.startswith(f"ab={token}; ")
+    assert key_from({}, {"ab": token}, spec) == key
+    assert issue_cookie(StickySpec(header="x-user-id"), token) is None
