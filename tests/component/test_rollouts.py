@@ -4,6 +4,9 @@ shadow copies that the primary never waits for, state kept across reloads."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -56,16 +59,23 @@ def _config(port: int, v1: int, v2: int, rollout: str) -> str:
     return gateway_yaml(port, ROUTE + rollout, services)
 
 
-async def test_assignment_is_sticky_per_user_and_the_variant_is_named(tmp_path):
+@contextlib.asynccontextmanager
+async def _split(tmp_path: Path, rollout: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """A gateway splitting / between backends answering "v1" and "v2" under ``rollout``: a
+    client and the URL."""
     port = free_port()
-    rollout = _rollout("[{weight: 30, duration: 1h}]")
     async with (
         backend(_named("v1")) as a,
         backend(_named("v2")) as b,
         gateway_on(tmp_path, _config(port, a.port, b.port, rollout)),
         httpx.AsyncClient() as client,
     ):
-        url = f"http://127.0.0.1:{port}/"
+        yield client, f"http://127.0.0.1:{port}/"
+
+
+async def test_assignment_is_sticky_per_user_and_the_variant_is_named(tmp_path):
+    rollout = _rollout("[{weight: 30, duration: 1h}]")
+    async with _split(tmp_path, rollout) as (client, url):
         first, second = {}, {}
         for round_ in (first, second):
             for user in range(300):
@@ -80,15 +90,8 @@ async def test_assignment_is_sticky_per_user_and_the_variant_is_named(tmp_path):
 
 
 async def test_a_client_without_a_sticky_key_gets_the_sticky_cookie(tmp_path):
-    port = free_port()
     rollout = _rollout("[{weight: 50, duration: 1h}]", sticky="{cookie: sluice-ab}")
-    async with (
-        backend(_named("v1")) as a,
-        backend(_named("v2")) as b,
-        gateway_on(tmp_path, _config(port, a.port, b.port, rollout)),
-        httpx.AsyncClient() as fresh,
-    ):
-        url = f"http://127.0.0.1:{port}/"
+    async with _split(tmp_path, rollout) as (fresh, url):
         variants = set()
         for _ in range(40):  # new clients: each gets a cookie and keeps its first variant
             fresh.cookies.clear()
