@@ -21,7 +21,7 @@ from gateway.context import ProxyContext
 from gateway.errors import RequestError, response_for
 from gateway.forward import RequestPlan, ResponseHook, forward
 from gateway.mirror import send_shadow
-from gateway.rollouts import Assignment
+from gateway.rollouts import Assignment, sticky_token
 from gateway.usage import StreamTap
 from routing.admission import Ticket
 from routing.backends import Endpoint, PoolTarget
@@ -93,7 +93,7 @@ async def serve_pool(
         # a Rollout on this InferenceModelRewrite rule assigns the target by sticky key
         got = ctx.rollouts.assign(
             table, rule.source, rule.targets, request.headers, request.cookies,
-            f"{ctx.rng.getrandbits(64):016x}",
+            sticky_token(request, ctx.rng),
         )  # fmt: skip
         if got is None:
             return None
@@ -102,6 +102,7 @@ async def serve_pool(
 
     objective = request.headers.get(OBJECTIVE_HEADER)
     chooser = sticky_target if table.rollouts else None
+    route_cookie = assigned.set_cookie if assigned is not None else None
     choice = choose_model(settings, requested, objective, ctx.rng, chooser) if requested else None
     if rewrite_assignment:
         assigned = rewrite_assignment[0]
@@ -133,7 +134,10 @@ async def serve_pool(
         else (model if choice and choice.rewritten else (target.name if split else "")),
         on_response=on_response,
         assigned=assigned,
-        set_cookie=rewrite_assignment[0].set_cookie if rewrite_assignment else None,
+        # the model rewrite's new sticky cookie, unless the route's hook already sends it
+        set_cookie=next(
+            (a.set_cookie for a in rewrite_assignment if a.set_cookie != route_cookie), None
+        ),
     )
     if assigned is not None and assigned.spec.shadow is not None and parsed is not None:
         _shadow(ctx, pr, assigned.spec.shadow)
@@ -197,11 +201,7 @@ async def _dispatch(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
 
     def hook(response: web.StreamResponse) -> None:
         response.headers[SERVED_HEADER] = endpoint.key
-        if pr.variant:
-            response.headers[VARIANT_HEADER] = pr.variant
-        if pr.set_cookie is not None:
-            response.headers.add("Set-Cookie", pr.set_cookie)
-        pr.on_response(response)
+        _sluice_headers(pr, response)
 
     pr.observed = pr.assigned is not None  # from here on the tap reports the outcome
     tap = StreamTap(
@@ -282,8 +282,17 @@ async def _embeddings(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
     response = web.Response(
         status=status, body=json.dumps(payload).encode(), content_type="application/json"
     )
-    pr.on_response(response)
+    _sluice_headers(pr, response)
     return response
+
+
+def _sluice_headers(pr: PoolRequest, response: web.StreamResponse) -> None:
+    """The variant and a Rollout's new sticky cookie, then the route's own response hook."""
+    if pr.variant:
+        response.headers[VARIANT_HEADER] = pr.variant
+    if pr.set_cookie is not None:
+        response.headers.add("Set-Cookie", pr.set_cookie)
+    pr.on_response(response)
 
 
 def _shadow(ctx: ProxyContext, pr: PoolRequest, shadow: Shadow) -> None:
@@ -375,9 +384,13 @@ def pick_endpoint(
             pools.next_sequence(settings.key),  # sequence
         ),
     )
-    profile = _profile(ctx, target, settings)
-    decision = run_profile(profile, pick_req, snapshots, ctx.rng)
     counts = pools.counts(target.name)
+    try:
+        profile = _profile(ctx, target, settings)
+    except NoEligibleEndpointError:
+        counts.none += 1  # FailClose: no fresh signals
+        raise
+    decision = run_profile(profile, pick_req, snapshots, ctx.rng)
     if isinstance(decision, NoEligibleEndpoint):
         counts.record(decision.trace, None, len(hashes), False)
         raise NoEligibleEndpointError(f"InferencePool {target.name}: {decision.reason}")

@@ -270,10 +270,12 @@ class PoolRuntime:
     def has_fresh_signals(self, target: PoolTarget, settings: PoolSettings) -> bool:
         stale_before = asyncio.get_running_loop().time() - settings.staleness_s
         states = self.scraper.states
-        hint = states.get(self._fresh_hint.get(target.name, ""))
+        view = self.view(target)
+        hint_key = self._fresh_hint.get(target.name, "")
+        hint = states.get(hint_key) if hint_key in view.key_set else None
         if hint is not None and hint.updated_at >= stale_before:
             return True  # the endpoint found fresh last time still is (the common case)
-        for key in self.view(target).keys:
+        for key in view.keys:
             state = states.get(key)
             if state is not None and state.updated_at >= stale_before:
                 self._fresh_hint[target.name] = key

@@ -21,7 +21,7 @@ from gateway.headers import forwarded_request_headers
 from gateway.inference import VARIANT_HEADER, serve_pool
 from gateway.metrics import code_class
 from gateway.mirror import send_mirrors, send_shadow
-from gateway.rollouts import Assignment
+from gateway.rollouts import Assignment, sticky_token
 from gateway.websocket import is_websocket_upgrade, proxy_websocket
 from routing import model as m
 from routing.backends import InvalidTarget, PoolTarget
@@ -192,7 +192,7 @@ def _assign(
         variants,
         request.headers,
         request.cookies,
-        f"{ctx.rng.getrandbits(64):016x}",
+        sticky_token(request, ctx.rng),
     )
 
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from aiohttp import web
 
 from gateway.metrics import Metrics
 from routing.rollout import Rollout, split_weights
@@ -18,11 +21,12 @@ from routing.rolloutconfig import RolloutSpec
 from routing.sticky import StickySpec, assign, issue_cookie, key_from
 from routing.table import RoutingTable
 
-__all__ = ["Assignment", "Rollouts"]
+__all__ = ["Assignment", "Rollouts", "sticky_token"]
 
 log = logging.getLogger("sluice.rollout")
 TICK_S = 1.0
 _NO_STICKY = StickySpec()
+_TOKEN_KEY = web.RequestKey("sluice.sticky_token", str)  # a request's sticky token
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +37,16 @@ class Assignment:
     # a Set-Cookie value for the response: the request had no sticky key and the Rollout's
     # sticky cookie now gives it one
     set_cookie: str | None = None
+
+
+def sticky_token(request: web.BaseRequest, rng: random.Random) -> str:
+    """This request's random sticky token: one per request, so every Rollout that assigns it
+    without a sticky key (a route's and a model rewrite's) uses the same one, and a sticky
+    cookie they both name gets one value."""
+    token = request.get(_TOKEN_KEY)
+    if token is None:
+        token = request[_TOKEN_KEY] = f"{rng.getrandbits(64):016x}"
+    return token
 
 
 class Rollouts:

@@ -467,7 +467,8 @@ class Scraper:
             held = (metrics.waiting or 0.0) + (metrics.running or 0.0)
             old = state.held_average  # after a gap (or at first), the new sample counts whole
             weight = 1.0 - math.exp((state.updated_at - now) / HELD_AVERAGE_S)
-            state.held_average = held if old is None else old + weight * (held - old)
+            if math.isfinite(held):  # a NaN or Inf sample would stay in the average for good
+                state.held_average = held if old is None else old + weight * (held - old)
         state.metrics = metrics
         state.updated_at = now
         state.scrapes += 1

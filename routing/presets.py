@@ -64,9 +64,12 @@ class ServerMetrics(NamedTuple):
     num_blocks: int | None = None
 
 
-_new_tuple = tuple.__new__
+_new_tuple = tuple.__new__  # builds ServerMetrics positionally: its field order is checked
 _NO_NAMES: frozenset[str] = frozenset()
 _NO_LORA: tuple[frozenset[str], frozenset[str], int | None] = (_NO_NAMES, _NO_NAMES, None)
+if ServerMetrics._fields != ("waiting", "running", "kv_usage", "lora_running", "lora_waiting",
+                             "max_lora", "block_size", "num_blocks"):  # fmt: skip
+    raise ImportError("ServerMetrics fields changed: MetricsReader.read builds them in order")
 RECHECK_EVERY = 100  # pages between reads of the static or absent series
 
 

@@ -29,10 +29,11 @@ def apply_header_modifier(headers: Iterable[tuple[str, str]], mod: m.HeaderModif
     out = [(k, v) for k, v in headers if k.lower() not in drop]
     out.extend(mod.set)
     for name, value in mod.add:
-        # append to an existing value ("a,b"), which is what a backend sees either way
+        # append to an existing value ("a,b"), which is what a backend sees either way; but
+        # Set-Cookie values are never joined (RFC 9110 §5.3, RFC 6265 §3): another field line
         lname = name.lower()
         at = next((i for i, (k, _) in enumerate(out) if k.lower() == lname), None)
-        if at is None:
+        if at is None or lname == "set-cookie":
             out.append((name, value))
         else:
             out[at] = (out[at][0], f"{out[at][1]},{value}")

@@ -547,12 +547,20 @@ class Rollout:
                     f"{paused}step {self._step + 1}: analysis failed ({checks}), failure "
                     f"{self._failures} of {t.failure_threshold}"
                 )
-        elif (
-            self._last.verdict is Verdict.PASS
-            and first >= self._open_from
-            and window_start >= self._step_started_at
-        ):
-            self._step_passed = True
+        else:
+            if self._last.verdict is Verdict.PASS and "analysis failed" in self._message:
+                # a later window passed: the failure stays counted, the message moves on
+                self._message = (
+                    "paused"
+                    if self._phase is Phase.PAUSED
+                    else f"step {self._step + 1} of {len(self._plan.steps)}"
+                )
+            if (
+                self._last.verdict is Verdict.PASS
+                and first >= self._open_from
+                and window_start >= self._step_started_at
+            ):
+                self._step_passed = True
 
     def _advance(self, now: float) -> None:
         steps = self._plan.steps

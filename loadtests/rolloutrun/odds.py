@@ -58,7 +58,7 @@ def plan_of(scenario: RolloutScenario) -> RolloutPlan:
     """The Rollout plan the gateway builds from the scenario (error-rate checks only)."""
     analysis: Mapping[str, Any] = scenario.rollout.get("analysis") or {}
     bounds: dict[str, Any] = {
-        ours: float(analysis[yaml]) for yaml, ours in _THRESHOLDS.items() if yaml in analysis
+        ours: float(analysis[name]) for name, ours in _THRESHOLDS.items() if name in analysis
     }
     thresholds = Thresholds(
         interval_s=parse_duration(str(analysis.get("interval", "1m"))),

@@ -270,9 +270,13 @@ async def test_missing_signals_fail_open_or_closed(tmp_path, mode, status):
                 f"http://127.0.0.1:{port}/v1/completions",
                 json={"model": MODEL, "prompt": "x", "max_tokens": 2},
             )
-            fail_open = gauge(gw, "sluice_pick_fail_open_total", pool="default/llama")
+            registry = gw.ctx.metrics.registry
+            pool = {"pool": "default/llama"}
+            fail_open = registry.get_sample_value("sluice_pick_fail_open_total", pool)
+            refused = registry.get_sample_value("sluice_picks_total", {**pool, "result": "none"})
     assert resp.status_code == status
-    assert fail_open == (1 if mode == "FailOpen" else 0)
+    # FailOpen picks without signals (counted); FailClose refuses (a pick with no endpoint)
+    assert (fail_open, refused) == ((1.0, 0.0) if mode == "FailOpen" else (0.0, 1.0))
 
 
 REWRITE = """

@@ -261,3 +261,56 @@ async def test_a_candidate_pool_that_is_down_is_rolled_back(tmp_path):
                     batch += 1
                     gw.ctx.rollouts.tick()
     assert statuses == {200, 503}
+
+
+MODEL_SPLIT = """
+---
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceModelRewrite
+metadata: {name: chat-split, namespace: default}
+spec:
+  poolRef: {name: v1}
+  rules:
+  - matches: [{model: {type: Exact, value: chat}}]
+    targets: [{modelRewrite: model-a, weight: 1}, {modelRewrite: model-b, weight: 0}]
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Rollout
+metadata: {name: model-b-rollout, namespace: default}
+spec:
+  targetRef: {group: inference.networking.x-k8s.io, kind: InferenceModelRewrite, name: chat-split}
+  baseline: model-a
+  candidate: model-b
+  sticky: {cookie: sluice-ab}
+  steps: [{weight: 50, duration: 1h}]
+"""
+
+
+async def test_two_rollouts_on_one_request_give_one_cookie_and_agree_on_it(tmp_path):
+    # a route Rollout (pools v1/v2, all on v1 for now) and a model Rollout inside v1 name the
+    # same cookie: a new client gets one cookie, and its later requests, carrying it, get the
+    # model its first request got
+    import yaml
+
+    from loadtests.fleet import Fleet, FleetSpec, ReplicaSpec
+
+    port = free_port()
+    route = _rollout("[{weight: 0, duration: 1h}]", sticky="{cookie: sluice-ab}")
+    replica = ReplicaSpec(adapters=("model-a", "model-b"))
+    async with Fleet(FleetSpec(replicas=(replica,), time_scale=0.05)) as fleet:
+        slices = "---\n" + yaml.safe_dump_all(fleet.endpoint_slices_yaml({"app": "v1"}))
+        text = gateway_yaml(port, TWO_POOLS + route + MODEL_SPLIT, slices)
+        async with gateway_on(tmp_path, text), httpx.AsyncClient(timeout=30) as client:
+            url = f"http://127.0.0.1:{port}/v1/completions"
+            body = {"model": "chat", "prompt": "hi", "max_tokens": 2}
+            models = set()
+            for _ in range(30):
+                client.cookies.clear()
+                first = await client.post(url, json=body)
+                assert first.status_code == 200, first.text
+                assert len(first.headers.get_list("set-cookie")) == 1
+                model = first.json()["model"]
+                again = [(await client.post(url, json=body)).json()["model"] for _ in range(2)]
+                assert again == [model, model]
+                models.add(model)
+    assert models == {"model-a", "model-b"}

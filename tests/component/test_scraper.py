@@ -307,3 +307,13 @@ async def test_the_long_run_load_follows_the_scraped_load_slowly():
         # idle now, but a 10 s average of an endpoint busy until a moment ago is not
         assert state.held_average is not None
         assert 0.0 < state.held_average < 8.0
+
+
+async def test_a_nan_sample_does_not_poison_the_long_run_load():
+    busy = _page_answer(chunked=False)  # 8 held
+    nan = _page_answer(chunked=False, page=PAGE.replace(" 3.0", " NaN").encode())
+    async with raw_server(lambda n: [busy if n < 4 else nan]) as port, scraping(port) as state:
+        await until(lambda: state.metrics is not None and state.metrics.waiting != 3.0)
+        scrapes = state.scrapes
+        await until(lambda: state.scrapes >= scrapes + 2)
+        assert state.held_average == 8.0  # NaN samples skipped, the average kept

@@ -240,6 +240,12 @@ HEADER_MODIFIERS = [
         m.HeaderModifier(add=(("b", "1"), ("B", "2"))),
         [("b", "1,2")],
     ),
+    (
+        "add-set-cookie-is-another-field-line",
+        [("Set-Cookie", "ab=1; Path=/; SameSite=Lax")],
+        m.HeaderModifier(add=(("set-cookie", "tracking=1"),)),
+        [("Set-Cookie", "ab=1; Path=/; SameSite=Lax"), ("set-cookie", "tracking=1")],
+    ),
     # HTTPHeaderFilter.remove: my-header1/2/3 with remove [my-header1, my-header3] -> my-header2
     (
         "remove",

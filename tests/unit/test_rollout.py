@@ -524,6 +524,12 @@ def test_counted_failures_survive_a_reload():
     restored = Rollout.restore(TOLERANT, rollout.status, 100.0)
     assert restored.status.failures == 1
     assert json.loads(json.dumps(restored.status.to_json()))["failures"] == 1
+    assert "analysis failed" not in restored.status.message  # later windows passed
+    # one more failing window after the reload is the second: back at once
+    at = drive(restored, 100.0, 600.0, bad)
+    assert restored.status.phase is Phase.ROLLED_BACK
+    assert restored.status.failures == 2
+    assert at <= 100.0 + INTERVAL_S
 
 
 def test_the_odds_tool_prints_a_row_per_threshold_and_run(capsys):
