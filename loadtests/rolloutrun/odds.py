@@ -8,10 +8,12 @@ same way on average) and fail with their variant's injected rate. Latency checks
 simulated (no TTFT/TPOT is observed), only error rates.
 
     python -m loadtests.rolloutrun.odds loadtests/scenarios/rollout.yaml \
-        [--trials 400] [--failure-thresholds 1 2 3]
+        [--trials 400] [--failure-thresholds 1 2 3] [--step-seconds 300]
 
 prints, for each run of the scenario and each analysis ``failureThreshold``, how often the
-rollout rolled back or was promoted and the median time it took.
+rollout rolled back or was promoted and the median time it took. ``--step-seconds`` gives
+every timed step that duration instead (a longer rollout: more windows judged, more chances
+to fail by luck).
 """
 
 from __future__ import annotations
@@ -109,8 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("scenario", type=Path)
     p.add_argument("--trials", type=int, default=400)
     p.add_argument("--failure-thresholds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--step-seconds", type=float, default=None)
     args = p.parse_args(argv)
-    base = parse_rollout_scenario(yaml.safe_load(args.scenario.read_text(encoding="utf-8")))
+    raw = yaml.safe_load(args.scenario.read_text(encoding="utf-8"))
+    if args.step_seconds is not None:
+        steps = raw["rollout"]["steps"]
+        for step in steps:
+            if step.get("duration") not in ("0s", 0):
+                step["duration"] = f"{args.step_seconds:g}s"
+        raw["max_run_s"] = args.step_seconds * len(steps) + 100
+    base = parse_rollout_scenario(raw)
     print("| failureThreshold | run | rolled back | promoted | median rollback s "
           "| median promotion s |")  # fmt: skip
     print("|---|---|---|---|---|---|")
