@@ -51,19 +51,43 @@ class UpstreamTimeoutError(UpstreamError):
 
 @contextmanager
 def map_exceptions(target: str) -> Iterator[None]:
-    """Translate aiohttp client exceptions raised inside into ``UpstreamError``s."""
+    """Translate aiohttp client exceptions raised inside into ``UpstreamError``s; one caused
+    by the client's own request body (too large, too slow: the body is read while it is sent)
+    stays the client's error, so the client gets its 413 or 408, not a 503."""
     try:
         yield
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamConnectError(f"cannot connect to {target}: {exc.os_error}") from exc
-    except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+    except (aiohttp.ClientError, ConnectionError) as exc:
+        own = _sluice_cause(exc)
+        if own is not None:
+            raise own from None
+        raise _upstream_error(exc, target) from exc
+    except TimeoutError as exc:
         raise UpstreamTimeoutError(f"{target} timed out") from exc
-    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-        raise UpstreamResetError(f"{target} closed the connection: {exc}") from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamResetError(f"{target}: {type(exc).__name__}: {exc}") from exc
-    except ConnectionError as exc:
-        raise UpstreamResetError(f"{target}: {exc}") from exc
+
+
+def _sluice_cause(exc: BaseException) -> SluiceError | None:
+    """A Sluice error (not an upstream one) among the causes of ``exc``: the request body's
+    reader raised it inside aiohttp's body writer, which reports it as a connection error."""
+    seen: set[int] = set()
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, SluiceError) and not isinstance(cause, UpstreamError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _upstream_error(exc: BaseException, target: str) -> UpstreamError:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamConnectError(f"cannot connect to {target}: {exc.os_error}")
+    if isinstance(exc, TimeoutError):  # aiohttp.ServerTimeoutError
+        return UpstreamTimeoutError(f"{target} timed out")
+    if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)):
+        return UpstreamResetError(f"{target} closed the connection: {exc}")
+    if isinstance(exc, aiohttp.ClientError):
+        return UpstreamResetError(f"{target}: {type(exc).__name__}: {exc}")
+    return UpstreamResetError(f"{target}: {exc}")
 
 
 def make_session(*, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> aiohttp.ClientSession:
