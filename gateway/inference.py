@@ -21,7 +21,7 @@ from gateway.context import ProxyContext
 from gateway.errors import RequestError, response_for
 from gateway.forward import RequestPlan, ResponseHook, forward
 from gateway.mirror import send_shadow
-from gateway.rollouts import Assignment, sticky_token
+from gateway.rollouts import Assignment, client_uses_https, sticky_token
 from gateway.usage import StreamTap
 from routing.admission import Ticket
 from routing.backends import Endpoint, PoolTarget
@@ -93,7 +93,7 @@ async def serve_pool(
         # a Rollout on this InferenceModelRewrite rule assigns the target by sticky key
         got = ctx.rollouts.assign(
             table, rule.source, rule.targets, request.headers, request.cookies,
-            sticky_token(request, ctx.rng),
+            sticky_token(request, ctx.rng), secure=client_uses_https(request),
         )  # fmt: skip
         if got is None:
             return None

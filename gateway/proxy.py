@@ -21,7 +21,7 @@ from gateway.headers import forwarded_request_headers
 from gateway.inference import VARIANT_HEADER, serve_pool
 from gateway.metrics import code_class
 from gateway.mirror import send_mirrors, send_shadow
-from gateway.rollouts import Assignment, sticky_token
+from gateway.rollouts import Assignment, client_uses_https, sticky_token
 from gateway.websocket import is_websocket_upgrade, proxy_websocket
 from routing import model as m
 from routing.backends import InvalidTarget, PoolTarget
@@ -193,6 +193,7 @@ def _assign(
         request.headers,
         request.cookies,
         sticky_token(request, ctx.rng),
+        secure=client_uses_https(request),
     )
 
 

@@ -21,7 +21,7 @@ from routing.rolloutconfig import RolloutSpec
 from routing.sticky import StickySpec, assign, issue_cookie, key_from
 from routing.table import RoutingTable
 
-__all__ = ["Assignment", "Rollouts", "sticky_token"]
+__all__ = ["Assignment", "Rollouts", "client_uses_https", "sticky_token"]
 
 log = logging.getLogger("sluice.rollout")
 TICK_S = 1.0
@@ -47,6 +47,16 @@ def sticky_token(request: web.BaseRequest, rng: random.Random) -> str:
     if token is None:
         token = request[_TOKEN_KEY] = f"{rng.getrandbits(64):016x}"
     return token
+
+
+def client_uses_https(request: web.BaseRequest) -> bool:
+    """The client reached us over HTTPS: directly, or through a TLS-terminating proxy that
+    says so in ``X-Forwarded-Proto`` (its first value is the client's own hop). A client that
+    forges it only gets a cookie it will not send back over plain HTTP."""
+    if request.secure:
+        return True
+    proto = request.headers.get("X-Forwarded-Proto", "")
+    return proto.split(",", 1)[0].strip().lower() == "https"
 
 
 class Rollouts:
@@ -89,10 +99,13 @@ class Rollouts:
         headers: Mapping[str, str],
         cookies: Mapping[str, str],
         random_token: str,
+        *,
+        secure: bool = False,
     ) -> Assignment | None:
         """The variant for this request if a Rollout drives ``where``; None otherwise. A
         request without a sticky key is assigned by ``random_token`` (fresh per request), which
-        becomes its sticky cookie when the Rollout names one."""
+        becomes its sticky cookie when the Rollout names one (``Secure`` when ``secure``: the
+        client came over HTTPS)."""
         spec = table.rollouts.get(where)
         if spec is None:
             return None
@@ -107,7 +120,7 @@ class Rollouts:
         key = key_from(headers, cookies, sticky)
         set_cookie = None
         if key is None:
-            issued = issue_cookie(sticky, random_token)
+            issued = issue_cookie(sticky, random_token, secure=secure)
             key, set_cookie = issued if issued is not None else ("r:" + random_token, None)
         override = headers.get(spec.override_header) if spec.override_header else None
         name = assign(key, weights, salt=spec.salt, override=override)

@@ -111,17 +111,19 @@ def key_from(
 STICKY_COOKIE_MAX_AGE_S = 7 * 24 * 3600
 
 
-def issue_cookie(spec: StickySpec, token: str) -> tuple[str, str] | None:
+def issue_cookie(spec: StickySpec, token: str, *, secure: bool = False) -> tuple[str, str] | None:
     """For a request that carries no sticky key: the key to assign it by, and the
     ``Set-Cookie`` value that makes the client's next requests carry that same key (so the
     first request lands where the later ones will); None when ``spec`` names no cookie.
-    ``token`` is a fresh random cookie value (URL-safe characters only)."""
+    ``token`` is a fresh random cookie value (URL-safe characters only); ``secure`` (the client
+    came over HTTPS) adds the ``Secure`` attribute, so the cookie never travels in clear text
+    (RFC 6265 §4.1.2.5)."""
     if spec.cookie is None:
         return None
     cookie = (
         f"{spec.cookie}={token}; Path=/; Max-Age={STICKY_COOKIE_MAX_AGE_S}; HttpOnly; SameSite=Lax"
     )
-    return "c:" + token, cookie
+    return "c:" + token, cookie + "; Secure" if secure else cookie
 
 
 def _bearer_token(value: str) -> str:

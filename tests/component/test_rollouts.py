@@ -109,6 +109,17 @@ async def test_a_client_without_a_sticky_key_gets_the_sticky_cookie(tmp_path):
     assert variants == {"v1", "v2"}  # assigned at the rollout's weight, not all alike
 
 
+async def test_the_sticky_cookie_is_secure_when_the_client_came_over_https(tmp_path):
+    rollout = _rollout("[{weight: 50, duration: 1h}]", sticky="{cookie: sluice-ab}")
+    async with _split(tmp_path, rollout) as (client, url):
+        # a TLS-terminating proxy in front says the client's hop was HTTPS
+        behind_tls = await client.get(url, headers={"X-Forwarded-Proto": "https, http"})
+        client.cookies.clear()
+        plain = await client.get(url, headers={"X-Forwarded-Proto": "http"})
+    assert behind_tls.headers["set-cookie"].endswith("; SameSite=Lax; Secure")
+    assert "Secure" not in plain.headers["set-cookie"]
+
+
 async def test_a_failing_candidate_is_rolled_back_automatically(tmp_path):
     port = free_port()
     rollout = _rollout(

@@ -138,3 +138,5 @@ def test_an_issued_cookie_yields_the_key_the_first_request_was_assigned_by(token
     assert set_cookie.startswith(f"ab={token}; ")
     assert key_from({}, {"ab": token}, spec) == key
     assert issue_cookie(StickySpec(header="x-user-id"), token) is None
+    secure = issue_cookie(spec, token, secure=True)
+    assert secure == (key, set_cookie + "; Secure")
