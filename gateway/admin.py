@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.context import ProxyContext
+from gateway.headers import SERVER
 from gateway.listeners import ListenerSet
 from gateway.reload import Reloader
 from routing.table import RoutingTable
@@ -26,6 +27,7 @@ def build_admin_app(
     ctx: ProxyContext, listeners: ListenerSet, reloader: Reloader
 ) -> web.Application:
     app = web.Application()
+    app.on_response_prepare.append(_server_header)
     app[CTX] = ctx
     app[LISTENERS] = listeners
     app[RELOADER] = reloader
@@ -39,6 +41,10 @@ def build_admin_app(
     app.router.add_get("/autoscaling", _autoscaling)
     app.router.add_get("/autoscaling/{namespace}/{name}", _autoscaling)
     return app
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER
 
 
 async def _healthz(request: web.Request) -> web.Response:

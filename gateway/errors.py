@@ -11,6 +11,7 @@ import math
 
 from aiohttp import web
 
+from gateway.headers import SERVER
 from gateway.upstream import (
     UpstreamConnectError,
     UpstreamError,
@@ -71,7 +72,7 @@ def error_response(
     close: bool = False,
 ) -> web.Response:
     body = {"error": {"code": code, "message": message, "type": _TYPES.get(status, "server_error")}}
-    headers = {}
+    headers = {"Server": SERVER}
     if retry_after_s is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
     resp = web.Response(

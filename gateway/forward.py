@@ -18,7 +18,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.context import ProxyContext
-from gateway.headers import end_to_end
+from gateway.headers import SERVER, end_to_end
 from gateway.upstream import (
     UpstreamError,
     UpstreamResetError,
@@ -165,6 +165,7 @@ async def _stream_back(
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         for name, value in end_to_end(upstream.headers):
             response.headers.add(name, value)
+        response.headers.setdefault("Server", SERVER)
         on_response(response)
         if tap is not None:
             tap.on_headers(upstream.headers.get("Content-Type", ""))

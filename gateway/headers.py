@@ -7,7 +7,12 @@ from collections.abc import Iterable
 
 from multidict import CIMultiDictProxy
 
-__all__ = ["HOP_BY_HOP", "end_to_end", "forwarded_request_headers"]
+__all__ = ["HOP_BY_HOP", "SERVER", "end_to_end", "forwarded_request_headers"]
+
+# The Server header of Sluice's own answers, and of proxied ones whose backend sent none:
+# no version, no language or library (aiohttp would say "Python/3.11 aiohttp/3.x", which
+# security scanners report as version disclosure). A backend's own Server passes through.
+SERVER = "sluice"
 
 HOP_BY_HOP = frozenset(
     {

@@ -17,7 +17,7 @@ from multidict import MultiDict
 from gateway.context import ProxyContext
 from gateway.errors import RequestError, response_for
 from gateway.forward import Body, RequestPlan, forward
-from gateway.headers import forwarded_request_headers
+from gateway.headers import SERVER, forwarded_request_headers
 from gateway.inference import VARIANT_HEADER, serve_pool
 from gateway.metrics import code_class
 from gateway.mirror import send_mirrors, send_shadow
@@ -62,6 +62,8 @@ def make_handler(ctx: ProxyContext, port: int) -> Handler:
         try:
             response = await _route(ctx, port, request, record)
             status = response.status
+            if not response.prepared:  # Sluice's own answer (a proxied one is sent already)
+                response.headers.setdefault("Server", SERVER)
             return response
         except SluiceError as exc:
             response = response_for(exc)

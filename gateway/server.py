@@ -23,7 +23,8 @@ _TIMEOUT_BODY = json.dumps(
                "type": "invalid_request_error"}}
 ).encode()  # fmt: skip
 _TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    b"HTTP/1.1 408 Request Timeout\r\nServer: sluice\r\nContent-Type: application/json\r\n"
+    b"Connection: close\r\n"
     + f"Content-Length: {len(_TIMEOUT_BODY)}\r\n\r\n".encode()
     + _TIMEOUT_BODY
 )

@@ -12,6 +12,7 @@ from yarl import URL
 
 from gateway.context import ProxyContext
 from gateway.forward import RequestPlan
+from gateway.headers import SERVER
 from gateway.upstream import map_exceptions
 from routing.backends import Endpoint
 from routing.errors import NoEligibleEndpointError
@@ -65,6 +66,7 @@ async def proxy_websocket(
         upstream = await ctx.session.ws_connect(url, headers=headers, protocols=protocols)
     try:
         client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else ())
+        client.headers["Server"] = SERVER
         await client.prepare(request)
         await asyncio.gather(_relay(client, upstream), _relay(upstream, client))
         return client

@@ -274,6 +274,62 @@ async def test_chunked_body_that_stalls_mid_stream_is_408_not_503(tmp_path):
     assert head.startswith(b"HTTP/1.1 408"), head
 
 
+async def test_the_server_header_names_no_library_or_version(tmp_path):
+    """Sluice's own answers say ``Server: sluice``, not aiohttp's "Python/3.x aiohttp/3.x"
+    (version disclosure); a backend's own Server header passes through, and a backend that
+    sends none gets Sluice's."""
+
+    async def bare_backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    async def named(request: web.Request) -> web.Response:
+        return web.Response(text="named", headers={"Server": "uvicorn"})
+
+    bare = await asyncio.start_server(bare_backend, "127.0.0.1", 0)
+    bare_port = bare.sockets[0].getsockname()[1]
+    port = free_port()
+    routes = """
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: route, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /bare}}]
+    backendRefs: [{name: bare, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /named}}]
+    backendRefs: [{name: named, port: 80}]
+"""
+    async with (
+        bare,
+        backend(named) as be,
+        gateway_on(
+            tmp_path,
+            gateway_yaml(
+                port, routes, service_yaml("bare", [bare_port]) + service_yaml("named", [be.port])
+            ),
+        ) as gw,
+        httpx.AsyncClient() as client,
+    ):
+        proxied_bare = await client.get(f"http://127.0.0.1:{port}/bare")
+        proxied_named = await client.get(f"http://127.0.0.1:{port}/named")
+        not_found = await client.get(f"http://127.0.0.1:{port}/nowhere")
+        admin = await client.get(f"http://127.0.0.1:{gw.admin_port}/healthz")
+    assert proxied_bare.text == "ok"
+    assert proxied_bare.headers["server"] == "sluice"
+    assert proxied_named.headers["server"] == "uvicorn"
+    assert not_found.status_code == 404
+    assert not_found.headers["server"] == "sluice"
+    assert admin.headers["server"] == "sluice"
+    for resp in (proxied_bare, proxied_named, not_found, admin):
+        assert "aiohttp" not in resp.headers.get("server", "")
+        assert len(resp.headers.get_list("server")) == 1
+
+
 @pytest.mark.parametrize(
     "raw",
     [
