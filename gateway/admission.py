@@ -104,7 +104,8 @@ class Admissions:
         return True
 
     def first_token(self, settings: PoolSettings, ticket: Ticket) -> None:
-        """A streamed request's first token arrived: its prefill slot may go to the next."""
+        """A paced request's first token arrived (or its estimated prefill time passed): its
+        prefill slot may go to the next."""
         state = self._pools.get(settings.key)  # admitted, so it exists; no limits to refresh
         if state is not None and state.queue.first_token(ticket) and state.queue.queued:
             self._dispatch(state)

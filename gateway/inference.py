@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
 
@@ -68,6 +67,8 @@ class PoolRequest:
     set_cookie: str | None = None  # a model-rewrite Rollout's new sticky cookie, if any
     observed: bool = False  # the outcome reached the Rollout (via the stream tap)
     ticket: Ticket | None = None  # its admission ticket (prefill pacing hears the first token)
+    # a non-streamed request's estimated prefill time, when it is paced by that estimate
+    prefill_estimate_s: float | None = None
 
 
 async def serve_pool(
@@ -141,6 +142,12 @@ async def serve_pool(
     )
     if assigned is not None and assigned.spec.shadow is not None and parsed is not None:
         _shadow(ctx, pr, assigned.spec.shadow)
+    limits = settings.limits_for(model)
+    streamed = parsed is not None and parsed.stream
+    if parsed is not None and not streamed and limits.max_prefill_per_endpoint is not None:
+        # its first token is invisible: paced for its estimated prefill time, once the pool
+        # has seen enough streamed first tokens to estimate it
+        pr.prefill_estimate_s = ctx.pools.prefill_for(target.name).estimate(parsed.prompt_tokens)
     ticket = Ticket(
         id=ctx.admission.next_id(),
         priority=pr.priority,
@@ -148,8 +155,8 @@ async def serve_pool(
         model=model,
         cost_tokens=max(1, pr.tokens),
         size_bytes=len(body or b""),
-        deadline=asyncio.get_running_loop().time() + settings.limits_for(model).queue_ttl_s,
-        streamed=parsed is not None and parsed.stream,
+        deadline=asyncio.get_running_loop().time() + limits.queue_ttl_s,
+        paced=streamed or pr.prefill_estimate_s is not None,
     )
     pr.ticket = ticket
     try:
@@ -194,10 +201,11 @@ async def _dispatch(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
         priority=pr.priority,
         session=pr.request.headers.get(SESSION_HEADER),
         selection=pr.request.headers.get(SELECTION_HEADER),
+        paced=pr.ticket is not None and pr.ticket.paced,
     )
     token_counts = ctx.pools.in_flight_tokens
     token_counts[endpoint.key] = token_counts.get(endpoint.key, 0) + pr.tokens
-    first_token = _first_token_hook(ctx, pr, endpoint.key)
+    slot = _PrefillSlot.take(ctx, pr, endpoint.key)
 
     def hook(response: web.StreamResponse) -> None:
         response.headers[SERVED_HEADER] = endpoint.key
@@ -210,7 +218,7 @@ async def _dispatch(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
         target=pr.model,
         variant=pr.variant,
         rollout=pr.assigned.rollout if pr.assigned is not None else None,
-        on_first_chunk=first_token,
+        on_first_chunk=slot.first_chunk if slot is not None else None,
     )
     try:
         return await forward(
@@ -230,28 +238,53 @@ async def _dispatch(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
         raise
     finally:
         token_counts[endpoint.key] -= pr.tokens
-        if first_token is not None:
-            first_token()  # no-op once the first token came
+        if slot is not None:
+            slot.release()  # no-op once the first token came
 
 
-def _first_token_hook(ctx: ProxyContext, pr: PoolRequest, key: str) -> Callable[[], None] | None:
-    """For a streamed request: what to do at its first token (or its end, whichever comes
-    first; later calls do nothing): free its prefill slot at the endpoint and in admission."""
-    ticket = pr.ticket
-    if ticket is None or not ticket.streamed:
-        return None
-    settings = pr.settings
-    awaiting = ctx.pools.awaiting_first
-    awaiting[key] = awaiting.get(key, 0) + 1
-    pending = [True]
+class _PrefillSlot:
+    """A paced request's prefill slot at its endpoint and in admission, held until its first
+    token: the first chunk of a streamed answer; for a non-streamed one its estimated prefill
+    time, or its answer if that comes first; at the latest the end of the request. A streamed
+    first token also teaches the pool's prefill estimate."""
 
-    def first_token() -> None:
-        if pending:
-            pending.clear()
-            awaiting[key] -= 1
-            ctx.admission.first_token(settings, ticket)
+    __slots__ = ("_ctx", "_estimator", "_key", "_prompt_tokens", "_sent_at", "_settings",
+                 "_ticket", "_timer")  # fmt: skip
 
-    return first_token
+    def __init__(self, ctx: ProxyContext, pr: PoolRequest, ticket: Ticket, key: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._ctx, self._settings, self._key = ctx, pr.settings, key
+        self._ticket: Ticket | None = ticket
+        self._sent_at = loop.time()
+        self._prompt_tokens = pr.parsed.prompt_tokens if pr.parsed is not None else 0
+        streamed = pr.parsed is not None and pr.parsed.stream
+        self._estimator = ctx.pools.prefill_for(pr.target.name) if streamed else None
+        estimate = pr.prefill_estimate_s
+        self._timer = loop.call_later(estimate, self.release) if estimate is not None else None
+        ctx.pools.awaiting_first[key] = ctx.pools.awaiting_first.get(key, 0) + 1
+
+    @classmethod
+    def take(cls, ctx: ProxyContext, pr: PoolRequest, key: str) -> _PrefillSlot | None:
+        ticket = pr.ticket
+        return cls(ctx, pr, ticket, key) if ticket is not None and ticket.paced else None
+
+    def first_chunk(self, sse: bool) -> None:
+        if self._ticket is None:
+            return
+        if sse and self._estimator is not None:  # a token, not an error body
+            ttft = asyncio.get_running_loop().time() - self._sent_at
+            self._estimator.observe(self._prompt_tokens, ttft)
+        self.release()
+
+    def release(self) -> None:
+        """Free the slot (once; later calls do nothing)."""
+        ticket, self._ticket = self._ticket, None
+        if ticket is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._ctx.pools.awaiting_first[self._key] -= 1
+        self._ctx.admission.first_token(self._settings, ticket)
 
 
 async def _embeddings(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
@@ -339,6 +372,7 @@ def pick_endpoint(
     priority: int,
     session: str | None,
     selection: str | None,
+    paced: bool = False,
 ) -> Endpoint:
     """Choose the endpoint for one request (synchronous: nothing else runs in between)."""
     pools = ctx.pools
@@ -361,7 +395,7 @@ def pick_endpoint(
         room = tuple(k for k in keys if ctx.in_flight.get(k, 0) < cap)
         keys = room or keys  # admission keeps the total under the caps; skew is tolerated
     prefill_cap = limits.max_prefill_per_endpoint
-    if prefill_cap is not None and parsed is not None and parsed.stream:
+    if prefill_cap is not None and paced:
         # admission keeps the pool's total under the per-endpoint limit x endpoints, so
         # some endpoint has a free prefill slot (unless the endpoint set just changed)
         awaiting = pools.awaiting_first

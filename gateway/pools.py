@@ -15,6 +15,7 @@ from routing.backends import ENGINE_LABEL, Endpoint, PoolTarget
 from routing.hashring import HashRing
 from routing.picking import EndpointSnapshot, Trace
 from routing.pools import PoolSettings
+from routing.prefill import PrefillEstimator
 from routing.prefix import PrefixIndex, PromptHasher
 from routing.presets import Preset, ServerMetrics
 from routing.table import RoutingTable
@@ -87,8 +88,10 @@ class PoolRuntime:
         self.hashers: dict[tuple[int, int], PromptHasher] = {}
         self.sequence: dict[str, int] = {}
         self.in_flight_tokens: dict[str, int] = {}
-        # streamed requests sent to each endpoint that have not had their first token yet
+        # paced requests sent to each endpoint that have not had their first token yet
         self.awaiting_first: dict[str, int] = {}
+        # pool → its prefill time per prompt token, learned from streamed first tokens
+        self.prefill: dict[str, PrefillEstimator] = {}
         self.picks: dict[str, PickCounts] = {}  # pool → its decisions, for /metrics
         self._fresh_hint: dict[str, str] = {}  # pool → an endpoint last seen with fresh signals
         self._views: dict[str, _PoolView] = {}
@@ -125,11 +128,19 @@ class PoolRuntime:
             del self.prefix[pool]
         for pool in set(self.picks) - set(views):
             del self.picks[pool]
+        for pool in set(self.prefill) - set(views):
+            del self.prefill[pool]
         for pool in set(self._fresh_hint) - set(views):
             del self._fresh_hint[pool]
         for pool, counts in self.picks.items():  # endpoints gone: their series go too
             for key in set(counts.endpoints) - views[pool].key_set:
                 del counts.endpoints[key]
+
+    def prefill_for(self, pool: str) -> PrefillEstimator:
+        estimator = self.prefill.get(pool)
+        if estimator is None:
+            estimator = self.prefill[pool] = PrefillEstimator()
+        return estimator
 
     def counts(self, pool: str) -> PickCounts:
         counts = self.picks.get(pool)

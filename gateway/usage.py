@@ -77,7 +77,8 @@ class StreamTap:
         target: str,
         variant: str,
         rollout: Rollout | None = None,
-        on_first_chunk: Callable[[], None] | None = None,
+        # called with whether the answer is an event stream (its first chunk is a token)
+        on_first_chunk: Callable[[bool], None] | None = None,
     ) -> None:
         self.metrics = metrics
         self._on_first = on_first_chunk
@@ -98,7 +99,7 @@ class StreamTap:
         if self.usage.ttft_s is None:
             self.usage.ttft_s = asyncio.get_running_loop().time() - self._started
             if self._on_first is not None:
-                self._on_first()
+                self._on_first(bool(self._sse))
         if self._sse:
             self._buffer += chunk
             *events, self._buffer = self._buffer.split(b"\n\n")

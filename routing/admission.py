@@ -17,10 +17,12 @@ Rules:
   non-sheddable work, so a burst of critical requests finds room at once instead of waiting
   for sheddable ones to finish (they hold their slots for their whole decode). Beyond it,
   sheddable requests get 429.
-- Prefill pacing (optional): streamed requests that have not yet produced their first token
-  hold a prefill slot. With a limit on them, the requests beyond it wait here, in priority
-  order, rather than in the model server's FIFO queue, so a critical request's prefill is
-  never scheduled behind sheddable ones. Time to first token is what priority buys.
+- Prefill pacing (optional): paced requests that have not yet produced their first token
+  hold a prefill slot — streamed ones until it is seen, non-streamed ones until their
+  estimated prefill time has passed (``routing.prefill``). With a limit on them, the requests
+  beyond it wait here, in priority order, rather than in the model server's FIFO queue, so a
+  critical request's prefill is never scheduled behind sheddable ones. Time to first token is
+  what priority buys.
 - A full queue (requests or bytes) refuses with 503; a request past its deadline is removed
   and refused with 503. Nothing is dropped silently.
 - Capacity is checked at dispatch, and the endpoint is picked after it (late binding).
@@ -49,7 +51,8 @@ class Ticket:
     cost_tokens: int
     size_bytes: int
     deadline: float
-    streamed: bool = False  # its first token is observable (prefill pacing applies)
+    # it holds a prefill slot until its first token (seen in a stream, or estimated)
+    paced: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,7 +67,7 @@ class Capacity:
     # hold non-sheddable requests while saturated (a TrafficPolicy's queue); without one,
     # saturation only sheds sheddable requests and everything else passes
     hold_when_saturated: bool = True
-    # streamed requests awaiting their first token, pool-wide (None = no prefill pacing)
+    # paced requests awaiting their first token, pool-wide (None = no prefill pacing)
     prefill_slots: int | None = None
     # sheddable requests go only while in-flight requests are below this (None = no limit)
     sheddable_slots: int | None = None
@@ -141,7 +144,7 @@ class AdmissionQueue:
         self.model_caps = dict(model_caps or {})
         self._bands: dict[int, _Band] = {}
         self._in_flight: dict[str, int] = {}  # per model, admitted and not yet released
-        self._prefilling: set[int] = set()  # streamed tickets admitted, no first token yet
+        self._prefilling: set[int] = set()  # paced tickets admitted, no first token yet
         self.queued = 0
         self.queued_bytes = 0
 
@@ -173,8 +176,8 @@ class AdmissionQueue:
         return Queued(ticket, self.queued)
 
     def first_token(self, ticket: Ticket) -> bool:
-        """A dispatched streamed request produced its first token: its prefill slot is free.
-        True if it held one."""
+        """A dispatched paced request produced its first token (or its estimated prefill time
+        passed): its prefill slot is free. True if it held one."""
         if ticket.id in self._prefilling:
             self._prefilling.discard(ticket.id)
             return True
@@ -240,7 +243,7 @@ class AdmissionQueue:
         if ticket.priority < 0 and self._over_sheddable_limit(capacity, in_flight):
             return False
         if (
-            ticket.streamed
+            ticket.paced
             and capacity.prefill_slots is not None
             and len(self._prefilling) >= capacity.prefill_slots
         ):
@@ -250,7 +253,7 @@ class AdmissionQueue:
 
     def _start(self, ticket: Ticket) -> None:
         self._in_flight[ticket.model] = self._in_flight.get(ticket.model, 0) + 1
-        if ticket.streamed:
+        if ticket.paced:
             self._prefilling.add(ticket.id)
 
     def _critical_waiting(self) -> bool:

@@ -206,8 +206,14 @@ class _Api:
 
     async def _respond(self, req: GenerationRequest, seq: EngineRequest) -> web.Response:
         tokens = []
-        while (token := await seq.outbox.get()) is not None:
+        self.replica.awaiting_first(+1)  # counted as for a stream: prefill pacing's measure
+        try:
+            token = await seq.outbox.get()
+        finally:
+            self.replica.awaiting_first(-1)
+        while token is not None:
             tokens.append(token)
+            token = await seq.outbox.get()
         if seq.finish_reason == "abort" or seq.finish_reason is None:
             raise ApiError(503, "The engine stopped before the request finished.", "EngineError")
         head = self._head("chatcmpl" if req.kind is Kind.CHAT else "cmpl", req.model)

@@ -236,7 +236,8 @@ class Replica:
         self._notify()
 
     def awaiting_first(self, delta: int) -> None:
-        """A streamed request started (+1) or got its first token or ended before one (-1)."""
+        """A generation request started (+1), or got its first token or ended before one (-1):
+        streamed or not, the requests in (or queued for) prefill."""
         counts = self._counts
         counts["awaiting_first"] += delta
         counts["max_awaiting_first"] = max(counts["max_awaiting_first"], counts["awaiting_first"])

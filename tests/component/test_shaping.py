@@ -174,6 +174,47 @@ async def test_sheddable_requests_get_429_while_the_pool_is_saturated(tmp_path):
     assert all(r.status_code == 200 for r in results)
 
 
+async def _non_streamed_burst(tmp_path, calibrate: int) -> list[int]:
+    """``calibrate`` streamed requests (the pool learns prefill time from their first
+    tokens), then a burst of 24 non-streamed ones; each replica's most requests awaiting a
+    first token at once."""
+    tmp_path.mkdir()
+    port = free_port()
+    policy = _policy("  concurrency: {maxPerEndpoint: 32, maxPrefillPerEndpoint: 1}")
+    async with (
+        _fleet(2, time_scale=0.2) as fleet,
+        gateway_on(
+            tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}), extra=policy)
+        ) as gw,
+        httpx.AsyncClient(limits=httpx.Limits(max_connections=100), timeout=60) as client,
+    ):
+        await wait_scraped(gw, 2)
+        url = f"http://127.0.0.1:{port}/v1/completions"
+
+        async def stream(i: int) -> int:
+            body = {**_completion(f"calibrate {i} " * 150, max_tokens=2), "stream": True}
+            async with client.stream("POST", url, json=body) as resp:
+                await resp.aread()
+                return resp.status_code
+
+        assert await asyncio.gather(*(stream(i) for i in range(calibrate))) == [200] * calibrate
+        burst = [client.post(url, json=_completion(f"whole {i} " * 150, 2)) for i in range(24)]
+        assert [r.status_code for r in await asyncio.gather(*burst)] == [200] * 24
+        return [r.stats.max_awaiting_first for r in fleet.replicas]
+
+
+@pytest.mark.single_loop
+async def test_prefill_pacing_paces_non_streamed_requests_by_their_estimated_prefill(tmp_path):
+    """A non-streamed answer's first token is invisible. Once the pool has seen streamed
+    first tokens, a non-streamed request holds a prefill slot for its estimated prefill time,
+    so a burst of them reaches each replica about one prefill at a time; with no estimate yet
+    (no streamed traffic seen) the same burst is not paced and floods the replicas."""
+    paced = await _non_streamed_burst(tmp_path / "paced", calibrate=12)
+    unpaced = await _non_streamed_burst(tmp_path / "unpaced", calibrate=0)
+    assert max(paced) <= 2, paced  # an estimate is no exact bound: a short one lets two overlap
+    assert max(unpaced) >= 6, unpaced  # 24 requests at once over 2 replicas
+
+
 @pytest.mark.single_loop
 async def test_scale_from_zero_holds_requests_until_an_endpoint_appears(tmp_path):
     port = free_port()

@@ -12,10 +12,10 @@ _ids = itertools.count(1)
 ROOM = Capacity(slots=1, saturated=False, ready_endpoints=1)
 
 
-def _t(priority=0, tenant="a", model="m", cost=10, size=100, deadline=100.0, streamed=False):
+def _t(priority=0, tenant="a", model="m", cost=10, size=100, deadline=100.0, paced=False):
     return Ticket(id=next(_ids), priority=priority, tenant=tenant, model=model,
                   cost_tokens=cost, size_bytes=size, deadline=deadline,
-                  streamed=streamed)  # fmt: skip
+                  paced=paced)  # fmt: skip
 
 
 def test_admits_while_there_is_room_then_queues():
@@ -110,16 +110,16 @@ def test_sheddable_requests_stop_at_their_limit_and_critical_ones_use_the_rest()
     assert isinstance(q.arrive(_t(priority=0), reserved), Queued)  # all 4 slots taken
 
 
-def test_prefill_pacing_holds_streamed_requests_until_a_first_token():
+def test_prefill_pacing_holds_paced_requests_until_a_first_token():
     q = AdmissionQueue(TrafficLimits())
     paced = Capacity(slots=10, saturated=False, ready_endpoints=1, prefill_slots=1)
-    first = _t(streamed=True)
+    first = _t(paced=True)
     assert isinstance(q.arrive(first, paced), Admit)
     assert q.prefilling == 1
-    low, high = _t(streamed=True, priority=0), _t(streamed=True, priority=5)
+    low, high = _t(paced=True, priority=0), _t(paced=True, priority=5)
     q.arrive(low, paced)
     q.arrive(high, paced)
-    assert [d.ticket for d in q.tick(0.0, paced)] == []  # nobody streamed may start yet
+    assert [d.ticket for d in q.tick(0.0, paced)] == []  # no paced request may start yet
     assert q.first_token(first)
     assert not q.first_token(first)  # once
     started = [d.ticket for d in q.tick(0.0, paced)]
@@ -130,11 +130,11 @@ def test_prefill_pacing_holds_streamed_requests_until_a_first_token():
     assert low in [d.ticket for d in q.tick(0.0, paced)]
 
 
-def test_requests_that_are_not_streamed_are_not_paced():
+def test_requests_that_are_not_paced_do_not_take_prefill_slots():
     q = AdmissionQueue(TrafficLimits())
     paced = Capacity(slots=10, saturated=False, ready_endpoints=1, prefill_slots=1)
-    assert isinstance(q.arrive(_t(streamed=True), paced), Admit)
-    assert isinstance(q.arrive(_t(streamed=False), paced), Admit)
+    assert isinstance(q.arrive(_t(paced=True), paced), Admit)
+    assert isinstance(q.arrive(_t(paced=False), paced), Admit)
     assert q.prefilling == 1
 
 
