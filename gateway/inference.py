@@ -245,10 +245,11 @@ async def _dispatch(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
 class _PrefillSlot:
     """A paced request's prefill slot at its endpoint and in admission, held until its first
     token: the first chunk of a streamed answer; for a non-streamed one its estimated prefill
-    time, or its answer if that comes first; at the latest the end of the request. A streamed
-    first token also teaches the pool's prefill estimate."""
+    time (the endpoint's own estimate once it has one, else the pool's), or its answer if that
+    comes first; at the latest the end of the request. A streamed first token also teaches
+    the pool's and the endpoint's prefill estimates."""
 
-    __slots__ = ("_ctx", "_estimator", "_key", "_prompt_tokens", "_sent_at", "_settings",
+    __slots__ = ("_ctx", "_estimators", "_key", "_prompt_tokens", "_sent_at", "_settings",
                  "_ticket", "_timer")  # fmt: skip
 
     def __init__(self, ctx: ProxyContext, pr: PoolRequest, ticket: Ticket, key: str) -> None:
@@ -257,9 +258,15 @@ class _PrefillSlot:
         self._ticket: Ticket | None = ticket
         self._sent_at = loop.time()
         self._prompt_tokens = pr.parsed.prompt_tokens if pr.parsed is not None else 0
+        pools = ctx.pools
         streamed = pr.parsed is not None and pr.parsed.stream
-        self._estimator = ctx.pools.prefill_for(pr.target.name) if streamed else None
+        self._estimators = (
+            (pools.prefill_for(pr.target.name), pools.endpoint_prefill_for(key)) if streamed else ()
+        )
         estimate = pr.prefill_estimate_s
+        if estimate is not None:  # paced by estimate: this endpoint's own, if it has one
+            own = pools.endpoint_prefill.get(key)
+            estimate = (own.estimate(self._prompt_tokens) if own else None) or estimate
         self._timer = loop.call_later(estimate, self.release) if estimate is not None else None
         ctx.pools.awaiting_first[key] = ctx.pools.awaiting_first.get(key, 0) + 1
 
@@ -271,9 +278,10 @@ class _PrefillSlot:
     def first_chunk(self, sse: bool) -> None:
         if self._ticket is None:
             return
-        if sse and self._estimator is not None:  # a token, not an error body
+        if sse:  # a token, not an error body
             ttft = asyncio.get_running_loop().time() - self._sent_at
-            self._estimator.observe(self._prompt_tokens, ttft)
+            for estimator in self._estimators:
+                estimator.observe(self._prompt_tokens, ttft)
         self.release()
 
     def release(self) -> None:

@@ -90,8 +90,10 @@ class PoolRuntime:
         self.in_flight_tokens: dict[str, int] = {}
         # paced requests sent to each endpoint that have not had their first token yet
         self.awaiting_first: dict[str, int] = {}
-        # pool → its prefill time per prompt token, learned from streamed first tokens
+        # prefill time per prompt token, learned from streamed first tokens: per pool, and
+        # per endpoint (replicas on different accelerators prefill at different speeds)
         self.prefill: dict[str, PrefillEstimator] = {}
+        self.endpoint_prefill: dict[str, PrefillEstimator] = {}
         self.picks: dict[str, PickCounts] = {}  # pool → its decisions, for /metrics
         self._fresh_hint: dict[str, str] = {}  # pool → an endpoint last seen with fresh signals
         self._views: dict[str, _PoolView] = {}
@@ -130,6 +132,9 @@ class PoolRuntime:
             del self.picks[pool]
         for pool in set(self.prefill) - set(views):
             del self.prefill[pool]
+        live = set().union(*(view.key_set for view in views.values()))
+        for key in set(self.endpoint_prefill) - live:
+            del self.endpoint_prefill[key]
         for pool in set(self._fresh_hint) - set(views):
             del self._fresh_hint[pool]
         for pool, counts in self.picks.items():  # endpoints gone: their series go too
@@ -140,6 +145,12 @@ class PoolRuntime:
         estimator = self.prefill.get(pool)
         if estimator is None:
             estimator = self.prefill[pool] = PrefillEstimator()
+        return estimator
+
+    def endpoint_prefill_for(self, key: str) -> PrefillEstimator:
+        estimator = self.endpoint_prefill.get(key)
+        if estimator is None:
+            estimator = self.endpoint_prefill[key] = PrefillEstimator()
         return estimator
 
     def counts(self, pool: str) -> PickCounts:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -221,26 +223,36 @@ async def test_oversized_body_is_413_and_oversized_header_431(tmp_path):
     assert be.seen == []
 
 
+async def _length(request: web.Request) -> web.Response:
+    return web.json_response({"len": len(await request.read())})
+
+
+@contextlib.asynccontextmanager
+async def _to_length_backend(tmp_path, limits: Limits) -> AsyncIterator[int]:
+    """A gateway with ``limits`` in front of a backend that answers a body's length: its port."""
+    port = free_port()
+    async with (
+        backend(_length) as be,
+        gateway_on(
+            tmp_path,
+            gateway_yaml(port, simple_route(), service_yaml("svc", [be.port])),
+            limits=limits,
+        ),
+    ):
+        yield port
+
+
 async def test_chunked_body_crossing_the_limit_mid_stream_is_413_not_503(tmp_path):
     """The body streams to the backend as it arrives; when a chunked body crosses the limit
     after the upstream request has started, the client still gets 413 (no response has
     reached it yet), and the gateway goes on serving."""
 
-    async def digest(request: web.Request) -> web.Response:
-        return web.json_response({"len": len(await request.read())})
-
     async def chunks():
         for _ in range(64):
             yield b"x" * 1024
 
-    port = free_port()
     async with (
-        backend(digest) as be,
-        gateway_on(
-            tmp_path,
-            gateway_yaml(port, simple_route(), service_yaml("svc", [be.port])),
-            limits=Limits(max_body_bytes=8192),
-        ),
+        _to_length_backend(tmp_path, Limits(max_body_bytes=8192)) as port,
         httpx.AsyncClient() as client,
     ):
         too_big = await client.post(f"http://127.0.0.1:{port}/up", content=chunks())
@@ -251,18 +263,7 @@ async def test_chunked_body_crossing_the_limit_mid_stream_is_413_not_503(tmp_pat
 
 
 async def test_chunked_body_that_stalls_mid_stream_is_408_not_503(tmp_path):
-    async def digest(request: web.Request) -> web.Response:
-        return web.json_response({"len": len(await request.read())})
-
-    port = free_port()
-    async with (
-        backend(digest) as be,
-        gateway_on(
-            tmp_path,
-            gateway_yaml(port, simple_route(), service_yaml("svc", [be.port])),
-            limits=Limits(body_read_timeout_s=0.2),
-        ),
-    ):
+    async with _to_length_backend(tmp_path, Limits(body_read_timeout_s=0.2)) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(
             b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"

@@ -8,7 +8,7 @@ import collections
 import httpx
 import pytest
 
-from loadtests.fleet import EngineProfile, Fleet, FleetSpec, ReplicaSpec
+from loadtests.fleet import EngineProfile, Fleet, FleetSpec, ReplicaSpec, ReplicaStats
 from tests.component.harness import (
     free_port,
     gateway_on,
@@ -174,11 +174,11 @@ async def test_sheddable_requests_get_429_while_the_pool_is_saturated(tmp_path):
     assert all(r.status_code == 200 for r in results)
 
 
-async def _non_streamed_burst(tmp_path, calibrate: int) -> list[int]:
-    """``calibrate`` streamed requests (the pool learns prefill time from their first
-    tokens), then a burst of 24 non-streamed ones; each replica's most requests awaiting a
-    first token at once."""
-    tmp_path.mkdir()
+async def _paced_traffic(tmp_path, *, streamed: int, whole: int) -> list[ReplicaStats]:
+    """Two replicas, maxPrefillPerEndpoint 1: ``streamed`` streamed requests at once (the pool
+    learns prefill time from their first tokens), then ``whole`` non-streamed ones at once;
+    every answer must be 200. The replicas' counters at the end."""
+    tmp_path.mkdir(exist_ok=True)
     port = free_port()
     policy = _policy("  concurrency: {maxPerEndpoint: 32, maxPrefillPerEndpoint: 1}")
     async with (
@@ -192,15 +192,15 @@ async def _non_streamed_burst(tmp_path, calibrate: int) -> list[int]:
         url = f"http://127.0.0.1:{port}/v1/completions"
 
         async def stream(i: int) -> int:
-            body = {**_completion(f"calibrate {i} " * 150, max_tokens=2), "stream": True}
+            body = {**_completion(f"paced {i} " * 150, max_tokens=2), "stream": True}
             async with client.stream("POST", url, json=body) as resp:
                 await resp.aread()
                 return resp.status_code
 
-        assert await asyncio.gather(*(stream(i) for i in range(calibrate))) == [200] * calibrate
-        burst = [client.post(url, json=_completion(f"whole {i} " * 150, 2)) for i in range(24)]
-        assert [r.status_code for r in await asyncio.gather(*burst)] == [200] * 24
-        return [r.stats.max_awaiting_first for r in fleet.replicas]
+        assert await asyncio.gather(*(stream(i) for i in range(streamed))) == [200] * streamed
+        burst = [client.post(url, json=_completion(f"whole {i} " * 150, 2)) for i in range(whole)]
+        assert [r.status_code for r in await asyncio.gather(*burst)] == [200] * whole
+        return [r.stats for r in fleet.replicas]
 
 
 @pytest.mark.single_loop
@@ -209,8 +209,10 @@ async def test_prefill_pacing_paces_non_streamed_requests_by_their_estimated_pre
     first tokens, a non-streamed request holds a prefill slot for its estimated prefill time,
     so a burst of them reaches each replica about one prefill at a time; with no estimate yet
     (no streamed traffic seen) the same burst is not paced and floods the replicas."""
-    paced = await _non_streamed_burst(tmp_path / "paced", calibrate=12)
-    unpaced = await _non_streamed_burst(tmp_path / "unpaced", calibrate=0)
+    paced = [s.max_awaiting_first for s in await _paced_traffic(tmp_path, streamed=12, whole=24)]
+    unpaced = [
+        s.max_awaiting_first for s in await _paced_traffic(tmp_path / "u", streamed=0, whole=24)
+    ]
     assert max(paced) <= 2, paced  # an estimate is no exact bound: a short one lets two overlap
     assert max(unpaced) >= 6, unpaced  # 24 requests at once over 2 replicas
 
@@ -261,27 +263,42 @@ async def test_scale_from_zero_holds_requests_until_an_endpoint_appears(tmp_path
 async def test_prefill_pacing_bounds_requests_awaiting_their_first_token(tmp_path):
     """With maxPrefillPerEndpoint 1, a replica never holds two streamed requests that have
     not produced their first token; the rest wait in the gateway's priority queue."""
+    stats = await _paced_traffic(tmp_path, streamed=40, whole=0)
+    assert sum(s.served for s in stats) == 40
+    assert max(s.max_awaiting_first for s in stats) == 1, [s.max_awaiting_first for s in stats]
+
+
+@pytest.mark.single_loop
+async def test_each_endpoint_learns_its_own_prefill_speed(tmp_path):
+    """Replicas on different accelerators prefill at different speeds: each endpoint's
+    estimate follows its own (the pool's is their blend), so a non-streamed request on the
+    slow replica holds its prefill slot longer."""
     port = free_port()
-    policy = _policy("  concurrency: {maxPerEndpoint: 16, maxPrefillPerEndpoint: 1}")
+    policy = _policy("  concurrency: {maxPerEndpoint: 32, maxPrefillPerEndpoint: 1}")
+    spec = FleetSpec(replicas=(ReplicaSpec(speed=1.0), ReplicaSpec(speed=0.25)), time_scale=0.2)
     async with (
-        _fleet(2, time_scale=0.2) as fleet,
+        Fleet(spec) as fleet,
         gateway_on(
             tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}), extra=policy)
         ) as gw,
         httpx.AsyncClient(limits=httpx.Limits(max_connections=100), timeout=60) as client,
     ):
         await wait_scraped(gw, 2)
+        url = f"http://127.0.0.1:{port}/v1/completions"
 
-        async def stream(i: int) -> int:
-            body = {**_completion(f"paced {i} " * 50, max_tokens=8), "stream": True}
-            async with client.stream(
-                "POST", f"http://127.0.0.1:{port}/v1/completions", json=body
-            ) as resp:
+        async def stream(i: int) -> None:
+            body = {**_completion(f"learn {i} " * 150, max_tokens=2), "stream": True}
+            async with client.stream("POST", url, json=body) as resp:
                 await resp.aread()
-                return resp.status_code
 
-        statuses = await asyncio.gather(*(stream(i) for i in range(40)))
-        stats = [r.stats for r in fleet.replicas]
-    assert statuses == [200] * 40
-    assert sum(s.served for s in stats) == 40
-    assert max(s.max_awaiting_first for s in stats) == 1, [s.max_awaiting_first for s in stats]
+        await asyncio.gather(*(stream(i) for i in range(48)))
+        pools = gw.ctx.pools
+        fast, slow = (
+            pools.endpoint_prefill[f"127.0.0.1:{r.port}"].estimate(600) for r in fleet.replicas
+        )
+        pool = pools.prefill[POOL].estimate(600)
+    assert fast is not None
+    assert slow is not None
+    assert pool is not None
+    assert fast < pool < slow
+    assert slow > 2 * fast, (fast, slow)  # 4x slower steps; overheads narrow the ratio
