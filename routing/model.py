@@ -426,7 +426,8 @@ class TrafficLimits:
 
     max_per_endpoint: int | None = None  # guidance: ~110% of the server's max batch
     max_per_model: int | None = None
-    # prefill pacing: streamed requests awaiting their first token, per ready endpoint
+    # prefill pacing: requests awaiting their first token (streamed: seen; others: estimated),
+    # per ready endpoint
     max_prefill_per_endpoint: int | None = None
     # sheddable requests only while in-flight requests are below this fraction of the slots
     sheddable_limit: float | None = None

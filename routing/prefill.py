@@ -36,7 +36,8 @@ MAX_TTFT_S = 3600.0  # a first token later than this says nothing about prefill
 
 @dataclass(slots=True)
 class PrefillEstimator:
-    """One pool's prefill time per prompt token, from streamed requests' first tokens."""
+    """Prefill time per prompt token (of a pool, or of one endpoint), from streamed requests'
+    first tokens."""
 
     window: int = 64  # streamed requests an observation keeps weight over (1 - 1/window decay)
     min_samples: int = 8  # no estimate before this many observations
