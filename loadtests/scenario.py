@@ -8,6 +8,7 @@ processes or clocks. The format is documented in `loadtests/scenarios/README.md`
 import dataclasses
 import enum
 import ipaddress
+import os
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -51,6 +52,7 @@ class PolicyKind(enum.StrEnum):
 class Weighted:
     name: str
     weight: float = 1.0
+    stream: bool | None = None  # objectives only: this class's `stream`, else the workload's
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +79,9 @@ class Policy:
     kind: PolicyKind
     sluice_profile: str | Mapping[str, Any] = "default"
     sluice_spec: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # another Sluice build's `sluice` script to run this policy with (default: this one's),
+    # to compare two versions side by side in one run
+    sluice_bin: str = ""
     command: str = ""
     url: str = ""
     ready_path: str = "/health"
@@ -203,26 +208,32 @@ def parse_workload(raw: object, path: str, issues: list[str]) -> Workload:
         stream=r.get("stream", bool, d.stream),
         ignore_eos=r.get("ignore_eos", bool, d.ignore_eos),
         models=_weighted(r, "models", issues),
-        objectives=_weighted(r, "objectives", issues),
+        objectives=_weighted(r, "objectives", issues, streams=True),
         tenants=r.positive("tenants", int, d.tenants, zero_ok=True),
     )
     return workload
 
 
-def _weighted(r: Fields, key: str, issues: list[str]) -> tuple[Weighted, ...]:
-    """`[a, b]` or `[{name: a, weight: 3}, ...]`."""
+def _weighted(
+    r: Fields, key: str, issues: list[str], *, streams: bool = False
+) -> tuple[Weighted, ...]:
+    """`[a, b]` or `[{name: a, weight: 3}, ...]`; with ``streams``, an entry may also say
+    `stream: false` (that class of requests is not streamed whatever the workload says)."""
     out: list[Weighted] = []
     for i, item in enumerate(r.get(key, list, [])):
         path = f"{r.sub(key)}[{i}]"
         if isinstance(item, str) and item:
             out.append(Weighted(name=item))
             continue
-        entry = Fields(item, path, issues, {"name", "weight"})
+        entry = Fields(
+            item, path, issues, {"name", "weight", "stream"} if streams else {"name", "weight"}
+        )
         name = entry.get("name", str, "")
         weight = entry.positive("weight", float, 1.0)
+        stream = entry.get("stream", bool, None)
         if not name:
             issues.append(f"{path}.name: required")
-        out.append(Weighted(name=name, weight=weight))
+        out.append(Weighted(name=name, weight=weight, stream=stream))
     return tuple(out)
 
 
@@ -251,7 +262,7 @@ def _points(top: Fields, issues: list[str]) -> tuple[LoadPoint, ...]:
 
 _POLICY_KEYS = {
     *("name", "sluice_profile", "sluice_spec", "command", "url", "ready_path"),
-    "ready_timeout_s",
+    *("ready_timeout_s", "sluice_bin"),
 }
 
 
@@ -282,11 +293,17 @@ def _policy(raw: object, path: str, issues: list[str]) -> Policy:
     if command and "{port}" not in command:
         issues.append(f"{path}.command: must contain {{port}} (the port to serve on)")
     kind = PolicyKind.COMMAND if command else PolicyKind.URL if url else PolicyKind.SLUICE
+    sluice_bin = r.get("sluice_bin", str, "")
+    if sluice_bin and kind is not PolicyKind.SLUICE:
+        issues.append(f"{path}.sluice_bin: only for a Sluice policy (sluice_profile)")
+    elif sluice_bin and not os.access(sluice_bin, os.X_OK):
+        issues.append(f"{path}.sluice_bin: {sluice_bin} is not an executable file")
     return Policy(
         name=name,
         kind=kind,
         sluice_profile=profile if isinstance(profile, str | Mapping) else "default",
         sluice_spec=r.get("sluice_spec", dict, {}),
+        sluice_bin=sluice_bin,
         command=command,
         url=url.rstrip("/"),
         ready_path=r.get("ready_path", str, "/health"),

@@ -99,7 +99,8 @@ async def running_target(
         docs = gateway_config(scenario, policy, fleet, port)
         config.write_text(yaml.safe_dump_all(docs, sort_keys=False), encoding="utf-8")
         admin = free_port()
-        cmd = [*sluice_command(), "serve", "--config", str(config), "--address", HOST,
+        exe = [policy.sluice_bin] if policy.sluice_bin else sluice_command()
+        cmd = [*exe, "serve", "--config", str(config), "--address", HOST,
                "--admin", f"{HOST}:{admin}", "--no-watch", "--log-level", "warning"]  # fmt: skip
         ready_url, timeout_s = f"http://{HOST}:{admin}/readyz", GATEWAY_READY_TIMEOUT_S
     else:

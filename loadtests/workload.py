@@ -70,10 +70,14 @@ class RequestFactory:
                 "",
                 f"q{next(self._ids)}x{rng.randrange(1 << 30):x} " + words(rng, w.prompt_tokens - 1),
             )
-        body = _body(w, model, system, user)
         headers = {"Content-Type": "application/json"}
+        stream = w.stream
         if w.objectives:
-            headers[OBJECTIVE_HEADER] = _pick(rng, w.objectives)
+            objective = _choose(rng, w.objectives)
+            headers[OBJECTIVE_HEADER] = objective.name
+            if objective.stream is not None:
+                stream = objective.stream
+        body = _body(w, model, system, user, stream)
         if w.tenants:
             headers[FAIRNESS_HEADER] = f"tenant-{rng.randrange(w.tenants)}"
         return PlannedRequest(
@@ -85,14 +89,14 @@ class RequestFactory:
         )
 
 
-def _body(w: Workload, model: str, system: str, user: str) -> dict[str, Any]:
+def _body(w: Workload, model: str, system: str, user: str, stream: bool) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model, "max_tokens": w.max_tokens}
     if w.api is Api.CHAT:
         messages = [{"role": "system", "content": system}] if system else []
         body["messages"] = [*messages, {"role": "user", "content": user}]
     else:
         body["prompt"] = f"{system}\n{user}" if system else user
-    if w.stream:
+    if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     if w.ignore_eos:
@@ -101,9 +105,13 @@ def _body(w: Workload, model: str, system: str, user: str) -> dict[str, Any]:
 
 
 def _pick(rng: random.Random, choices: Sequence[Weighted]) -> str:
+    return _choose(rng, choices).name
+
+
+def _choose(rng: random.Random, choices: Sequence[Weighted]) -> Weighted:
     if len(choices) == 1:
-        return choices[0].name
-    return rng.choices([c.name for c in choices], weights=[c.weight for c in choices])[0]
+        return choices[0]
+    return rng.choices(choices, weights=[c.weight for c in choices])[0]
 
 
 class StreamTally:
