@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .benchsupport import cpu_model
-from .scenario import Scenario
+from .scenario import Scenario, Weighted
 from .stats import TrialResult
 
 # Generator lag above this (p99) means the generator, not the server, may shape the numbers.
@@ -103,7 +103,9 @@ def _setup(s: Scenario, info: RunInfo) -> list[str]:
         else f"{w.kind}: {w.prompt_tokens}-token unique prompts"
     )
     extras = [f"models {[m.name for m in w.models]}"] if w.models else []
-    extras += [f"objectives {[o.name for o in w.objectives]}"] if w.objectives else []
+    extras += (
+        [f"objectives {[_objective(o, w.stream) for o in w.objectives]}"] if w.objectives else []
+    )
     extras += [f"{w.tenants} tenants"] if w.tenants else []
     return [
         f"- date: {info.started.isoformat(timespec='seconds')}, wall time {info.wall_s:.0f} s"
@@ -120,6 +122,12 @@ def _setup(s: Scenario, info: RunInfo) -> list[str]:
         f"- policies: {', '.join(p.name for p in s.policies)}",
         "",
     ]
+
+
+def _objective(o: Weighted, stream: bool) -> str:
+    if o.stream is None or o.stream == stream:
+        return o.name
+    return f"{o.name} ({'streamed' if o.stream else 'not streamed'})"
 
 
 _HEAD = (
