@@ -55,9 +55,10 @@ def _token_load(params: Params) -> Scorer:
 
 def _long_run_load(params: Params) -> Scorer:
     tolerance = _float(params, "tolerance", 0.1)
-    if tolerance <= 0:
-        raise ValueError("tolerance must be > 0")
-    return s.LongRunLoadScorer(tolerance=tolerance)
+    slack = _float(params, "slack", 0.0)
+    if tolerance <= 0 or slack < 0:
+        raise ValueError("tolerance must be > 0 and slack >= 0")
+    return s.LongRunLoadScorer(tolerance=tolerance, slack=slack)
 
 
 def _float(params: Params, key: str, default: float) -> float:

@@ -112,7 +112,10 @@ class LongRunLoadScorer:
     """Endpoints that do not stay busier than the others are better: each endpoint's
     long-run load (requests held, averaged over about ten seconds of scrapes) against the
     candidates' mean — 1 at or below the mean, falling to 0 at ``tolerance`` (a fraction of
-    the mean, at least of one request) above it; unknown 0.
+    the mean, at least of one request) or ``slack`` requests above it, whichever is more;
+    unknown 0. ``slack`` keeps the band from shrinking to a fraction of a request at low
+    load, where a prefix holder is always a little busier than the mean and imbalance costs
+    nothing (docs/reports/prefix-routing-balance/probe9.md).
 
     A slow counterweight to affinity. The hot-spot guard bounds momentary imbalance; this
     tilts the marginal choices (between two holders of a prefix, where a new prompt group
@@ -120,6 +123,7 @@ class LongRunLoadScorer:
     evens out over time without throwing cached prefixes away on every burst."""
 
     tolerance: float = 0.1
+    slack: float = 0.0
     name: str = "long-run-load"
 
     def score(self, req: PickRequest, eps: Endpoints) -> Scores:
@@ -127,7 +131,7 @@ class LongRunLoadScorer:
         if not known:
             return [0.0] * len(eps)
         mean = sum(known) / len(known)
-        scale = max(mean, 1.0) * self.tolerance
+        scale = max(max(mean, 1.0) * self.tolerance, self.slack)
         return [
             0.0
             if (v := e.held_average) is None

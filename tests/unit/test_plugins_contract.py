@@ -124,16 +124,21 @@ def test_bad_plugin_parameters_are_refused(name, params):
 @pytest.mark.parametrize(
     ("name", "params"),
     [("long-run-load", {"tolerance": 0}), ("long-run-load", {"bogus": 1}),
-     ("token-load", {"thresholdTokens": 0})],
+     ("long-run-load", {"slack": -1}), ("token-load", {"thresholdTokens": 0})],
 )  # fmt: skip
 def test_bad_scorer_parameters_are_refused(name, params):
     with pytest.raises(ValueError):  # noqa: PT011 - the message names the parameter
         SCORERS[name](params)
 
 
-@given(req=requests, eps=endpoints(), tolerance=st.floats(min_value=0.01, max_value=2))
-def test_long_run_load_favours_what_stays_below_the_mean(req, eps, tolerance):
-    scores = SCORERS["long-run-load"]({"tolerance": tolerance}).score(req, eps)
+@given(
+    req=requests,
+    eps=endpoints(),
+    tolerance=st.floats(min_value=0.01, max_value=2),
+    slack=st.floats(min_value=0, max_value=4),
+)
+def test_long_run_load_favours_what_stays_below_the_mean(req, eps, tolerance, slack):
+    scores = SCORERS["long-run-load"]({"tolerance": tolerance, "slack": slack}).score(req, eps)
     known = [(e.held_average, s) for e, s in zip(eps, scores, strict=True)
              if e.held_average is not None]  # fmt: skip
     assert all(s == 0.0 for e, s in zip(eps, scores, strict=True) if e.held_average is None)
@@ -143,11 +148,21 @@ def test_long_run_load_favours_what_stays_below_the_mean(req, eps, tolerance):
     for v, s in known:
         if v <= mean:
             assert s == 1.0
-        elif v - mean >= tolerance * max(mean, 1.0):
+        elif v - mean >= max(tolerance * max(mean, 1.0), slack):
             assert s == 0.0
+        else:  # inside the band: a partial score
+            assert 0.0 <= s <= 1.0
     # never favours a busier endpoint over a less busy one
     ordered = sorted(known)
     assert all(a[1] >= b[1] for a, b in itertools.pairwise(ordered))
+
+
+def test_long_run_load_slack_keeps_the_band_from_shrinking_at_low_load():
+    # mean 0.5 requests: the band is 0.1 of a request without slack, one request with it
+    eps = [_ep("a", held_average=0.2), _ep("b", held_average=0.8)]
+    req = PickRequest(model="m")
+    assert SCORERS["long-run-load"]({}).score(req, eps) == [1.0, 0.0]
+    assert SCORERS["long-run-load"]({"slack": 1}).score(req, eps) == pytest.approx([1.0, 0.7])
 
 
 def test_plugins_without_parameters_refuse_them():
