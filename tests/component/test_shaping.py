@@ -275,7 +275,8 @@ async def test_each_endpoint_learns_its_own_prefill_speed(tmp_path):
     slow replica holds its prefill slot longer."""
     port = free_port()
     policy = _policy("  concurrency: {maxPerEndpoint: 32, maxPrefillPerEndpoint: 1}")
-    spec = FleetSpec(replicas=(ReplicaSpec(speed=1.0), ReplicaSpec(speed=0.25)), time_scale=0.2)
+    # time_scale 1: prefill, not the event loop this test shares, makes the time to first token
+    spec = FleetSpec(replicas=(ReplicaSpec(speed=1.0), ReplicaSpec(speed=0.2)), time_scale=1.0)
     async with (
         Fleet(spec) as fleet,
         gateway_on(
@@ -291,7 +292,7 @@ async def test_each_endpoint_learns_its_own_prefill_speed(tmp_path):
             async with client.stream("POST", url, json=body) as resp:
                 await resp.aread()
 
-        await asyncio.gather(*(stream(i) for i in range(48)))
+        await asyncio.gather(*(stream(i) for i in range(64)))
         pools = gw.ctx.pools
         fast, slow = (
             pools.endpoint_prefill[f"127.0.0.1:{r.port}"].estimate(600) for r in fleet.replicas
@@ -301,4 +302,4 @@ async def test_each_endpoint_learns_its_own_prefill_speed(tmp_path):
     assert slow is not None
     assert pool is not None
     assert fast < pool < slow
-    assert slow > 2 * fast, (fast, slow)  # 4x slower steps; overheads narrow the ratio
+    assert slow > 2 * fast, (fast, slow)  # 5x slower steps (measured ~5x, also on a busy CPU)
