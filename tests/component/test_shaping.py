@@ -174,15 +174,19 @@ async def test_sheddable_requests_get_429_while_the_pool_is_saturated(tmp_path):
     assert all(r.status_code == 200 for r in results)
 
 
-async def _paced_traffic(tmp_path, *, streamed: int, whole: int) -> list[ReplicaStats]:
-    """Two replicas, maxPrefillPerEndpoint 1: ``streamed`` streamed requests at once (the pool
-    learns prefill time from their first tokens), then ``whole`` non-streamed ones at once;
-    every answer must be 200. The replicas' counters at the end."""
+async def _paced_traffic(
+    tmp_path, *, streamed: int, whole: int, spec: FleetSpec | None = None
+) -> tuple[list[ReplicaStats], dict[str, float | None]]:
+    """Two replicas (``spec``, else a100s at time_scale 0.2), maxPrefillPerEndpoint 1:
+    ``streamed`` streamed requests at once (the pool learns prefill time from their first
+    tokens), then ``whole`` non-streamed ones at once; every answer must be 200. The
+    replicas' counters at the end, and the prefill estimates for 600 prompt tokens: each
+    replica's endpoint in the replicas' order, then the pool's under "pool"."""
     tmp_path.mkdir(exist_ok=True)
     port = free_port()
     policy = _policy("  concurrency: {maxPerEndpoint: 32, maxPrefillPerEndpoint: 1}")
     async with (
-        _fleet(2, time_scale=0.2) as fleet,
+        Fleet(spec) if spec is not None else _fleet(2, time_scale=0.2) as fleet,
         gateway_on(
             tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}), extra=policy)
         ) as gw,
@@ -200,7 +204,13 @@ async def _paced_traffic(tmp_path, *, streamed: int, whole: int) -> list[Replica
         assert await asyncio.gather(*(stream(i) for i in range(streamed))) == [200] * streamed
         burst = [client.post(url, json=_completion(f"whole {i} " * 150, 2)) for i in range(whole)]
         assert [r.status_code for r in await asyncio.gather(*burst)] == [200] * whole
-        return [r.stats for r in fleet.replicas]
+        pools = gw.ctx.pools
+        estimates = {
+            r.url: pools.endpoint_prefill_for(f"127.0.0.1:{r.port}").estimate(600)
+            for r in fleet.replicas
+        }
+        estimates["pool"] = pools.prefill_for(POOL).estimate(600)
+        return [r.stats for r in fleet.replicas], estimates
 
 
 @pytest.mark.single_loop
@@ -209,9 +219,12 @@ async def test_prefill_pacing_paces_non_streamed_requests_by_their_estimated_pre
     first tokens, a non-streamed request holds a prefill slot for its estimated prefill time,
     so a burst of them reaches each replica about one prefill at a time; with no estimate yet
     (no streamed traffic seen) the same burst is not paced and floods the replicas."""
-    paced = [s.max_awaiting_first for s in await _paced_traffic(tmp_path, streamed=12, whole=24)]
+    paced = [
+        s.max_awaiting_first for s in (await _paced_traffic(tmp_path, streamed=12, whole=24))[0]
+    ]
     unpaced = [
-        s.max_awaiting_first for s in await _paced_traffic(tmp_path / "u", streamed=0, whole=24)
+        s.max_awaiting_first
+        for s in (await _paced_traffic(tmp_path / "u", streamed=0, whole=24))[0]
     ]
     assert max(paced) <= 2, paced  # an estimate is no exact bound: a short one lets two overlap
     assert max(unpaced) >= 6, unpaced  # 24 requests at once over 2 replicas
@@ -263,7 +276,7 @@ async def test_scale_from_zero_holds_requests_until_an_endpoint_appears(tmp_path
 async def test_prefill_pacing_bounds_requests_awaiting_their_first_token(tmp_path):
     """With maxPrefillPerEndpoint 1, a replica never holds two streamed requests that have
     not produced their first token; the rest wait in the gateway's priority queue."""
-    stats = await _paced_traffic(tmp_path, streamed=40, whole=0)
+    stats, _ = await _paced_traffic(tmp_path, streamed=40, whole=0)
     assert sum(s.served for s in stats) == 40
     assert max(s.max_awaiting_first for s in stats) == 1, [s.max_awaiting_first for s in stats]
 
@@ -273,31 +286,11 @@ async def test_each_endpoint_learns_its_own_prefill_speed(tmp_path):
     """Replicas on different accelerators prefill at different speeds: each endpoint's
     estimate follows its own (the pool's is their blend), so a non-streamed request on the
     slow replica holds its prefill slot longer."""
-    port = free_port()
-    policy = _policy("  concurrency: {maxPerEndpoint: 32, maxPrefillPerEndpoint: 1}")
     # time_scale 1: prefill, not the event loop this test shares, makes the time to first token
     spec = FleetSpec(replicas=(ReplicaSpec(speed=1.0), ReplicaSpec(speed=0.2)), time_scale=1.0)
-    async with (
-        Fleet(spec) as fleet,
-        gateway_on(
-            tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}), extra=policy)
-        ) as gw,
-        httpx.AsyncClient(limits=httpx.Limits(max_connections=100), timeout=60) as client,
-    ):
-        await wait_scraped(gw, 2)
-        url = f"http://127.0.0.1:{port}/v1/completions"
-
-        async def stream(i: int) -> None:
-            body = {**_completion(f"learn {i} " * 150, max_tokens=2), "stream": True}
-            async with client.stream("POST", url, json=body) as resp:
-                await resp.aread()
-
-        await asyncio.gather(*(stream(i) for i in range(64)))
-        pools = gw.ctx.pools
-        fast, slow = (
-            pools.endpoint_prefill[f"127.0.0.1:{r.port}"].estimate(600) for r in fleet.replicas
-        )
-        pool = pools.prefill[POOL].estimate(600)
+    _, estimates = await _paced_traffic(tmp_path, streamed=64, whole=0, spec=spec)
+    pool = estimates.pop("pool")
+    fast, slow = estimates.values()  # in the replicas' order
     assert fast is not None
     assert slow is not None
     assert pool is not None
