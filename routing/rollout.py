@@ -21,13 +21,19 @@ evidence); after ``failure_threshold`` counted failures (default 1: the first) t
 back at once, even on a window shorter than ``I`` at the start: failing early is the safe
 direction. A threshold above 1 guards against rolling back on noise, which repeated testing at
 low error rates makes likely, at the price of detection time (about ``failure_threshold × I``).
-Failures are not forgiven by passing windows in between (a regression that flaps still rolls
-back), and a failing window always takes back a step's pass, so a step advances only after a
-passing window that came later. A step advances once its duration has passed *and* a full-length
-window lying wholly inside the step has passed, so every weight is judged at that weight (a
-step of duration 0 advances at once). After the last step the candidate gets 100 %. While the
-candidate has 100 % the baseline gets no requests, so the candidate is compared with the
-baseline's last window that had enough requests (``baseline_reference``).
+Passing windows in between do not forgive a failure (a regression that flaps still rolls back).
+Without ``failure_window_s`` a counted failure is never forgiven, so the odds of a chance
+rollback grow with the rollout's length; with it, only failures judged within the last
+``failure_window_s`` count, so a long rollout of a healthy candidate does not collect chance
+failures minutes apart, while a lasting regression (failing every window) still rolls back
+after ``failure_threshold`` windows. A failing window always takes back a step's pass, so a
+step advances only after a passing window that came later.
+
+A step advances once its duration has passed *and* a full-length window lying wholly inside
+the step has passed, so every weight is judged at that weight (a step of duration 0 advances at
+once). After the last step the candidate gets 100 %. While the candidate has 100 % the baseline
+gets no requests, so the candidate is compared with the baseline's last window that had enough
+requests (``baseline_reference``).
 
 Error-rate checks. With both ``max_error_rate_ratio`` and ``max_error_rate_increase`` set, the
 candidate fails only when it exceeds both: the absolute bound is a noise floor where the
@@ -104,6 +110,8 @@ class Thresholds:
     interval_s: float = 60.0
     min_samples: int = 50
     failure_threshold: int = 1  # failing windows (not overlapping each other) before a rollback
+    # counted failures older than this are forgiven (None: never)
+    failure_window_s: float | None = None
     max_error_rate_ratio: float | None = None
     max_error_rate_increase: float | None = None
     max_ttft_p95_ratio: float | None = None
@@ -127,14 +135,16 @@ class RolloutPlan:
             raise ValueError("the baseline and the candidate must differ")
         if any(not 0 <= s.weight <= 100 or s.duration_s < 0 for s in self.steps):
             raise ValueError("step weights lie in [0, 100] and durations are >= 0")
-        if self.analysis is not None and (
-            self.analysis.interval_s <= 0
-            or self.analysis.min_samples < 1
-            or self.analysis.failure_threshold < 1
-        ):
+        t = self.analysis
+        if t is not None and (t.interval_s <= 0 or t.min_samples < 1 or t.failure_threshold < 1):
             raise ValueError(
                 "the analysis interval is > 0, minSamples >= 1 and failureThreshold >= 1"
             )
+        window = None if t is None else t.failure_window_s
+        if t is not None and window is not None and window < t.failure_threshold * t.interval_s:
+            # a lasting regression fails about once per interval: it must reach the threshold
+            # before its first counted failure is forgiven
+            raise ValueError("failureWindow must be at least failureThreshold × interval")
 
     @property
     def revision(self) -> str:
@@ -198,6 +208,7 @@ class RolloutStatus:
     baseline_reference: VariantStats | None = None
     history: tuple[tuple[float, int], ...] = ()
     failures: int = 0  # failing windows counted toward the failure threshold
+    failure_times: tuple[float, ...] = ()  # when each of them was judged
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready mapping (camelCase keys, as the admin API uses)."""
@@ -366,7 +377,7 @@ class Rollout:
 
     __slots__ = (
         "_counted_until",
-        "_failures",
+        "_failure_times",
         "_history",
         "_judged",
         "_last",
@@ -399,7 +410,8 @@ class Rollout:
         self._last = status.last_analysis
         self._reference = status.baseline_reference
         self._history = list(status.history)
-        self._failures = status.failures
+        # an older status may carry a count without times: they count from its last update
+        self._failure_times = list(status.failure_times) or [status.updated_at] * status.failures
         self._slices: collections.deque[_Slice] = collections.deque(maxlen=ANALYSIS_SLICES + 1)
         # slices before this one were never recorded (a restore): no full window before it
         self._open_from = self._slice_index(now)
@@ -453,7 +465,8 @@ class Rollout:
             last_analysis=self._last,
             baseline_reference=self._reference,
             history=tuple(self._history),
-            failures=self._failures,
+            failures=len(self._failure_times),
+            failure_times=tuple(self._failure_times),
         )
 
     def observe(
@@ -533,19 +546,24 @@ class Rollout:
         )
         if own.requests >= t.min_samples:
             self._reference = own
+        if t.failure_window_s is not None:  # forgive failures judged before the window
+            times = self._failure_times
+            while times and times[0] <= now - t.failure_window_s:
+                del times[0]
         if self._last.verdict is Verdict.FAIL:
             self._step_passed = False  # the step needs a passing window after this one
             if max(first, self._open_from) >= self._counted_until:
-                self._failures += 1
+                self._failure_times.append(now)
                 self._counted_until = index
             checks = ", ".join(self._last.failed)
-            if self._failures >= t.failure_threshold:
+            failures = len(self._failure_times)
+            if failures >= t.failure_threshold:
                 self._finish(now, Phase.ROLLED_BACK, f"rolled back: {checks}")
             else:
                 paused = "paused; " if self._phase is Phase.PAUSED else ""
                 self._message = (
                     f"{paused}step {self._step + 1}: analysis failed ({checks}), failure "
-                    f"{self._failures} of {t.failure_threshold}"
+                    f"{failures} of {t.failure_threshold}"
                 )
         else:
             if self._last.verdict is Verdict.PASS and "analysis failed" in self._message:

@@ -15,6 +15,7 @@ spec:
     interval: 30s                # default 1m (Flagger's)
     minSamples: 50               # per variant and window
     failureThreshold: 1          # failing windows (not overlapping) before a rollback
+    failureWindow: 10m           # optional: only failures judged this recently count
     maxErrorRateRatio: 2.0       # with maxErrorRateIncrease: fail only when both are exceeded
     maxErrorRateIncrease: 0.02
     maxTTFTp95Ratio: 1.5
@@ -206,10 +207,26 @@ def _analysis(r: Reader | None) -> Thresholds | None:
     interval = _duration(r, "interval", DEFAULT_ANALYSIS_INTERVAL_S)
     if interval <= 0:
         r.sink.error(r.sub("interval"), "must be longer than 0s")
+    interval = interval if interval > 0 else DEFAULT_ANALYSIS_INTERVAL_S
+    threshold = _int(r, "failureThreshold", 1, lo=1)
+    window: float | None = None
+    if r.has("failureWindow"):
+        window = _duration(r, "failureWindow", math.inf)  # inf: not a duration (reported)
+        if not math.isfinite(window):
+            window = None
+        elif window < threshold * interval:
+            r.sink.error(
+                r.sub("failureWindow"),
+                f"must be at least failureThreshold × interval ({threshold * interval:g}s): "
+                "a lasting regression fails about once per interval and must reach the "
+                "threshold before its first failure is forgiven",
+            )
+            window = None
     out = Thresholds(
-        interval_s=interval if interval > 0 else DEFAULT_ANALYSIS_INTERVAL_S,
+        interval_s=interval,
         min_samples=_int(r, "minSamples", DEFAULT_MIN_SAMPLES, lo=1),
-        failure_threshold=_int(r, "failureThreshold", 1, lo=1),
+        failure_threshold=threshold,
+        failure_window_s=window,
         max_error_rate_ratio=_bound(r, "maxErrorRateRatio"),
         max_error_rate_increase=_bound(r, "maxErrorRateIncrease", hi=1.0),
         max_ttft_p95_ratio=_bound(r, "maxTTFTp95Ratio"),

@@ -8,12 +8,13 @@ same way on average) and fail with their variant's injected rate. Latency checks
 simulated (no TTFT/TPOT is observed), only error rates.
 
     python -m loadtests.rolloutrun.odds loadtests/scenarios/rollout.yaml \
-        [--trials 400] [--failure-thresholds 1 2 3] [--step-seconds 300]
+        [--trials 400] [--failure-thresholds 1 2 3] [--step-seconds 300] [--failure-window 2m]
 
 prints, for each run of the scenario and each analysis ``failureThreshold``, how often the
 rollout rolled back or was promoted and the median time it took. ``--step-seconds`` gives
 every timed step that duration instead (a longer rollout: more windows judged, more chances
-to fail by luck).
+to fail by luck). ``--failure-window`` sets the analysis' ``failureWindow`` (counted failures
+older than that are forgiven) for every threshold it allows (at least threshold × interval).
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def plan_of(scenario: RolloutScenario) -> RolloutPlan:
         interval_s=parse_duration(str(analysis.get("interval", "1m"))),
         min_samples=int(analysis.get("minSamples", 50)),
         failure_threshold=int(analysis.get("failureThreshold", 1)),
+        failure_window_s=(
+            parse_duration(str(analysis["failureWindow"])) if "failureWindow" in analysis else None
+        ),
         **bounds,
     )
     steps = tuple(Step(weight=w, duration_s=d) for w, d in scenario.steps)
@@ -112,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=400)
     p.add_argument("--failure-thresholds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--step-seconds", type=float, default=None)
+    p.add_argument("--failure-window", default=None, help="a duration, e.g. 2m")
     args = p.parse_args(argv)
     raw = yaml.safe_load(args.scenario.read_text(encoding="utf-8"))
     if args.step_seconds is not None:
@@ -121,15 +126,20 @@ def main(argv: list[str] | None = None) -> int:
                 step["duration"] = f"{args.step_seconds:g}s"
         raw["max_run_s"] = args.step_seconds * len(steps) + 100
     base = parse_rollout_scenario(raw)
-    print("| failureThreshold | run | rolled back | promoted | median rollback s "
+    print("| failureThreshold | failureWindow | run | rolled back | promoted | median rollback s "
           "| median promotion s |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
+    window = None if args.failure_window is None else parse_duration(args.failure_window)
     for threshold in args.failure_thresholds:
         analysis = {**(base.rollout.get("analysis") or {}), "failureThreshold": threshold}
+        interval = parse_duration(str(analysis.get("interval", "1m")))
+        if window is not None and window >= threshold * interval:
+            analysis["failureWindow"] = f"{window:g}s"
         scenario = dataclasses.replace(base, rollout={**base.rollout, "analysis": analysis})
         for run in scenario.runs:
             o = simulate(scenario, run, args.trials, seed=1)
-            print(f"| {threshold} | {run.name} | {o.share('RolledBack'):.1%} "
+            print(f"| {threshold} | {analysis.get('failureWindow', '–')} | {run.name} "
+                  f"| {o.share('RolledBack'):.1%} "
                   f"| {o.share('Promoted'):.1%} | {o.median_rollback_s} "
                   f"| {o.median_promotion_s} |")  # fmt: skip
     return 0

@@ -225,3 +225,21 @@ def test_the_bounded_load_guard_keeps_the_least_loaded_and_caps_the_rest(req, ep
     assert any(loads[e.key] == least for e in kept)
     cap = max(mean * 1.25, mean + slack) + 1e-9
     assert all(loads[e.key] <= cap for e in kept)
+
+
+def test_the_even_profile_leaves_a_prefix_holder_one_request_busier_where_balanced_keeps_it():
+    # four endpoints holding 4, 4, 4 and 5 requests: the prefix holder is 0.75 above the mean
+    eps = (
+        _ep("a", waiting=0.0, running=5.0, in_flight=5, prefix_blocks=10),
+        _ep("b", waiting=0.0, running=4.0, in_flight=4),
+        _ep("c", waiting=0.0, running=4.0, in_flight=4),
+        _ep("d", waiting=0.0, running=4.0, in_flight=4),
+    )
+    req = PickRequest(model="m", prompt_blocks=10)
+    picks = {}
+    for name in ("balanced", "even"):
+        decision = run_profile(BUILTIN_PROFILES[name], req, eps, random.Random(0))
+        assert isinstance(decision, Decision)
+        picks[name] = decision.endpoint.key
+    assert picks["balanced"] == "a"
+    assert picks["even"] != "a"

@@ -5,6 +5,7 @@ at the rollout's current weight, and fail at an exact per-variant rate.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import Counter
@@ -438,6 +439,7 @@ def test_split_weights(variants, weight, expected):
         {"analysis": Thresholds(interval_s=0)},
         {"analysis": Thresholds(min_samples=0)},
         {"analysis": Thresholds(failure_threshold=0)},
+        {"analysis": Thresholds(failure_threshold=2, failure_window_s=119)},
     ],
     ids=[
         "no-steps",
@@ -448,6 +450,7 @@ def test_split_weights(variants, weight, expected):
         "interval",
         "min",
         "failures",
+        "window",
     ],
 )
 def test_invalid_plans_are_refused(kwargs):
@@ -532,6 +535,84 @@ def test_counted_failures_survive_a_reload():
     assert at <= 100.0 + INTERVAL_S
 
 
+FORGIVING = RolloutPlan(
+    baseline="v1",
+    candidate="v2",
+    steps=STEPS,
+    analysis=dataclasses.replace(TOLERANT.analysis, failure_window_s=4 * INTERVAL_S),
+)
+
+
+def two_blips(now: float, variant: str) -> tuple[float, float, float]:
+    """The candidate errs on half its requests for 5 s, 60 s and 360 s in."""
+    bad_now = 60.0 <= now < 65.0 or 360.0 <= now < 365.0
+    return (0.5 if variant == "v2" and bad_now else 0.02, 0.2, 0.02)
+
+
+def test_without_a_failure_window_blips_minutes_apart_add_up():
+    rollout = Rollout.start(TOLERANT, 0.0)
+    at = drive(rollout, 0.0, 800.0, two_blips)
+    assert rollout.status.phase is Phase.ROLLED_BACK
+    assert 360.0 < at <= 365.0 + INTERVAL_S
+
+
+def test_a_failure_window_forgives_blips_minutes_apart():
+    rollout = Rollout.start(FORGIVING, 0.0)
+    drive(rollout, 0.0, 300.0, two_blips)
+    status = rollout.status
+    assert status.phase is Phase.PROGRESSING
+    assert status.failures == 0  # the first blip's failure was judged over 120 s ago
+    assert status.failure_times == ()
+    drive(rollout, 300.0, 400.0, two_blips)
+    status = rollout.status
+    assert (status.phase, status.failures) == (Phase.PROGRESSING, 1)
+    assert 360.0 < status.failure_times[0] <= 365.0 + INTERVAL_S
+    drive(rollout, 400.0, 1000.0, two_blips)
+    assert rollout.status.phase is Phase.PROMOTED
+
+
+def test_a_failure_window_still_rolls_back_a_lasting_regression_as_fast():
+    timed = []
+    for plan in (TOLERANT, FORGIVING):
+        rollout = Rollout.start(plan, 0.0)
+        timed.append(drive(rollout, 0.0, 600.0, bad))
+        assert rollout.status.phase is Phase.ROLLED_BACK
+    assert timed[0] == timed[1]
+
+
+def test_a_failure_window_still_rolls_back_failures_closer_than_it():
+    # 10 s of errors every 60 s: two counted failures within the 120 s window
+    def flaps(now: float, variant: str) -> tuple[float, float, float]:
+        return (0.5 if variant == "v2" and now % 60.0 < 10.0 else 0.02, 0.2, 0.02)
+
+    rollout = Rollout.start(FORGIVING, 0.0)
+    drive(rollout, 0.0, 600.0, flaps)
+    assert rollout.status.phase is Phase.ROLLED_BACK
+    times = rollout.status.failure_times
+    assert len(times) == 2
+    assert times[1] - times[0] < 4 * INTERVAL_S
+
+
+def test_failure_times_survive_a_reload_and_expire_after_it():
+    rollout = Rollout.start(FORGIVING, 0.0)
+    drive(rollout, 0.0, 100.0, blip)
+    status = rollout.status
+    assert status.failures == 1
+    assert json.loads(json.dumps(status.to_json()))["failureTimes"] == list(status.failure_times)
+    restored = Rollout.restore(FORGIVING, status, 100.0)
+    assert restored.status.failure_times == status.failure_times
+    drive(restored, 100.0, status.failure_times[0] + 4 * INTERVAL_S + 2.0, healthy)
+    assert restored.status.failures == 0
+
+
+def test_a_status_with_a_count_and_no_times_counts_from_its_last_update():
+    rollout = Rollout.start(FORGIVING, 0.0)
+    drive(rollout, 0.0, 100.0, blip)
+    older = dataclasses.replace(rollout.status, failure_times=())
+    restored = Rollout.restore(FORGIVING, older, 100.0)
+    assert restored.status.failure_times == (older.updated_at,)
+
+
 def test_the_odds_tool_prints_a_row_per_threshold_and_run(capsys):
     from pathlib import Path
 
@@ -542,3 +623,18 @@ def test_the_odds_tool_prints_a_row_per_threshold_and_run(capsys):
     out = capsys.readouterr().out.splitlines()
     rows = [line for line in out if line.startswith(("| 1 |", "| 2 |"))]
     assert len(rows) == 4  # two thresholds x two runs
+
+
+def test_the_odds_tool_sets_the_failure_window_where_the_threshold_allows_it(capsys):
+    from pathlib import Path
+
+    from loadtests.rolloutrun import odds
+
+    scenario = Path(__file__).resolve().parents[2] / "loadtests/scenarios/rollout.yaml"
+    args = [str(scenario), "--trials", "2", "--failure-thresholds", "2", "9",
+            "--failure-window", "60s"]  # fmt: skip
+    assert odds.main(args) == 0
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(("| 2 |", "| 9 |"))]
+    # the scenario's interval is 10 s: 60 s allows threshold 2, not 9
+    assert {r.split("|")[2].strip() for r in rows if r.startswith("| 2 |")} == {"60s"}
+    assert {r.split("|")[2].strip() for r in rows if r.startswith("| 9 |")} == {"–"}

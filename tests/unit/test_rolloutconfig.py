@@ -49,6 +49,7 @@ spec:
     interval: 30s
     minSamples: 50
     failureThreshold: 2
+    failureWindow: 10m
     maxErrorRateRatio: 2.0
     maxErrorRateIncrease: 0.02
     maxTTFTp95Ratio: 1.5
@@ -108,6 +109,7 @@ def test_the_documented_example():
                 interval_s=30.0,
                 min_samples=50,
                 failure_threshold=2,
+                failure_window_s=600.0,
                 max_error_rate_ratio=2.0,
                 max_error_rate_increase=0.02,
                 max_ttft_p95_ratio=1.5,
@@ -244,6 +246,19 @@ INVALID = [
         "analysis-failure-threshold",
         body(analysis="{failureThreshold: 0, maxErrorRateRatio: 2}"),
         {"spec.analysis.failureThreshold"},
+    ),
+    (
+        "failure-window-too-short",  # under failureThreshold × interval
+        body(
+            analysis="{interval: 30s, failureThreshold: 2, failureWindow: 59s, "
+            "maxErrorRateRatio: 2}"
+        ),
+        {"spec.analysis.failureWindow"},
+    ),
+    (
+        "failure-window-form",
+        body(analysis="{failureWindow: ten minutes, maxErrorRateRatio: 2}"),
+        {"spec.analysis.failureWindow"},
     ),
     ("ratio-zero", body(analysis="{maxErrorRateRatio: 0}"), {"spec.analysis.maxErrorRateRatio"}),
     ("ratio-bool", body(analysis="{maxTTFTp95Ratio: true}"), {"spec.analysis.maxTTFTp95Ratio"}),
