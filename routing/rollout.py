@@ -69,6 +69,7 @@ __all__ = [
     "VariantStats",
     "Verdict",
     "judge",
+    "min_failure_window",
     "split_weights",
 ]
 
@@ -118,6 +119,14 @@ class Thresholds:
     max_tpot_p95_ratio: float | None = None
 
 
+def min_failure_window(t: Thresholds) -> float:
+    """The shortest ``failure_window_s`` allowed: a lasting regression fails about once per
+    interval (less often when windows lack samples) and must reach the threshold before its
+    first counted failure is forgiven; at exactly ``threshold × interval`` the odds tool
+    measured detection slowing (median 45 → 54 s at threshold 3), at twice that not."""
+    return 2 * t.failure_threshold * t.interval_s
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RolloutPlan:
     """What a rollout does: variant names (backendRef or model-rewrite target names), steps,
@@ -141,10 +150,8 @@ class RolloutPlan:
                 "the analysis interval is > 0, minSamples >= 1 and failureThreshold >= 1"
             )
         window = None if t is None else t.failure_window_s
-        if t is not None and window is not None and window < t.failure_threshold * t.interval_s:
-            # a lasting regression fails about once per interval: it must reach the threshold
-            # before its first counted failure is forgiven
-            raise ValueError("failureWindow must be at least failureThreshold × interval")
+        if t is not None and window is not None and window < min_failure_window(t):
+            raise ValueError("failureWindow must be at least 2 × failureThreshold × interval")
 
     @property
     def revision(self) -> str:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from routing import model as m
 from routing.durations import parse_duration
 from routing.reader import Reader
-from routing.rollout import RolloutPlan, Step, Thresholds
+from routing.rollout import RolloutPlan, Step, Thresholds, min_failure_window
 from routing.sticky import StickySpec
 
 __all__ = [
@@ -212,14 +212,15 @@ def _analysis(r: Reader | None) -> Thresholds | None:
     window: float | None = None
     if r.has("failureWindow"):
         window = _duration(r, "failureWindow", math.inf)  # inf: not a duration (reported)
+        least = min_failure_window(Thresholds(interval_s=interval, failure_threshold=threshold))
         if not math.isfinite(window):
             window = None
-        elif window < threshold * interval:
+        elif window < least:
             r.sink.error(
                 r.sub("failureWindow"),
-                f"must be at least failureThreshold × interval ({threshold * interval:g}s): "
-                "a lasting regression fails about once per interval and must reach the "
-                "threshold before its first failure is forgiven",
+                f"must be at least 2 × failureThreshold × interval ({least:g}s): a lasting "
+                "regression fails about once per interval and must reach the threshold "
+                "before its first failure is forgiven",
             )
             window = None
     out = Thresholds(

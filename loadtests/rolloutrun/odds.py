@@ -14,7 +14,7 @@ prints, for each run of the scenario and each analysis ``failureThreshold``, how
 rollout rolled back or was promoted and the median time it took. ``--step-seconds`` gives
 every timed step that duration instead (a longer rollout: more windows judged, more chances
 to fail by luck). ``--failure-window`` sets the analysis' ``failureWindow`` (counted failures
-older than that are forgiven) for every threshold it allows (at least threshold × interval).
+older than that are forgiven) for every threshold it allows (at least 2 × threshold × interval).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from routing.durations import parse_duration
-from routing.rollout import Phase, Rollout, RolloutPlan, Step, Thresholds
+from routing.rollout import Phase, Rollout, RolloutPlan, Step, Thresholds, min_failure_window
 
 from .spec import RolloutScenario, RunSpec, parse_rollout_scenario
 
@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     for threshold in args.failure_thresholds:
         analysis = {**(base.rollout.get("analysis") or {}), "failureThreshold": threshold}
         interval = parse_duration(str(analysis.get("interval", "1m")))
-        if window is not None and window >= threshold * interval:
+        least = min_failure_window(Thresholds(interval_s=interval, failure_threshold=threshold))
+        if window is not None and window >= least:
             analysis["failureWindow"] = f"{window:g}s"
         scenario = dataclasses.replace(base, rollout={**base.rollout, "analysis": analysis})
         for run in scenario.runs:

@@ -439,7 +439,7 @@ def test_split_weights(variants, weight, expected):
         {"analysis": Thresholds(interval_s=0)},
         {"analysis": Thresholds(min_samples=0)},
         {"analysis": Thresholds(failure_threshold=0)},
-        {"analysis": Thresholds(failure_threshold=2, failure_window_s=119)},
+        {"analysis": Thresholds(failure_threshold=2, failure_window_s=239)},
     ],
     ids=[
         "no-steps",
@@ -635,6 +635,6 @@ def test_the_odds_tool_sets_the_failure_window_where_the_threshold_allows_it(cap
             "--failure-window", "60s"]  # fmt: skip
     assert odds.main(args) == 0
     rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(("| 2 |", "| 9 |"))]
-    # the scenario's interval is 10 s: 60 s allows threshold 2, not 9
+    # the scenario's interval is 10 s: 60 s allows threshold 2 (40 s and up), not 9
     assert {r.split("|")[2].strip() for r in rows if r.startswith("| 2 |")} == {"60s"}
     assert {r.split("|")[2].strip() for r in rows if r.startswith("| 9 |")} == {"–"}

@@ -248,9 +248,9 @@ INVALID = [
         {"spec.analysis.failureThreshold"},
     ),
     (
-        "failure-window-too-short",  # under failureThreshold × interval
+        "failure-window-too-short",  # under 2 × failureThreshold × interval
         body(
-            analysis="{interval: 30s, failureThreshold: 2, failureWindow: 59s, "
+            analysis="{interval: 30s, failureThreshold: 2, failureWindow: 119s, "
             "maxErrorRateRatio: 2}"
         ),
         {"spec.analysis.failureWindow"},
