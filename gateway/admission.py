@@ -19,11 +19,13 @@ from routing.admission import AdmissionQueue, Admit, Capacity, Queued, Reject, T
 from routing.errors import AdmissionRejectedError
 from routing.pools import PoolSettings
 from routing.saturation import saturation
+from routing.sheddable import SheddableLimit
 
 __all__ = ["Admissions", "PoolAdmission"]
 
 TICK_S = 0.01  # how often a non-empty queue re-checks capacity (signals change between events)
 CAPACITY_CACHE_S = 0.005
+SHEDDABLE_UPDATE_S = 1.0  # how often an adaptive sheddable limit moves (routing.sheddable)
 
 CapacityFn = Callable[[PoolSettings], tuple[int, list[tuple[float | None, float | None]]]]
 
@@ -39,14 +41,24 @@ class PoolAdmission:
     capacity: Capacity | None = None
     capacity_at: float = float("-inf")
     active: bool = False  # the scale-from-zero activation signal
+    # the adaptive sheddable limit (sheddableTTFTObjective), its (start, objective), last move
+    shed: SheddableLimit | None = None
+    shed_config: tuple[float, float] | None = None
+    shed_at: float = float("-inf")
 
 
 class Admissions:
     """One ``PoolAdmission`` per InferencePool, kept across reloads."""
 
-    def __init__(self, metrics: Metrics, capacity_of: CapacityFn) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        capacity_of: CapacityFn,
+        sheddable_update_s: float = SHEDDABLE_UPDATE_S,
+    ) -> None:
         self._metrics = metrics
         self._capacity_of = capacity_of
+        self._sheddable_update_s = sheddable_update_s
         self._pools: dict[str, PoolAdmission] = {}
         self._ids = itertools.count(1)
         self.activation_listeners: list[Callable[[str, bool], None]] = []
@@ -60,9 +72,11 @@ class Admissions:
             state = self._pools[settings.key] = PoolAdmission(
                 name=settings.key, queue=AdmissionQueue(settings.traffic), settings=settings
             )
+            self._adapt_shedding(state)
         elif state.settings is not settings:  # a reload: same queue, new limits
             state.settings = settings
             state.queue.limits = settings.traffic
+            self._adapt_shedding(state)
         state.queue.model_caps = {
             model: lim.max_per_model
             for model, lim in settings.model_traffic.items()
@@ -110,6 +124,13 @@ class Admissions:
         if state is not None and state.queue.first_token(ticket) and state.queue.queued:
             self._dispatch(state)
 
+    def observe_ttft(self, settings: PoolSettings, ttft_s: float) -> None:
+        """A non-sheddable request's time to first token, from its arrival here: it steers
+        the pool's adaptive sheddable limit, if it has one."""
+        state = self._pools.get(settings.key)
+        if state is not None and state.shed is not None:
+            state.shed.observe(ttft_s)
+
     def release(self, settings: PoolSettings, ticket: Ticket) -> None:
         state = self.pool(settings)
         state.queue.release(ticket)
@@ -130,10 +151,33 @@ class Admissions:
                 with contextlib.suppress(asyncio.CancelledError):
                     await state.ticker
 
+    def _adapt_shedding(self, state: PoolAdmission) -> None:
+        """Start, keep or drop the adaptive sheddable limit for the pool's limits (a reload
+        that leaves its start and objective alone keeps where it has got to)."""
+        limits = state.settings.traffic
+        objective = limits.sheddable_ttft_objective_s
+        start = limits.sheddable_limit if limits.sheddable_limit is not None else 0.5
+        config = None if objective is None else (start, objective)
+        if config != state.shed_config:
+            state.shed_config = config
+            state.shed = None if objective is None else SheddableLimit(start, objective)
+            state.capacity_at = float("-inf")
+        share = state.shed.fraction if state.shed is not None else limits.sheddable_limit
+        self._metrics.sheddable_limit.labels(state.name).set(share if share is not None else 1)
+
     def _capacity(self, state: PoolAdmission) -> Capacity:
         now = asyncio.get_running_loop().time()
+        shed = state.shed
+        if shed is not None and now - state.shed_at >= self._sheddable_update_s:
+            if state.shed_at > float("-inf"):  # the first call only starts the interval
+                before = shed.fraction
+                if shed.update() != before:
+                    self._metrics.sheddable_limit.labels(state.name).set(shed.fraction)
+                    state.capacity_at = float("-inf")
+            state.shed_at = now
         if state.capacity is None or now - state.capacity_at > CAPACITY_CACHE_S:
             limits = state.settings.traffic
+            share = shed.fraction if shed is not None else limits.sheddable_limit
             ready, signals = self._capacity_of(state.settings)
             level = saturation(signals, limits)
             self._metrics.saturation.labels(state.name).set(level if level is not None else 0)
@@ -145,8 +189,8 @@ class Admissions:
                 prefill_slots=limits.max_prefill_per_endpoint * ready
                 if limits.max_prefill_per_endpoint
                 else None,
-                sheddable_slots=int(limits.sheddable_limit * limits.max_per_endpoint * ready)
-                if limits.sheddable_limit and limits.max_per_endpoint
+                sheddable_slots=int(share * limits.max_per_endpoint * ready)
+                if share and limits.max_per_endpoint
                 else None,
             )
             state.capacity_at = now
@@ -187,6 +231,8 @@ class Admissions:
 
     def _count(self, state: PoolAdmission, decision: Reject) -> None:
         self._metrics.rejected_requests.labels(state.name, decision.reason).inc()
+        if decision.reason == "sheddable_limit" and state.shed is not None:
+            state.shed.refused()
 
     def _reject(self, state: PoolAdmission, decision: Reject) -> None:
         self._count(state, decision)

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
 
@@ -69,6 +70,7 @@ class PoolRequest:
     ticket: Ticket | None = None  # its admission ticket (prefill pacing hears the first token)
     # a non-streamed request's estimated prefill time, when it is paced by that estimate
     prefill_estimate_s: float | None = None
+    arrived_at: float = 0.0  # when admission first saw it (loop time), for its TTFT
 
 
 async def serve_pool(
@@ -159,6 +161,7 @@ async def serve_pool(
         paced=streamed or pr.prefill_estimate_s is not None,
     )
     pr.ticket = ticket
+    pr.arrived_at = asyncio.get_running_loop().time()
     try:
         if await ctx.admission.admit(settings, ticket):
             # it waited: the pool may have changed meanwhile (scale from zero, a reload)
@@ -218,7 +221,7 @@ async def _dispatch(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
         target=pr.model,
         variant=pr.variant,
         rollout=pr.assigned.rollout if pr.assigned is not None else None,
-        on_first_chunk=slot.first_chunk if slot is not None else None,
+        on_first_chunk=_first_chunk_hook(ctx, pr, slot),
     )
     try:
         return await forward(
@@ -293,6 +296,27 @@ class _PrefillSlot:
             self._timer.cancel()
         self._ctx.pools.awaiting_first[self._key] -= 1
         self._ctx.admission.first_token(self._settings, ticket)
+
+
+def _first_chunk_hook(
+    ctx: ProxyContext, pr: PoolRequest, slot: _PrefillSlot | None
+) -> Callable[[bool], None] | None:
+    """What the first chunk of the answer triggers: the prefill slot's release and, for a
+    non-sheddable streamed request in a pool whose sheddable limit adapts, its time to first
+    token (from its arrival, queueing included: what the client waited)."""
+    release = slot.first_chunk if slot is not None else None
+    if pr.priority < 0 or pr.settings.traffic.sheddable_ttft_objective_s is None:
+        return release
+    settings, arrived_at = pr.settings, pr.arrived_at
+
+    def first_chunk(sse: bool) -> None:
+        if sse:  # a token, not an error body
+            ttft = asyncio.get_running_loop().time() - arrived_at
+            ctx.admission.observe_ttft(settings, ttft)
+        if release is not None:
+            release(sse)
+
+    return first_chunk
 
 
 async def _embeddings(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:

@@ -54,6 +54,7 @@ class Metrics:
     queue_length: Gauge
     queue_wait: Histogram
     saturation: Gauge
+    sheddable_limit: Gauge
     activation: Gauge
 
     @classmethod
@@ -201,6 +202,13 @@ class Metrics:
             saturation=Gauge(
                 "sluice_pool_saturation",
                 "Fraction of a pool's endpoints (with fresh signals) without headroom.",
+                ["pool"],
+                registry=r,
+            ),
+            sheddable_limit=Gauge(
+                "sluice_pool_sheddable_limit_ratio",
+                "Share of a pool's slots sheddable requests may hold (a TrafficPolicy's "
+                "sheddableLimit; it moves when sheddableTTFTObjective adapts it).",
                 ["pool"],
                 registry=r,
             ),

@@ -82,6 +82,9 @@ class Policy:
     # another Sluice build's `sluice` script to run this policy with (default: this one's),
     # to compare two versions side by side in one run
     sluice_bin: str = ""
+    # this policy's own extra gateway resources, after the scenario's gateway.extra_config
+    # (e.g. one TrafficPolicy setting against another)
+    extra_config: tuple[Mapping[str, Any], ...] = ()
     command: str = ""
     url: str = ""
     ready_path: str = "/health"
@@ -262,7 +265,7 @@ def _points(top: Fields, issues: list[str]) -> tuple[LoadPoint, ...]:
 
 _POLICY_KEYS = {
     *("name", "sluice_profile", "sluice_spec", "command", "url", "ready_path"),
-    *("ready_timeout_s", "sluice_bin"),
+    *("ready_timeout_s", "sluice_bin", "extra_config"),
 }
 
 
@@ -298,12 +301,23 @@ def _policy(raw: object, path: str, issues: list[str]) -> Policy:
         issues.append(f"{path}.sluice_bin: only for a Sluice policy (sluice_profile)")
     elif sluice_bin and not os.access(sluice_bin, os.X_OK):
         issues.append(f"{path}.sluice_bin: {sluice_bin} is not an executable file")
+    extra = r.raw.get("extra_config")
+    if extra is not None and (
+        kind is not PolicyKind.SLUICE
+        or not isinstance(extra, list)
+        or not all(isinstance(d, Mapping) for d in extra)
+    ):
+        issues.append(
+            f"{path}.extra_config: a list of Kubernetes resources (mappings), for a Sluice policy"
+        )
+        extra = ()
     return Policy(
         name=name,
         kind=kind,
         sluice_profile=profile if isinstance(profile, str | Mapping) else "default",
         sluice_spec=r.get("sluice_spec", dict, {}),
         sluice_bin=sluice_bin,
+        extra_config=tuple(extra or ()),
         command=command,
         url=url.rstrip("/"),
         ready_path=r.get("ready_path", str, "/health"),

@@ -47,7 +47,8 @@ def gateway_config(
     scenario: Scenario, policy: Policy, fleet: Fleet, port: int
 ) -> list[dict[str, Any]]:
     """Gateway → HTTPRoute (/v1) → InferencePool with the policy's profile, plus the fleet's
-    EndpointSlices labelled with the pool's selector, plus the scenario's extra resources."""
+    EndpointSlices labelled with the pool's selector, plus the scenario's extra resources and
+    then the policy's own."""
     pool, ns = scenario.pool, {"namespace": "default"}
     spec: dict[str, Any] = {
         "targetRefs": [{"group": "inference.networking.k8s.io", "kind": "InferencePool",
@@ -72,7 +73,8 @@ def gateway_config(
         _doc("sluice.dev/v1alpha1", "InferencePoolPolicy", {"name": f"{pool}-policy", **ns},
              spec),
     ]  # fmt: skip
-    return [*docs, *fleet.endpoint_slices_yaml({"app": pool}), *map(dict, scenario.extra_config)]
+    extra = (*scenario.extra_config, *policy.extra_config)
+    return [*docs, *fleet.endpoint_slices_yaml({"app": pool}), *map(dict, extra)]
 
 
 def _doc(api: str, kind: str, meta: Mapping[str, str], spec: Mapping[str, Any]) -> dict[str, Any]:

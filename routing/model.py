@@ -431,6 +431,8 @@ class TrafficLimits:
     max_prefill_per_endpoint: int | None = None
     # sheddable requests only while in-flight requests are below this fraction of the slots
     sheddable_limit: float | None = None
+    # adapt that fraction to keep non-sheddable TTFT p90 under this (routing.sheddable)
+    sheddable_ttft_objective_s: float | None = None
     queue_max_requests: int = 1_000
     queue_max_bytes: int = 256 * 1024 * 1024
     queue_ttl_s: float = 30.0

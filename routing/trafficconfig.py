@@ -5,7 +5,8 @@ batching for the InferencePools it targets, with per-model overrides.
 spec:
   targetRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: llama}]
   concurrency: {maxPerEndpoint: 36, maxPerModel: 200, maxPrefillPerEndpoint: 2,
-                sheddableLimit: 0.5}
+                sheddableLimit: 0.5,            # fixed, or where the adaptive limit starts
+                sheddableTTFTObjective: 300ms}  # adapt it: non-sheddable TTFT p90 under this
   queue: {maxRequests: 1000, maxBytes: 268435456, ttl: 30s}
   saturation: {queueDepthThreshold: 5, kvCacheThreshold: 0.8, headroom: 0.1}
   packing: {batchTarget: 32}
@@ -74,6 +75,9 @@ def _limits(r: Reader, base: m.TrafficLimits) -> m.TrafficLimits:
             "maxPrefillPerEndpoint", base.max_prefill_per_endpoint, lo=1
         ),
         sheddable_limit=_fraction(conc, "sheddableLimit", base.sheddable_limit),
+        sheddable_ttft_objective_s=_positive_seconds(
+            conc, "sheddableTTFTObjective", base.sheddable_ttft_objective_s
+        ),
         queue_max_requests=queue.number("maxRequests", base.queue_max_requests, lo=0) or 0,
         queue_max_bytes=queue.number("maxBytes", base.queue_max_bytes, lo=0) or 0,
         queue_ttl_s=_seconds(queue, "ttl", base.queue_ttl_s),
@@ -85,6 +89,11 @@ def _limits(r: Reader, base: m.TrafficLimits) -> m.TrafficLimits:
     if out.sheddable_limit is not None and out.max_per_endpoint is None:
         conc.sink.error(
             conc.sub("sheddableLimit"), "needs maxPerEndpoint: it is a fraction of the slots"
+        )
+    if out.sheddable_ttft_objective_s is not None and out.max_per_endpoint is None:
+        conc.sink.error(
+            conc.sub("sheddableTTFTObjective"),
+            "needs maxPerEndpoint: it adapts a fraction of the slots",
         )
     if not 0 < out.kv_cache_threshold <= 1:
         sat.sink.error(sat.sub("kvCacheThreshold"), "must be in (0, 1]")
@@ -122,6 +131,21 @@ def _seconds(r: Reader, key: str, default: float) -> float:
     except ValueError as exc:
         r.sink.error(r.sub(key), str(exc))
         return default
+
+
+def _positive_seconds(r: Reader, key: str, default: float | None) -> float | None:
+    text = r.string(key)
+    if text is None:
+        return default
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        r.sink.error(r.sub(key), str(exc))
+        return default
+    if seconds <= 0:
+        r.sink.error(r.sub(key), "must be longer than 0s")
+        return default
+    return seconds
 
 
 def _embeddings(r: Reader) -> m.EmbeddingBatching:

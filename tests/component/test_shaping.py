@@ -296,3 +296,65 @@ async def test_each_endpoint_learns_its_own_prefill_speed(tmp_path):
     assert pool is not None
     assert fast < pool < slow
     assert slow > 2 * fast, (fast, slow)  # 5x slower steps (measured ~5x, also on a busy CPU)
+
+
+SHED_GAUGE = "sluice_pool_sheddable_limit_ratio"
+
+
+async def _adaptive_shedding(tmp_path, objective: str, *, sheddable: bool) -> list[float]:
+    """One replica, 20 slots, sheddableLimit 0.25 adapted to ``objective``. Rounds of eight
+    streamed requests at once (sheddable ones, or critical ones), at most 40 rounds, until the
+    limit moves; the limit's values seen, in order."""
+    port = free_port()
+    policy = _policy(
+        "  concurrency: {maxPerEndpoint: 20, sheddableLimit: 0.25, "
+        f"sheddableTTFTObjective: {objective}}}"
+    )
+    headers = {"x-gateway-inference-objective": "batch"} if sheddable else {}
+    async with (
+        _fleet(1, time_scale=0.5) as fleet,
+        gateway_on(
+            tmp_path,
+            pool_yaml(
+                port, fleet.endpoint_slices_yaml({"app": "llama"}), extra=policy + OBJECTIVES
+            ),
+        ) as gw,
+        httpx.AsyncClient(limits=httpx.Limits(max_connections=50), timeout=60) as client,
+    ):
+        await wait_scraped(gw, 1)
+        url = f"http://127.0.0.1:{port}/v1/completions"
+
+        async def stream(i: int) -> int:
+            body = {**_completion(f"adaptive {i}", max_tokens=8), "stream": True}
+            async with client.stream("POST", url, json=body, headers=headers) as resp:
+                await resp.aread()
+                return resp.status_code
+
+        seen = [gauge(gw, SHED_GAUGE, pool=POOL)]
+        async with asyncio.timeout(60):
+            for round_no in range(40):
+                statuses = await asyncio.gather(*(stream(8 * round_no + i) for i in range(8)))
+                assert set(statuses) <= ({200, 429} if sheddable else {200}), statuses
+                seen.append(gauge(gw, SHED_GAUGE, pool=POOL))
+                if seen[-1] != seen[0]:
+                    break
+        return seen
+
+
+async def test_an_adaptive_sheddable_limit_grows_while_it_refuses_and_critical_work_is_fast(
+    tmp_path,
+):
+    # eight sheddable requests at once against five slots: some are refused each round; no
+    # critical request is slow (there are none), so the limit grows by a step each second
+    seen = await _adaptive_shedding(tmp_path, "10s", sheddable=True)
+    assert seen[0] == 0.25
+    assert seen[-1] == pytest.approx(0.30)
+
+
+async def test_an_adaptive_sheddable_limit_shrinks_when_critical_ttft_exceeds_the_objective(
+    tmp_path,
+):
+    # every critical first token takes longer than 1 ms: the p90 is over the objective
+    seen = await _adaptive_shedding(tmp_path, "1ms", sheddable=False)
+    assert seen[0] == 0.25
+    assert seen[-1] == pytest.approx(0.25 * 0.75)

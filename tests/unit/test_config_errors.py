@@ -231,6 +231,27 @@ INVALID = [
         {(0, "spec.concurrency.sheddableLimit")},
     ),
     (
+        "traffic-policy-sheddable-objective",
+        "apiVersion: sluice.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: t}\n"
+        "spec: {targetRefs: [{kind: InferencePool, name: p}], "
+        "concurrency: {sheddableTTFTObjective: 300ms}}",
+        {(0, "spec.concurrency.sheddableTTFTObjective")},  # needs maxPerEndpoint
+    ),
+    (
+        "traffic-policy-sheddable-objective-value",
+        "apiVersion: sluice.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: t}\n"
+        "spec: {targetRefs: [{kind: InferencePool, name: p}], "
+        "concurrency: {maxPerEndpoint: 8, sheddableTTFTObjective: soon}}",
+        {(0, "spec.concurrency.sheddableTTFTObjective")},
+    ),
+    (
+        "traffic-policy-sheddable-objective-zero",
+        "apiVersion: sluice.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: t}\n"
+        "spec: {targetRefs: [{kind: InferencePool, name: p}], "
+        "concurrency: {maxPerEndpoint: 8, sheddableTTFTObjective: 0s}}",
+        {(0, "spec.concurrency.sheddableTTFTObjective")},
+    ),
+    (
         "pool-unknown-field",
         pool_doc("selector: {matchLabels: {app: a}}\ntargetPorts: [{number: 80}]\nreplicas: 2"),
         {(0, "spec.replicas")},

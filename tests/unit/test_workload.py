@@ -61,3 +61,22 @@ def test_sluice_bin_must_be_an_executable_and_only_for_sluice_policies():
         parse_scenario(
             _scenario({"name": "b", "url": "http://127.0.0.1:1", "sluice_bin": sys.executable})
         )
+
+
+def test_a_policy_can_bring_its_own_extra_gateway_resources():
+    from loadtests.fleet import Fleet, FleetSpec
+    from loadtests.targets import gateway_config
+
+    own = {"apiVersion": "sluice.dev/v1alpha1", "kind": "TrafficPolicy", "metadata": {"name": "t"}}
+    shared = {**own, "metadata": {"name": "shared"}}
+    raw = _scenario({"name": "own", "extra_config": [own]})
+    raw["policies"].append({"name": "plain"})
+    raw["gateway"] = {"extra_config": [shared]}
+    scenario = parse_scenario(raw)
+    fleet = Fleet(FleetSpec(replicas=()))  # no replicas: nothing to start
+    configs = {p.name: gateway_config(scenario, p, fleet, 8080) for p in scenario.policies}
+    assert configs["own"][-2:] == [shared, own]
+    assert configs["plain"][-1] == shared
+    assert own not in configs["plain"]
+    with pytest.raises(ScenarioError, match="extra_config: a list of Kubernetes resources"):
+        parse_scenario(_scenario({"name": "x", "url": "http://127.0.0.1:1", "extra_config": []}))
