@@ -146,8 +146,9 @@ BALANCED_PROFILE = Profile(
 
 # "even": balanced with the cap pulled in to half a request above the mean (ratio 1.05), for
 # when equal load across replicas matters more than cache hits. At 120 % of the prefix-routing
-# scenario's capacity: load max/mean 1.002-1.003, prefix hits ~67 % instead of ~90 % and a
-# TTFT p90 about twice balanced's (docs/reports/prefix-routing-balance/probe12.md).
+# scenario's capacity: load max/mean 1.001-1.006 over eight seeds (vllm-router 1.005-1.012),
+# prefix hits ~67 % instead of ~90 % and a TTFT p90 about twice balanced's
+# (docs/reports/prefix-routing-balance/probe12.md).
 EVEN_PROFILE = Profile(
     name="even",
     filters=(*_BASE_FILTERS, f.ModelFilter(), f.HotSpotFilter(ratio=1.05, mean_slack=0.5)),
