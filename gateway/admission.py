@@ -161,7 +161,7 @@ class Admissions:
         if config != state.shed_config:
             state.shed_config = config
             state.shed = None if objective is None else SheddableLimit(start, objective)
-            state.capacity_at = float("-inf")
+            state.shed_at = state.capacity_at = float("-inf")  # a fresh first interval
         share = state.shed.fraction if state.shed is not None else limits.sheddable_limit
         self._metrics.sheddable_limit.labels(state.name).set(share if share is not None else 1)
 

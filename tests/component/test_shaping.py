@@ -301,15 +301,23 @@ async def test_each_endpoint_learns_its_own_prefill_speed(tmp_path):
 SHED_GAUGE = "sluice_pool_sheddable_limit_ratio"
 
 
-async def _adaptive_shedding(tmp_path, objective: str, *, sheddable: bool) -> list[float]:
+def _shedding_policy(objective: str, extra: str = "") -> str:
+    return _policy(
+        "  concurrency: {maxPerEndpoint: 20, sheddableLimit: 0.25, "
+        f"sheddableTTFTObjective: {objective}}}{extra}"
+    )
+
+
+async def _adaptive_shedding(
+    tmp_path, objective: str, *, sheddable: bool, reloads: tuple[str, ...] = ()
+) -> list[float]:
     """One replica, 20 slots, sheddableLimit 0.25 adapted to ``objective``. Rounds of eight
     streamed requests at once (sheddable ones, or critical ones), at most 40 rounds, until the
-    limit moves; the limit's values seen, in order."""
+    limit moves; then a reload to each of ``reloads`` (TrafficPolicy documents), each followed
+    by one request (admission takes a pool's new settings with its next request). The limit's
+    values seen, in order."""
     port = free_port()
-    policy = _policy(
-        "  concurrency: {maxPerEndpoint: 20, sheddableLimit: 0.25, "
-        f"sheddableTTFTObjective: {objective}}}"
-    )
+    policy = _shedding_policy(objective)
     headers = {"x-gateway-inference-objective": "batch"} if sheddable else {}
     async with (
         _fleet(1, time_scale=0.5) as fleet,
@@ -338,6 +346,12 @@ async def _adaptive_shedding(tmp_path, objective: str, *, sheddable: bool) -> li
                 seen.append(gauge(gw, SHED_GAUGE, pool=POOL))
                 if seen[-1] != seen[0]:
                     break
+        slices = fleet.endpoint_slices_yaml({"app": "llama"})
+        for text in reloads:
+            (tmp_path / "config.yaml").write_text(pool_yaml(port, slices, extra=text + OBJECTIVES))
+            assert (await gw.reloader.reload()).ok
+            assert await stream(-1) in (200, 429)  # a pool's admission takes its new settings
+            seen.append(gauge(gw, SHED_GAUGE, pool=POOL))
         return seen
 
 
@@ -346,9 +360,12 @@ async def test_an_adaptive_sheddable_limit_grows_while_it_refuses_and_critical_w
 ):
     # eight sheddable requests at once against five slots: some are refused each round; no
     # critical request is slow (there are none), so the limit grows by a step each second
-    seen = await _adaptive_shedding(tmp_path, "10s", sheddable=True)
+    # then a reload that leaves the limit's settings alone keeps where it has got to, and one
+    # that changes them starts again from sheddableLimit
+    reloads = (_shedding_policy("10s", "\n  queue: {maxRequests: 500}"), _shedding_policy("20s"))
+    seen = await _adaptive_shedding(tmp_path, "10s", sheddable=True, reloads=reloads)
     assert seen[0] == 0.25
-    assert seen[-1] == pytest.approx(0.30)
+    assert seen[-3:] == [pytest.approx(0.30), pytest.approx(0.30), 0.25]
 
 
 async def test_an_adaptive_sheddable_limit_shrinks_when_critical_ttft_exceeds_the_objective(
