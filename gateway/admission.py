@@ -50,15 +50,9 @@ class PoolAdmission:
 class Admissions:
     """One ``PoolAdmission`` per InferencePool, kept across reloads."""
 
-    def __init__(
-        self,
-        metrics: Metrics,
-        capacity_of: CapacityFn,
-        sheddable_update_s: float = SHEDDABLE_UPDATE_S,
-    ) -> None:
+    def __init__(self, metrics: Metrics, capacity_of: CapacityFn) -> None:
         self._metrics = metrics
         self._capacity_of = capacity_of
-        self._sheddable_update_s = sheddable_update_s
         self._pools: dict[str, PoolAdmission] = {}
         self._ids = itertools.count(1)
         self.activation_listeners: list[Callable[[str, bool], None]] = []
@@ -168,7 +162,7 @@ class Admissions:
     def _capacity(self, state: PoolAdmission) -> Capacity:
         now = asyncio.get_running_loop().time()
         shed = state.shed
-        if shed is not None and now - state.shed_at >= self._sheddable_update_s:
+        if shed is not None and now - state.shed_at >= SHEDDABLE_UPDATE_S:
             if state.shed_at > float("-inf"):  # the first call only starts the interval
                 before = shed.fraction
                 if shed.update() != before:
