@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from routing import model as m
-from routing.durations import parse_duration
 from routing.model import (
     InferenceModelRule,
     InferenceObjective,
@@ -190,9 +189,9 @@ def parse_pool_policy(r: Reader, meta: m.Meta) -> InferencePoolPolicy:
         meta=meta,
         pools=pools,
         profile=profile,
-        scrape_interval_s=_dur(scrape, "interval", 0.05),
-        scrape_timeout_s=_dur(scrape, "timeout", 1.0),
-        staleness_s=_dur(scrape, "staleness", 0.5),
+        scrape_interval_s=scrape.duration("interval", 0.05, positive=True),
+        scrape_timeout_s=scrape.duration("timeout", 1.0, positive=True),
+        staleness_s=scrape.duration("staleness", 0.5, positive=True),
         failure_mode=failure,
         prefix_block_chars=prefix.number("blockChars", 64, lo=1) or 64,
         prefix_max_blocks=prefix.number("maxBlocks", 256, lo=1) or 256,
@@ -203,21 +202,6 @@ def parse_pool_policy(r: Reader, meta: m.Meta) -> InferencePoolPolicy:
     prefix.finish()
     spec.finish()
     return policy
-
-
-def _dur(r: Reader, key: str, default: float) -> float:
-    text = r.string(key)
-    if text is None:
-        return default
-    try:
-        value = parse_duration(text)
-    except ValueError as exc:
-        r.sink.error(r.sub(key), str(exc))
-        return default
-    if value <= 0:
-        r.sink.error(r.sub(key), "must be greater than 0")
-        return default
-    return value
 
 
 def _profile(spec: Reader) -> Profile:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from routing.durations import parse_duration
 from routing.errors import ConfigIssue
 
 T = TypeVar("T")
@@ -84,6 +85,24 @@ class Reader:
                 self.sink.error(self.sub(key), "required field is missing")
             return default
         return default if value is None else value
+
+    def duration(
+        self, key: str, default: T, *, required: bool = False, positive: bool = False
+    ) -> float | T:
+        """A duration field ("250ms", "1m30s") in seconds; ``default`` when it is absent or
+        invalid (reported), or, with ``positive``, not longer than 0s."""
+        text = self.string(key, required=required)
+        if text is None:
+            return default
+        try:
+            seconds = parse_duration(text)
+        except ValueError as exc:
+            self.sink.error(self.sub(key), str(exc))
+            return default
+        if positive and seconds <= 0:
+            self.sink.error(self.sub(key), "must be longer than 0s")
+            return default
+        return seconds
 
     def req_str(self, key: str) -> str:
         return self.string(key, required=True) or ""

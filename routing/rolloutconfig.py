@@ -34,7 +34,6 @@ import re
 from dataclasses import dataclass
 
 from routing import model as m
-from routing.durations import parse_duration
 from routing.reader import Reader
 from routing.rollout import RolloutPlan, Step, Thresholds, min_failure_window
 from routing.sticky import StickySpec
@@ -174,7 +173,7 @@ def _steps(spec: Reader) -> tuple[Step, ...]:
         if not e.has("weight"):
             e.sink.error(e.sub("weight"), "required field is missing")
         weight = _int(e, "weight", 0, lo=0, hi=100)
-        return Step(weight=weight, duration_s=_duration(e, "duration", 0.0, required=True))
+        return Step(weight=weight, duration_s=e.duration("duration", 0.0, required=True))
 
     steps = spec.list_of("steps", step)
     if not steps:
@@ -190,28 +189,17 @@ def _steps(spec: Reader) -> tuple[Step, ...]:
     return steps
 
 
-def _duration(r: Reader, key: str, default: float, *, required: bool = False) -> float:
-    text = r.string(key, required=required)
-    if text is None:
-        return default
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        r.sink.error(r.sub(key), str(exc))
-        return default
-
-
 def _analysis(r: Reader | None) -> Thresholds | None:
     if r is None:
         return None
-    interval = _duration(r, "interval", DEFAULT_ANALYSIS_INTERVAL_S)
+    interval = r.duration("interval", DEFAULT_ANALYSIS_INTERVAL_S)
     if interval <= 0:
         r.sink.error(r.sub("interval"), "must be longer than 0s")
     interval = interval if interval > 0 else DEFAULT_ANALYSIS_INTERVAL_S
     threshold = _int(r, "failureThreshold", 1, lo=1)
     window: float | None = None
     if r.has("failureWindow"):
-        window = _duration(r, "failureWindow", math.inf)  # inf: not a duration (reported)
+        window = r.duration("failureWindow", math.inf)  # inf: not a duration (reported)
         least = min_failure_window(Thresholds(interval_s=interval, failure_threshold=threshold))
         if not math.isfinite(window):
             window = None

@@ -10,7 +10,6 @@ import re
 from typing import TypeVar
 
 from routing import model as m
-from routing.durations import parse_duration
 from routing.reader import Reader
 
 __all__ = ["parse_httproute", "parse_object_ref"]
@@ -370,23 +369,12 @@ def _parse_timeouts(r: Reader | None) -> m.Timeouts:
     if r is None:
         return m.Timeouts()
     out = m.Timeouts(
-        request_s=_duration(r, "request"), backend_request_s=_duration(r, "backendRequest")
+        request_s=r.duration("request", None), backend_request_s=r.duration("backendRequest", None)
     )
     if out.request_s and out.backend_request_s and out.backend_request_s > out.request_s:
         r.sink.error(r.sub("backendRequest"), "must not be longer than the request timeout")
     r.finish()
     return out
-
-
-def _duration(r: Reader, key: str) -> float | None:
-    text = r.string(key)
-    if text is None:
-        return None
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        r.sink.error(r.sub(key), str(exc))
-        return None
 
 
 def _parse_retry(r: Reader | None) -> m.RetryPolicy | None:
@@ -401,7 +389,7 @@ def _parse_retry(r: Reader | None) -> m.RetryPolicy | None:
     policy = m.RetryPolicy(
         attempts=r.number("attempts", 1, lo=0) or 0,
         codes=tuple(codes),
-        backoff_s=_duration(r, "backoff"),
+        backoff_s=r.duration("backoff", None),
     )
     r.finish()
     return policy

@@ -26,7 +26,6 @@ import dataclasses
 
 from routing import model as m
 from routing.autoscale import AutoscaleSpec
-from routing.durations import parse_duration
 from routing.reader import Reader
 
 __all__ = ["parse_traffic_policy"]
@@ -75,12 +74,12 @@ def _limits(r: Reader, base: m.TrafficLimits) -> m.TrafficLimits:
             "maxPrefillPerEndpoint", base.max_prefill_per_endpoint, lo=1
         ),
         sheddable_limit=_fraction(conc, "sheddableLimit", base.sheddable_limit),
-        sheddable_ttft_objective_s=_positive_seconds(
-            conc, "sheddableTTFTObjective", base.sheddable_ttft_objective_s
+        sheddable_ttft_objective_s=conc.duration(
+            "sheddableTTFTObjective", base.sheddable_ttft_objective_s, positive=True
         ),
         queue_max_requests=queue.number("maxRequests", base.queue_max_requests, lo=0) or 0,
         queue_max_bytes=queue.number("maxBytes", base.queue_max_bytes, lo=0) or 0,
-        queue_ttl_s=_seconds(queue, "ttl", base.queue_ttl_s),
+        queue_ttl_s=queue.duration("ttl", base.queue_ttl_s),
         queue_depth_threshold=_number(sat, "queueDepthThreshold", base.queue_depth_threshold),
         kv_cache_threshold=_number(sat, "kvCacheThreshold", base.kv_cache_threshold),
         headroom=_number(sat, "headroom", base.headroom),
@@ -122,39 +121,13 @@ def _number(r: Reader, key: str, default: float) -> float:
     return float(value)
 
 
-def _seconds(r: Reader, key: str, default: float) -> float:
-    text = r.string(key)
-    if text is None:
-        return default
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        r.sink.error(r.sub(key), str(exc))
-        return default
-
-
-def _positive_seconds(r: Reader, key: str, default: float | None) -> float | None:
-    text = r.string(key)
-    if text is None:
-        return default
-    try:
-        seconds = parse_duration(text)
-    except ValueError as exc:
-        r.sink.error(r.sub(key), str(exc))
-        return default
-    if seconds <= 0:
-        r.sink.error(r.sub(key), "must be longer than 0s")
-        return default
-    return seconds
-
-
 def _embeddings(r: Reader) -> m.EmbeddingBatching:
     base = m.EmbeddingBatching()
     out = m.EmbeddingBatching(
         enabled=r.flag("enabled", base.enabled),
         max_batch_size=r.number("maxBatchSize", base.max_batch_size, lo=1) or 1,
         max_batch_tokens=r.number("maxBatchTokens", base.max_batch_tokens, lo=1) or 1,
-        max_queue_delay_s=_seconds(r, "maxQueueDelay", base.max_queue_delay_s),
+        max_queue_delay_s=r.duration("maxQueueDelay", base.max_queue_delay_s),
     )
     r.finish()
     return out
@@ -168,9 +141,9 @@ def _autoscaling(r: Reader | None, limits: m.TrafficLimits) -> AutoscaleSpec | N
     min_replicas = r.number("minReplicas", base.min_replicas, lo=0) or 0
     max_replicas = r.number("maxReplicas", base.max_replicas, lo=1) or base.max_replicas
     windows = (
-        _seconds(r, "stableWindow", base.stable_window_s),
-        _seconds(r, "panicWindow", base.panic_window_s),
-        _seconds(r, "scaleDownDelay", base.scale_down_delay_s),
+        r.duration("stableWindow", base.stable_window_s),
+        r.duration("panicWindow", base.panic_window_s),
+        r.duration("scaleDownDelay", base.scale_down_delay_s),
     )
     headroom = _number(r, "headroom", base.headroom)
     threshold = _number(r, "panicThreshold", base.panic_threshold)
