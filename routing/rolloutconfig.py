@@ -192,25 +192,18 @@ def _steps(spec: Reader) -> tuple[Step, ...]:
 def _analysis(r: Reader | None) -> Thresholds | None:
     if r is None:
         return None
-    interval = r.duration("interval", DEFAULT_ANALYSIS_INTERVAL_S)
-    if interval <= 0:
-        r.sink.error(r.sub("interval"), "must be longer than 0s")
-    interval = interval if interval > 0 else DEFAULT_ANALYSIS_INTERVAL_S
+    interval = r.duration("interval", DEFAULT_ANALYSIS_INTERVAL_S, positive=True)
     threshold = _int(r, "failureThreshold", 1, lo=1)
-    window: float | None = None
-    if r.has("failureWindow"):
-        window = r.duration("failureWindow", math.inf)  # inf: not a duration (reported)
-        least = min_failure_window(Thresholds(interval_s=interval, failure_threshold=threshold))
-        if not math.isfinite(window):
-            window = None
-        elif window < least:
-            r.sink.error(
-                r.sub("failureWindow"),
-                f"must be at least 2 × failureThreshold × interval ({least:g}s): a lasting "
-                "regression fails about once per interval and must reach the threshold "
-                "before its first failure is forgiven",
-            )
-            window = None
+    window = r.duration("failureWindow", None)
+    least = min_failure_window(Thresholds(interval_s=interval, failure_threshold=threshold))
+    if window is not None and window < least:
+        r.sink.error(
+            r.sub("failureWindow"),
+            f"must be at least 2 × failureThreshold × interval ({least:g}s): a lasting "
+            "regression fails about once per interval and must reach the threshold "
+            "before its first failure is forgiven",
+        )
+        window = None
     out = Thresholds(
         interval_s=interval,
         min_samples=_int(r, "minSamples", DEFAULT_MIN_SAMPLES, lo=1),
