@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 from routing.picking import EndpointSnapshot, PickRequest
 
@@ -18,6 +19,7 @@ __all__ = [
 ]
 
 Scored = Sequence[tuple[EndpointSnapshot, float]]
+_SCORE = itemgetter(1)
 _TIE_EPSILON = 1e-9  # totals are sums of weighted floats: equal scores may differ in the last bits
 
 
@@ -28,7 +30,7 @@ class MaxScorePicker:
     name: str = "max-score"
 
     def pick(self, req: PickRequest, scored: Scored, rng: random.Random) -> EndpointSnapshot:
-        best = max(s for _, s in scored) - _TIE_EPSILON
+        best = max(map(_SCORE, scored)) - _TIE_EPSILON
         tied = [e for e, s in scored if s >= best]
         return tied[rng.randrange(len(tied))] if len(tied) > 1 else tied[0]
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from routing.picking import Decision, EndpointSnapshot, NoEligibleEndpoint, PickRequest
-from routing.pipeline import run_profile
+from routing.pipeline import Profile, WeightedScorer, run_profile
 from routing.plugins.registry import BUILTIN_PROFILES, FILTERS, PICKERS, SCORERS
 
 maybe_float = st.one_of(st.none(), st.floats(min_value=0, max_value=500, allow_nan=False))
@@ -105,6 +105,41 @@ def test_profiles_decide_within_the_filtered_set(name, req, eps, seed):
     assert decision.endpoint in eps
     removed = {key for _, keys in decision.trace.removed for key in keys}
     assert decision.endpoint.key not in removed
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    req=requests,
+    eps=endpoints(),
+    weights=st.lists(
+        st.one_of(st.just(1.0), st.floats(min_value=0, max_value=10)),
+        min_size=len(SCORERS),
+        max_size=len(SCORERS),
+    ),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_totals_are_the_weighted_sums_and_max_score_picks_the_highest(req, eps, weights, seed):
+    scorers = tuple(
+        WeightedScorer(scorer=make({}), weight=w)
+        for (_, make), w in zip(sorted(SCORERS.items()), weights, strict=True)
+    )
+    profile = Profile(name="all", filters=(), scorers=scorers, picker=PICKERS["max-score"]({}))
+    decision = run_profile(profile, req, eps, random.Random(seed))
+    assert isinstance(decision, Decision)
+    trace = decision.trace
+    assert trace.keys == tuple(e.key for e in eps)
+    for i, total in enumerate(trace.totals):
+        expected = sum(ws.weight * trace.scores[ws.scorer.name][i] for ws in scorers)
+        assert total == pytest.approx(expected, abs=1e-9)
+    assert trace.totals[trace.keys.index(decision.endpoint.key)] >= max(trace.totals) - 1e-9
+
+
+def test_a_profile_without_scorers_totals_zero():
+    profile = Profile(name="none", filters=(), scorers=(), picker=PICKERS["max-score"]({}))
+    eps = (_ep("10.0.0.1:8000"), _ep("10.0.0.2:8000"))
+    decision = run_profile(profile, PickRequest(model="m"), eps, random.Random(1))
+    assert isinstance(decision, Decision)
+    assert list(decision.trace.totals) == [0.0, 0.0]
 
 
 @pytest.mark.parametrize(
