@@ -20,15 +20,14 @@ import asyncio
 import dataclasses
 import json
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from .childproc import cpu_seconds, emit, read_jsonl, run_child, write_jsonl
-from .scenario import is_loopback_url, parse_workload
+from .childproc import emit, read_jsonl, run_child, serve_records
+from .scenario import parse_workload
 from .workload import OBJECTIVE_HEADER, PlannedRequest, RequestFactory, StreamTally
 
 ENDPOINT_HEADER = "x-gateway-destination-endpoint-served"
@@ -225,25 +224,11 @@ async def _progress(gen: Generator, interval_s: float) -> None:
 
 
 async def generate(spec: GeneratorSpec) -> None:
-    if not is_loopback_url(spec.url):
-        raise ValueError(f"refusing to load a non-loopback URL: {spec.url}")
-    emit("ready")
-    line = await asyncio.to_thread(sys.stdin.readline)
-    word, _, when = line.partition(" ")
-    if word != "go":
-        return  # the parent gave up before starting: nothing sent
-    cpu_at_go = cpu_seconds()
-    timeout = aiohttp.ClientTimeout(total=spec.request_timeout_s)
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-        gen = Generator(spec, session, float(when))
-        progress = asyncio.create_task(_progress(gen, spec.progress_interval_s))
-        try:
-            await gen.run()
-        finally:
-            progress.cancel()
-    write_jsonl(Path(spec.records_path), gen.records)
-    emit("done", records=len(gen.records), cpu_s=round(cpu_seconds() - cpu_at_go, 3))
+    await serve_records(
+        spec.url, spec.request_timeout_s, spec.records_path,
+        lambda session, t0: Generator(spec, session, t0),
+        alongside=lambda gen, _: _progress(gen, spec.progress_interval_s),
+    )  # fmt: skip
 
 
 def read_records(path: Path) -> list[Record]:

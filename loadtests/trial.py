@@ -10,29 +10,32 @@ are read at the measured window's edges: prefix-cache tokens from each replica's
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from .benchsupport import proc_cpu_seconds
+from .childproc import Child
 from .fleet import Fleet
 from .fleet.testing import parse_metrics
 from .loadgen import GeneratorSpec, Record, read_records
 from .progress import GeneratorState, Progress
 from .scenario import LoadPoint, Policy, PolicyKind, Scenario
 from .stats import Snapshot, TrialResult, Window, failed_trial, summarize
-from .targets import TargetError, free_port, running_target, stop_process, target_url
+from .targets import TargetError, free_port, running_target, target_url
 
 START_DELAY_S = 0.1  # between "go" and T0, so every generator has read it
 GENERATOR_READY_TIMEOUT_S = 20.0
 FINISH_GRACE_S = 30.0  # past the drain, before generators are killed
 RENDER_EVERY_S = 0.5
+GENERATOR_MODULE = "loadtests.loadgen"
 PREFIX_QUERIES = "vllm:prefix_cache_queries_total"
 PREFIX_HITS = "vllm:prefix_cache_hits_total"
 
@@ -173,71 +176,37 @@ class GeneratorError(RuntimeError):
 
 
 class _Generators:
-    """The generator processes of one trial and their stdout protocol (see `loadgen`)."""
+    """The generator processes of one trial (see `loadgen`), their progress rendered."""
 
-    def __init__(self, procs: Sequence[asyncio.subprocess.Process], progress: Progress) -> None:
-        self.procs, self.progress = procs, progress
-        self.seen: list[set[str]] = [set() for _ in procs]  # events each one has reported
-        self.cpu_s = [0.0 for _ in procs]
-        self.changed = asyncio.Event()
-        self.readers = [asyncio.create_task(self._read(i)) for i in range(len(procs))]
-
-    def _count(self, event: str) -> int:
-        return sum(1 for seen in self.seen if event in seen)
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.children: list[Child] = []
+        self.changed = asyncio.Event()  # any child printed something, or exited
 
     @classmethod
     @contextlib.asynccontextmanager
     async def spawn(
         cls, specs: Sequence[GeneratorSpec], logs: Path, tag: str, progress: Progress
     ) -> AsyncIterator["_Generators"]:
-        procs: list[asyncio.subprocess.Process] = []
-        gens: _Generators | None = None
-        try:
-            for spec in specs:
+        gens = cls(progress)
+        async with contextlib.AsyncExitStack() as stack:
+            for i, spec in enumerate(specs):
                 spec_path = Path(spec.records_path).with_suffix(".spec.json")
                 spec_path.write_text(json.dumps(dataclasses.asdict(spec)), encoding="utf-8")
-                with (logs / f"{tag}.gen{spec.index}.log").open("wb") as err:
-                    procs.append(
-                        await asyncio.create_subprocess_exec(
-                            sys.executable,
-                            "-m",
-                            "loadtests.loadgen",
-                            str(spec_path),
-                            stdin=asyncio.subprocess.PIPE,
-                            stdout=asyncio.subprocess.PIPE,
-                            stderr=err,
-                        )
-                    )
-            gens = cls(procs, progress)
+                log = logs / f"{tag}.gen{spec.index}.log"
+                on_event = functools.partial(gens._on_event, i)
+                child = Child.spawn(GENERATOR_MODULE, spec_path, log, GeneratorError, on_event)
+                gens.children.append(await stack.enter_async_context(child))
             yield gens
-        finally:
-            for proc in procs:
-                await stop_process(proc)
-            for reader in gens.readers if gens is not None else ():
-                reader.cancel()
-            if gens is not None:
-                await asyncio.gather(*gens.readers, return_exceptions=True)
 
-    async def _read(self, i: int) -> None:
-        stdout = self.procs[i].stdout
-        assert stdout is not None
-        while line := await stdout.readline():
-            event = json.loads(line)
-            kind = event.pop("event")
-            if kind == "progress":
-                self.progress.generators[i] = GeneratorState(**event)
-            elif kind == "done":
-                self.cpu_s[i] = float(event["cpu_s"])
-            self.seen[i].add(kind)
-            self.changed.set()
-        self.seen[i].add("exited")
+    def _on_event(self, i: int, kind: str, event: dict[str, Any]) -> None:
+        if kind == "progress":
+            self.progress.generators[i] = GeneratorState(**event)
         self.changed.set()
 
     async def _wait_for(self, event: str) -> None:
         """Until every generator has reported `event`; GeneratorError if one exits first."""
-        while self._count(event) < len(self.procs):
-            if any("exited" in seen and event not in seen for seen in self.seen):
-                raise GeneratorError(f"a load generator exited before {event!r} (see logs)")
+        while not all([child.has(event) for child in self.children]):
             self.changed.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(RENDER_EVERY_S):
@@ -253,21 +222,22 @@ class _Generators:
             raise GeneratorError("a load generator did not start (see logs/*.gen*.log)") from None
 
     def go(self, t0: float) -> None:
-        for proc in self.procs:
-            assert proc.stdin is not None
-            proc.stdin.write(f"go {t0!r}\n".encode())
+        for child in self.children:
+            child.go(t0)
 
     async def wait_done(self, deadline: float) -> float:
         """Render progress until every generator has finished; their total CPU seconds."""
+        await self._wait_for_within("done", deadline)
+        timeout_s = max(0.0, deadline - time.monotonic())
+        done = await asyncio.gather(*(child.finish(timeout_s) for child in self.children))
+        return sum(float(d.get("cpu_s", 0.0)) for d in done)
+
+    async def _wait_for_within(self, event: str, deadline: float) -> None:
         try:
             async with asyncio.timeout_at(_loop_time(deadline)):
-                await self._wait_for("done")
-                await asyncio.gather(*(p.wait() for p in self.procs), *self.readers)
+                await self._wait_for(event)
         except TimeoutError:
             raise GeneratorError("a load generator did not finish in time") from None
-        if any(p.returncode for p in self.procs):
-            raise GeneratorError("a load generator failed (see logs/*.gen*.log)")
-        return sum(self.cpu_s)
 
 
 def _loop_time(monotonic_deadline: float) -> float:

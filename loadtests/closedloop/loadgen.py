@@ -9,19 +9,15 @@ to the measured phase. Protocol on stdio as in `loadtests.loadgen`: it prints
 then prints `{"event": "done", ...}`.
 """
 
-import asyncio
 import dataclasses
 import json
 import random
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import aiohttp
 
-from ..childproc import emit, run_child, write_jsonl
+from ..childproc import run_child, serve_records
 from ..loadgen import Generator, GeneratorSpec
-from ..scenario import is_loopback_url
 from .arrivals import RateProfile, arrival_times
 
 
@@ -66,22 +62,12 @@ class ProfileGenerator(Generator):
 
 async def generate(spec: ProfileSpec) -> None:
     g = spec.generator
-    if not is_loopback_url(g.url):
-        raise ValueError(f"refusing to load a non-loopback URL: {g.url}")
     arrivals = arrival_times(RateProfile(points=spec.profile), g.seed)
-    emit("ready", arrivals=len(arrivals))
-    line = await asyncio.to_thread(sys.stdin.readline)
-    word, _, when = line.partition(" ")
-    if word != "go":
-        return  # the parent gave up before starting: nothing sent
-    timeout = aiohttp.ClientTimeout(total=g.request_timeout_s)
-    async with aiohttp.ClientSession(
-        timeout=timeout, connector=aiohttp.TCPConnector(limit=0)
-    ) as session:
-        gen = ProfileGenerator(g, session, float(when), arrivals)
-        await gen.run()
-    await asyncio.to_thread(write_jsonl, Path(g.records_path), gen.records)
-    emit("done", records=len(gen.records), errors=gen.tally.errors)
+    await serve_records(
+        g.url, g.request_timeout_s, g.records_path,
+        lambda session, t0: ProfileGenerator(g, session, t0, arrivals),
+        ready={"arrivals": len(arrivals)}, done=lambda gen: {"errors": gen.tally.errors},
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,15 +10,15 @@ the same T0 (one machine, so they share its CPUs); otherwise one after the other
 import asyncio
 import contextlib
 import dataclasses
-import json
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from ..childproc import Child
 from ..loadgen import GeneratorSpec, read_records
-from ..targets import HOST, free_port, stop_process
+from ..targets import HOST, free_port
 from .analysis import PolicyResult, summarize
 from .elastic import ElasticFleet, Phase, RunClock
 from .loadgen import ProfileSpec
@@ -28,6 +28,7 @@ from .target import GatewayLink, running_gateway, static_docs
 
 START_DELAY_S = 0.2  # between "go" and T0, so every generator has read it
 GENERATOR_READY_TIMEOUT_S = 20.0
+GENERATOR_MODULE = "loadtests.closedloop.loadgen"
 FINISH_GRACE_S = 30.0  # past the drain, before generators are stopped
 PROGRESS_EVERY_S = 10.0
 
@@ -42,7 +43,7 @@ class _PolicyRun:
     link: GatewayLink
     fleet: ElasticFleet
     reconciler: Reconciler
-    generator: "_GeneratorProcess"
+    generator: Child
     records_path: Path
 
 
@@ -68,7 +69,7 @@ async def _run_group(
         for policy in policies:
             runs.append(await _start_policy(stack, scenario, policy, clock, out))
         for run in runs:
-            await run.generator.wait_ready()
+            await run.generator.wait_for("ready", GENERATOR_READY_TIMEOUT_S)
         clock.t0 = time.monotonic() + START_DELAY_S
         for run in runs:
             run.generator.go(clock.t0)
@@ -76,7 +77,7 @@ async def _run_group(
         tasks.append(asyncio.create_task(_report_progress(scenario, runs, clock, progress)))
         deadline = clock.t0 + end_s + scenario.drain_s + FINISH_GRACE_S
         try:
-            await asyncio.gather(*(r.generator.wait_done(deadline) for r in runs))
+            await asyncio.gather(*(r.generator.finish(deadline - time.monotonic()) for r in runs))
         finally:
             for task in tasks:
                 task.cancel()
@@ -135,7 +136,7 @@ async def _start_policy(
     spec_path = raw / f"{policy.name}.spec.json"
     spec_path.write_text(_generator_spec(scenario, port, records_path).to_json(), encoding="utf-8")
     generator = await stack.enter_async_context(
-        _GeneratorProcess.spawn(spec_path, logs / f"{policy.name}.gen.log")
+        Child.spawn(GENERATOR_MODULE, spec_path, logs / f"{policy.name}.gen.log", GeneratorError)
     )
     return _PolicyRun(
         policy=policy, link=link, fleet=fleet, reconciler=Reconciler(scenario, policy, fleet),
@@ -182,68 +183,3 @@ async def _report_progress(
                 f" +{f.count(Phase.STARTING)} starting -{f.count(Phase.DRAINING)} draining"
             )
         print(" | ".join(parts), file=out, flush=True)
-
-
-class _GeneratorProcess:
-    """One `python -m loadtests.closedloop.loadgen` process and its stdout events."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.events: dict[str, dict[str, object]] = {}
-        self.changed = asyncio.Event()
-        self.reader = asyncio.create_task(self._read())
-
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def spawn(cls, spec_path: Path, log_path: Path) -> AsyncIterator["_GeneratorProcess"]:
-        with log_path.open("wb") as log:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "loadtests.closedloop.loadgen", str(spec_path),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
-            )  # fmt: skip
-        gen = cls(proc)
-        try:
-            yield gen
-        finally:
-            await stop_process(proc)
-            gen.reader.cancel()
-            await asyncio.gather(gen.reader, return_exceptions=True)
-
-    async def _read(self) -> None:
-        stdout = self.proc.stdout
-        assert stdout is not None
-        while line := await stdout.readline():
-            event = json.loads(line)
-            self.events[str(event.pop("event"))] = event
-            self.changed.set()
-        self.events.setdefault("exited", {})
-        self.changed.set()
-
-    async def _wait_for(self, event: str) -> None:
-        while event not in self.events:
-            if "exited" in self.events:
-                raise GeneratorError(f"the load generator exited before {event!r} (see logs)")
-            self.changed.clear()
-            await self.changed.wait()
-
-    async def wait_ready(self) -> None:
-        try:
-            async with asyncio.timeout(GENERATOR_READY_TIMEOUT_S):
-                await self._wait_for("ready")
-        except TimeoutError:
-            raise GeneratorError("the load generator did not start (see logs)") from None
-
-    def go(self, t0: float) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"go {t0!r}\n".encode())
-
-    async def wait_done(self, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout_at(loop.time() + deadline - time.monotonic()):
-                await self._wait_for("done")
-                await self.proc.wait()
-        except TimeoutError:
-            raise GeneratorError("the load generator did not finish in time") from None
-        if self.proc.returncode:
-            raise GeneratorError(f"the load generator failed ({self.proc.returncode}, see logs)")

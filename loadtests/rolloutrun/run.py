@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import aiohttp
 
 from loadtests.benchsupport import proc_cpu_seconds
+from loadtests.childproc import Child
 from loadtests.fleet import Fault, FaultMode, Fleet
 from loadtests.targets import HOST, free_port, log_tail, sluice_command, stop_process
 
@@ -41,6 +41,7 @@ GO_DELAY_S = 0.1
 DONE_GRACE_S = 15.0
 CLOCK_SLACK_S = 0.05
 TERMINAL = ("RolledBack", "Promoted")
+TRAFFIC_MODULE = "loadtests.rolloutrun.traffic"
 
 
 class RunError(RuntimeError):
@@ -87,8 +88,11 @@ async def run_once(
         fleets = await _fleets(stack, scenario, run)
         config = logs / f"{run.name}.config.yaml"
         write_checked(config, gateway_docs(scenario, port, fleets))
+        spec = _traffic_spec(scenario, port, raw / f"{run.name}.jsonl")
+        spec_path = Path(spec.records_path).with_suffix(".spec.json")
+        spec_path.write_text(json.dumps(dataclasses.asdict(spec), indent=1), encoding="utf-8")
         traffic = await stack.enter_async_context(
-            _Traffic.spawn(_traffic_spec(scenario, port, raw / f"{run.name}.jsonl"), logs, run)
+            Child.spawn(TRAFFIC_MODULE, spec_path, logs / f"{run.name}.traffic.log", RunError)
         )
         spawned = time.monotonic()
         admin, gw_pid = await stack.enter_async_context(_gateway(config, logs / f"{run.name}.log"))
@@ -99,10 +103,10 @@ async def run_once(
         traffic.go(t0)
         say(f"  {run.name}: load started, polling {admin}/rollouts")
         polls, status = await _poll(scenario, admin, t0, say, run.name)
-        traffic.stop()
-        gen_cpu_s = await traffic.wait_done(scenario.drain_s + DONE_GRACE_S)
+        traffic.send("stop")
+        done = await traffic.finish(scenario.drain_s + DONE_GRACE_S)
         cpu_s = {
-            "generator": gen_cpu_s,
+            "generator": float(done.get("cpu_s", 0.0)),
             "gateway": proc_cpu_seconds(gw_pid) - cpu0[0],
             "fleets (harness)": proc_cpu_seconds(os.getpid()) - cpu0[1],
         }
@@ -213,71 +217,3 @@ async def _wait_ready(proc: asyncio.subprocess.Process, url: str, log_path: Path
                         return
             await asyncio.sleep(READY_POLL_S)
     raise RunError(f"sluice not ready after {READY_TIMEOUT_S:g} s:\n{log_tail(log_path)}")
-
-
-class _Traffic:
-    """The load generator process and its stdout protocol (see `traffic`)."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.events: dict[str, dict[str, Any]] = {}
-        self.changed = asyncio.Event()
-        self.reader = asyncio.create_task(self._read())
-
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def spawn(cls, spec: TrafficSpec, logs: Path, run: RunSpec) -> AsyncIterator[_Traffic]:
-        spec_path = Path(spec.records_path).with_suffix(".spec.json")
-        spec_path.write_text(json.dumps(dataclasses.asdict(spec), indent=1), encoding="utf-8")
-        with (logs / f"{run.name}.traffic.log").open("wb") as err:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "loadtests.rolloutrun.traffic", str(spec_path),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,
-            )  # fmt: skip
-        traffic = cls(proc)
-        try:
-            yield traffic
-        finally:
-            await stop_process(proc)
-            traffic.reader.cancel()
-            await asyncio.gather(traffic.reader, return_exceptions=True)
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            event = json.loads(line)
-            self.events[event.pop("event")] = event
-            self.changed.set()
-        self.events["exited"] = {}
-        self.changed.set()
-
-    async def wait_for(self, event: str, timeout_s: float) -> dict[str, Any]:
-        try:
-            async with asyncio.timeout(timeout_s):
-                while event not in self.events:
-                    if "exited" in self.events:
-                        raise RunError(f"the load generator exited before {event!r} (see logs)")
-                    self.changed.clear()
-                    await self.changed.wait()
-        except TimeoutError:
-            raise RunError(f"the load generator did not report {event!r} in time") from None
-        return self.events[event]
-
-    def _write(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        if not self.proc.stdin.is_closing():
-            self.proc.stdin.write(line.encode())
-
-    def go(self, t0: float) -> None:
-        self._write(f"go {t0!r}\n")
-
-    def stop(self) -> None:
-        self._write("stop\n")
-
-    async def wait_done(self, timeout_s: float) -> float:
-        done = await self.wait_for("done", timeout_s)
-        async with asyncio.timeout(timeout_s):
-            await self.proc.wait()
-        if self.proc.returncode:
-            raise RunError(f"the load generator failed with {self.proc.returncode}")
-        return float(done.get("cpu_s", 0.0))

@@ -18,15 +18,14 @@ import asyncio
 import dataclasses
 import json
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from loadtests.childproc import cpu_seconds, emit, read_jsonl, run_child, write_jsonl
-from loadtests.scenario import is_loopback_url, parse_workload
+from loadtests.childproc import read_jsonl, run_child, serve_records
+from loadtests.scenario import parse_workload
 from loadtests.workload import PlannedRequest, RequestFactory, StreamTally
 
 VARIANT_HEADER = "x-sluice-variant"
@@ -152,15 +151,7 @@ async def _read_body(resp: aiohttp.ClientResponse, record: Request, sent: float)
         record.error = "no token in the response"
 
 
-async def _stdin() -> asyncio.StreamReader:
-    """stdin as a stream: a blocked read can be cancelled, and no thread outlives the run."""
-    reader = asyncio.StreamReader()
-    loop = asyncio.get_running_loop()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    return reader
-
-
-async def _watch(stdin: asyncio.StreamReader, traffic: Traffic) -> None:
+async def _watch(traffic: Traffic, stdin: asyncio.StreamReader) -> None:
     """Set `stop` at a `stop` line or at the end of input."""
     while True:
         line = await stdin.readline()
@@ -170,26 +161,10 @@ async def _watch(stdin: asyncio.StreamReader, traffic: Traffic) -> None:
 
 
 async def generate(spec: TrafficSpec) -> None:
-    if not is_loopback_url(spec.url):
-        raise ValueError(f"refusing to load a non-loopback URL: {spec.url}")
-    stdin = await _stdin()
-    emit("ready")
-    word, _, when = (await stdin.readline()).decode().partition(" ")
-    if word != "go":
-        return  # the parent gave up before starting: nothing sent
-    cpu0 = cpu_seconds()
-    timeout = aiohttp.ClientTimeout(total=spec.request_timeout_s)
-    async with aiohttp.ClientSession(
-        timeout=timeout, connector=aiohttp.TCPConnector(limit=0)
-    ) as session:
-        traffic = Traffic(spec, session, float(when))
-        watcher = asyncio.create_task(_watch(stdin, traffic))
-        try:
-            await traffic.run()
-        finally:
-            watcher.cancel()
-    write_jsonl(Path(spec.records_path), traffic.records)
-    emit("done", records=len(traffic.records), cpu_s=round(cpu_seconds() - cpu0, 3))
+    await serve_records(
+        spec.url, spec.request_timeout_s, spec.records_path,
+        lambda session, t0: Traffic(spec, session, t0), alongside=_watch,
+    )  # fmt: skip
 
 
 def read_requests(path: Path) -> list[Request]:
