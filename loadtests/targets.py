@@ -101,9 +101,8 @@ async def running_target(
         docs = gateway_config(scenario, policy, fleet, port)
         config.write_text(yaml.safe_dump_all(docs, sort_keys=False), encoding="utf-8")
         admin = free_port()
-        exe = [policy.sluice_bin] if policy.sluice_bin else sluice_command()
-        cmd = [*exe, "serve", "--config", str(config), "--address", HOST,
-               "--admin", f"{HOST}:{admin}", "--no-watch", "--log-level", "warning"]  # fmt: skip
+        exe = [policy.sluice_bin] if policy.sluice_bin else None
+        cmd = sluice_serve(config, admin, exe=exe)
         ready_url, timeout_s = f"http://{HOST}:{admin}/readyz", GATEWAY_READY_TIMEOUT_S
     else:
         urls = [r.url for r in fleet.replicas]
@@ -117,9 +116,27 @@ async def running_target(
             )
         )
         ready_url, timeout_s = f"http://{HOST}:{port}{policy.ready_path}", policy.ready_timeout_s
-    async with _process(cmd, logs / f"{tag}.log") as proc:
-        await _wait_ready(proc, ready_url, timeout_s, logs / f"{tag}.log")
+    async with running_process(cmd, logs / f"{tag}.log", ready_url, timeout_s) as proc:
         yield proc.pid
+
+
+def sluice_serve(
+    config: Path, admin_port: int, *, log_level: str = "warning", exe: Sequence[str] | None = None
+) -> list[str]:
+    """The command line of `sluice serve` on `config` on loopback, without a file watch."""
+    return [*(exe or sluice_command()), "serve", "--config", str(config), "--address", HOST,
+            "--admin", f"{HOST}:{admin_port}", "--no-watch", "--log-level", log_level]  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def running_process(
+    cmd: Sequence[str], log_path: Path, ready_url: str, timeout_s: float
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`cmd` with its output in `log_path`, yielded once `ready_url` answers 200 (TargetError
+    if it exits first or takes longer than `timeout_s`); stopped on the way out."""
+    async with _process(cmd, log_path) as proc:
+        await _wait_ready(proc, ready_url, timeout_s, log_path)
+        yield proc
 
 
 @contextlib.asynccontextmanager

@@ -5,9 +5,7 @@ Each policy gets its own `sluice serve` process on free ports of 127.0.0.1, star
 here (SIGTERM, then SIGKILL); readiness is polled in a bounded loop.
 """
 
-import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,11 +15,10 @@ import yaml
 
 from ..benchsupport import write_atomically
 from ..fleet import ENGINE_TYPE_LABEL, Replica
-from ..targets import HOST, TargetError, log_tail, sluice_command, stop_process
+from ..targets import HOST, running_process, sluice_serve
 
 NAMESPACE = "default"
 READY_TIMEOUT_S = 30.0
-READY_POLL_S = 0.05
 ADMIN_TIMEOUT_S = 5.0
 
 
@@ -118,36 +115,16 @@ class GatewayLink:
 async def running_gateway(link: GatewayLink, port: int, log_path: Path) -> AsyncIterator[int]:
     """`sluice serve` on the link's config (no file watch: the reconciler reloads); yields its
     pid once /readyz answers, with `link.session` set until it stops."""
-    admin = link.admin_url.removeprefix("http://")
-    cmd = [*sluice_command(), "serve", "--config", str(link.config_path), "--address", HOST,
-           "--admin", admin, "--no-watch", "--log-level", "warning"]  # fmt: skip
+    admin_port = int(link.admin_url.rsplit(":", 1)[1])
+    cmd = sluice_serve(link.config_path, admin_port)
+    ready = f"{link.admin_url}/readyz"
     timeout = aiohttp.ClientTimeout(total=ADMIN_TIMEOUT_S)
-    with log_path.open("wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
-        )
-    try:
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            await _wait_ready(proc, session, f"{link.admin_url}/readyz", log_path)
-            link.session = session
-            try:
-                yield proc.pid
-            finally:
-                link.session = None
-    finally:
-        await stop_process(proc)
-
-
-async def _wait_ready(
-    proc: asyncio.subprocess.Process, session: aiohttp.ClientSession, url: str, log_path: Path
-) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.returncode is not None:
-            raise TargetError(f"sluice exited with {proc.returncode}:\n{log_tail(log_path)}")
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            async with session.get(url) as resp:
-                if resp.status == 200:
-                    return
-        await asyncio.sleep(READY_POLL_S)
-    raise TargetError(f"sluice not ready at {url} after {READY_TIMEOUT_S:g} s")
+    async with (
+        running_process(cmd, log_path, ready, READY_TIMEOUT_S) as proc,
+        aiohttp.ClientSession(timeout=timeout) as session,
+    ):
+        link.session = session
+        try:
+            yield proc.pid
+        finally:
+            link.session = None

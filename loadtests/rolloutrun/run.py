@@ -29,14 +29,13 @@ import aiohttp
 from loadtests.benchsupport import proc_cpu_seconds
 from loadtests.childproc import Child
 from loadtests.fleet import Fault, FaultMode, Fleet
-from loadtests.targets import HOST, free_port, log_tail, sluice_command, stop_process
+from loadtests.targets import HOST, TargetError, free_port, running_process, sluice_serve
 
 from .config import BASELINE, CANDIDATE, ROLLOUT_KEY, gateway_docs, write_checked
 from .spec import RolloutScenario, RunSpec
 from .traffic import Request, TrafficSpec, read_requests
 
 READY_TIMEOUT_S = 30.0
-READY_POLL_S = 0.05
 GO_DELAY_S = 0.1
 DONE_GRACE_S = 15.0
 CLOCK_SLACK_S = 0.05
@@ -191,29 +190,10 @@ async def _poll(
 async def _gateway(config: Path, log_path: Path) -> AsyncIterator[tuple[str, int]]:
     """`sluice serve` on `config`; yields its admin URL and pid once /readyz answers 200."""
     admin_port = free_port()
-    cmd = [*sluice_command(), "serve", "--config", str(config), "--address", HOST,
-           "--admin", f"{HOST}:{admin_port}", "--no-watch", "--log-level", "info"]  # fmt: skip
-    with log_path.open("wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
-        )
     admin = f"http://{HOST}:{admin_port}"
+    cmd = sluice_serve(config, admin_port, log_level="info")
     try:
-        await _wait_ready(proc, f"{admin}/readyz", log_path)
-        yield admin, proc.pid
-    finally:
-        await stop_process(proc)
-
-
-async def _wait_ready(proc: asyncio.subprocess.Process, url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
-        while time.monotonic() < deadline:
-            if proc.returncode is not None:
-                raise RunError(f"sluice exited with {proc.returncode}:\n{log_tail(log_path)}")
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with session.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            await asyncio.sleep(READY_POLL_S)
-    raise RunError(f"sluice not ready after {READY_TIMEOUT_S:g} s:\n{log_tail(log_path)}")
+        async with running_process(cmd, log_path, f"{admin}/readyz", READY_TIMEOUT_S) as proc:
+            yield admin, proc.pid
+    except TargetError as exc:
+        raise RunError(f"sluice: {exc}") from exc

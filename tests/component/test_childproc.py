@@ -1,11 +1,13 @@
-"""The load-generator child protocol end to end: real child processes (``python -m
+"""The load-test harness's process plumbing end to end: real child processes (``python -m
 loadtests.rolloutrun.traffic``) driven through ``loadtests.childproc.Child``, sending to a real
-aiohttp server on 127.0.0.1. Waits are on the child's own events, inside timeouts."""
+aiohttp server on 127.0.0.1, and ``loadtests.targets.running_process``'s failures. Waits are
+on the processes' own events and answers, inside timeouts."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from aiohttp import web
 
 from loadtests.childproc import Child
 from loadtests.rolloutrun.traffic import TrafficSpec, read_requests
+from loadtests.targets import TargetError, running_process
 
 MODULE = "loadtests.rolloutrun.traffic"
 WAIT_S = 30.0
@@ -108,3 +111,20 @@ async def test_a_child_given_anything_but_go_sends_nothing(tmp_path: Path, serve
             await child.finish(WAIT_S)
     assert server.seen == []
     assert not (tmp_path / "records.jsonl").exists()
+
+
+async def test_a_target_that_exits_before_ready_is_reported_with_its_log(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-c", "import sys; print('bad flag --nope'); sys.exit(3)"]
+    with pytest.raises(TargetError, match=r"exited with 3:[\s\S]*bad flag --nope"):
+        async with running_process(cmd, tmp_path / "t.log", "http://127.0.0.1:9/readyz", WAIT_S):
+            pytest.fail("yielded a process that never got ready")
+
+
+async def test_a_target_that_never_gets_ready_is_stopped(tmp_path: Path, server: Server) -> None:
+    cmd = [sys.executable, "-c", "import time; time.sleep(60)"]
+    started = time.monotonic()
+    with pytest.raises(TargetError, match="not ready at"):
+        # the server answers 405 to a GET on its POST-only route: never ready
+        async with running_process(cmd, tmp_path / "t.log", f"{server.url}/v1/completions", 0.5):
+            pytest.fail("yielded a process that never got ready")
+    assert time.monotonic() - started < WAIT_S  # stopped, not waited out
