@@ -37,7 +37,7 @@ from loadtests.rolloutrun.config import ConfigCheckError
 from loadtests.rolloutrun.plot import draw
 from loadtests.rolloutrun.report import Report, write
 from loadtests.rolloutrun.run import RunError, run_once
-from loadtests.rolloutrun.spec import RolloutScenario, ScenarioError, parse_rollout_scenario
+from loadtests.rolloutrun.spec import RolloutScenario, RolloutScenarioError, parse_rollout_scenario
 
 REPORTS = Path("/tmp/sluice-reports")
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, yaml.YAMLError) as exc:
         print(f"cannot read {args.scenario}: {exc}", file=sys.stderr)
         return 2
-    except ScenarioError as exc:
+    except RolloutScenarioError as exc:
         print("invalid scenario:\n  " + "\n  ".join(exc.issues), file=sys.stderr)
         return 2
     started, t, load0 = datetime.datetime.now().astimezone(), time.monotonic(), os.getloadavg()

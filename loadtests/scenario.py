@@ -23,7 +23,8 @@ _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 
 class ScenarioError(ValueError):
-    """A scenario is invalid; `issues` lists every problem with its path."""
+    """A scenario is invalid; `issues` lists every problem with its path. Each kind of
+    scenario (load test, closed loop, rollout) raises its own subclass, with its own code."""
 
     code = "scenario_invalid"
 
@@ -133,7 +134,7 @@ def parse_scenario(raw: object, *, quick: bool = False) -> Scenario:
     """
     issues: list[str] = []
     top = Fields(raw, "", issues, _TOP_KEYS)
-    fleet = _parse_fleet(top.raw.get("fleet", {}), issues)
+    fleet = parse_fleet(top.raw.get("fleet", {}), issues)
     raw_workload = top.get("workload", dict, {})
     workload = parse_workload(raw_workload, "workload", issues)
     capacity = top.raw.get("capacity_rps")
@@ -143,7 +144,7 @@ def parse_scenario(raw: object, *, quick: bool = False) -> Scenario:
     if not all(isinstance(doc, Mapping) for doc in extra):
         issues.append("gateway.extra_config: must be a list of Kubernetes resources (mappings)")
     scenario = Scenario(
-        name=_name(top.get("name", str, ""), "name", issues),
+        name=check_name(top.get("name", str, ""), "name", issues),
         description=top.get("description", str, ""),
         fleet=fleet,
         workload=workload,
@@ -154,7 +155,7 @@ def parse_scenario(raw: object, *, quick: bool = False) -> Scenario:
         seed=top.get("seed", int, 0),
         generator_processes=top.positive("generator_processes", int, 1),
         max_in_flight=top.positive("max_in_flight", int, 2048),
-        pool=_name(gateway.get("pool", str, DEFAULT_POOL), "gateway.pool", issues),
+        pool=check_name(gateway.get("pool", str, DEFAULT_POOL), "gateway.pool", issues),
         extra_config=tuple(extra),
         **times,
     )
@@ -177,7 +178,8 @@ def _times(top: Fields, quick: bool, issues: list[str]) -> dict[str, float]:
     return times
 
 
-def _parse_fleet(raw: object, issues: list[str]) -> FleetSpec:
+def parse_fleet(raw: object, issues: list[str]) -> FleetSpec:
+    """A scenario's `fleet:` section (the FleetSpec.from_dict form); its issues under `fleet.`."""
     if not isinstance(raw, Mapping):
         issues.append("fleet: must be a mapping (the FleetSpec.from_dict form)")
         return FleetSpec()
@@ -188,7 +190,8 @@ def _parse_fleet(raw: object, issues: list[str]) -> FleetSpec:
         return FleetSpec()
 
 
-def _name(value: str, path: str, issues: list[str]) -> str:
+def check_name(value: str, path: str, issues: list[str]) -> str:
+    """A name used in file names and table rows: letters, digits, '-', '_' and '.' only."""
     if not value or not set(value.lower()) <= _NAME_CHARS:
         issues.append(f"{path}: required, letters, digits, '-', '_' and '.' only")
     return value
@@ -282,7 +285,7 @@ def _policies(raw: object, issues: list[str]) -> tuple[Policy, ...]:
 
 def _policy(raw: object, path: str, issues: list[str]) -> Policy:
     r = Fields(raw, path, issues, _POLICY_KEYS)
-    name = _name(r.get("name", str, ""), f"{path}.name", issues)
+    name = check_name(r.get("name", str, ""), f"{path}.name", issues)
     command, url = r.get("command", str, ""), r.get("url", str, "")
     profile = r.raw.get("sluice_profile", "default")
     if not isinstance(profile, str | Mapping):

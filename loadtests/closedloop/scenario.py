@@ -8,28 +8,23 @@ documented in `loadtests/scenarios/closed-loop.yaml`.
 
 import dataclasses
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from loadtests.fields import Fields
 
-from ..fleet import FleetSpec, ReplicaSpec, SpecError
-from ..scenario import Workload, parse_workload
+from ..fleet import ReplicaSpec
+from ..scenario import ScenarioError, Workload, check_name, parse_fleet, parse_workload
 from .arrivals import RateProfile
 
 DEFAULT_POOL = "llama"
 HPA_SYNC_S = 15.0
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 
-class ClosedLoopError(ValueError):
+class ClosedLoopError(ScenarioError):
     """A closed-loop scenario is invalid; `issues` lists every problem with its path."""
 
     code = "closed_loop_scenario_invalid"
-
-    def __init__(self, issues: Sequence[str]) -> None:
-        self.issues = tuple(issues)
-        super().__init__("; ".join(self.issues))
 
 
 class RuleKind(enum.StrEnum):
@@ -139,14 +134,14 @@ def parse_closed_loop(raw: object, *, quick: bool = False) -> ClosedLoopScenario
     if quick and isinstance(raw, Mapping):
         raw = _with_quick(raw, issues)
     top = Fields(raw, "", issues, _TOP_KEYS)
-    fleet = _parse_fleet(top.raw.get("fleet", {}), issues)
+    fleet = parse_fleet(top.raw.get("fleet", {}), issues)
     raw_workload = top.get("workload", dict, {})
     workload = parse_workload(raw_workload, "workload", issues)
     gateway = Fields(top.raw.get("gateway", {}), "gateway", issues, frozenset({"pool", "traffic"}))
     scaling = _parse_scaling(top.raw.get("scaling", {}), issues)
     capacity = top.raw.get("replica_capacity_rps")
     scenario = ClosedLoopScenario(
-        name=_name(top.get("name", str, ""), "name", issues),
+        name=check_name(top.get("name", str, ""), "name", issues),
         description=top.get("description", str, ""),
         time_scale=fleet.time_scale,
         seed=top.get("seed", int, 0),
@@ -162,7 +157,7 @@ def parse_closed_loop(raw: object, *, quick: bool = False) -> ClosedLoopScenario
         max_in_flight=top.positive("max_in_flight", int, 2048),
         slo=_parse_slo(top.raw.get("slo", {}), issues),
         scaling=scaling,
-        pool=_name(gateway.get("pool", str, DEFAULT_POOL), "gateway.pool", issues),
+        pool=check_name(gateway.get("pool", str, DEFAULT_POOL), "gateway.pool", issues),
         traffic=gateway.get("traffic", dict, {}),
         concurrent=top.get("concurrent", bool, True),
         policies=_parse_policies(top.raw.get("policies"), issues),
@@ -193,17 +188,6 @@ def _with_quick(raw: Mapping[str, Any], issues: list[str]) -> dict[str, Any]:
             {**p, **(p.get("quick") or {})} if isinstance(p, Mapping) else p for p in policies
         ]
     return out
-
-
-def _parse_fleet(raw: object, issues: list[str]) -> FleetSpec:
-    if not isinstance(raw, Mapping):
-        issues.append("fleet: must be a mapping (the FleetSpec.from_dict form)")
-        return FleetSpec()
-    try:
-        return FleetSpec.from_dict(raw)
-    except SpecError as exc:
-        issues.extend(f"fleet.{issue}" for issue in exc.issues)
-        return FleetSpec()
 
 
 def _parse_load(raw: object, issues: list[str]) -> RateProfile:
@@ -275,7 +259,7 @@ def _parse_policies(raw: object, issues: list[str]) -> tuple[Policy, ...]:
             continue
         d = Policy(name="-", kind=RuleKind.SLUICE)
         policy = Policy(
-            name=_name(r.get("name", str, ""), f"policies[{i}].name", issues),
+            name=check_name(r.get("name", str, ""), f"policies[{i}].name", issues),
             kind=RuleKind(kind_text),
             autoscaling=r.get("autoscaling", dict, None),
             metric=UtilisationMetric(metric_text),
@@ -300,9 +284,3 @@ def _default_sync_s(kind: str) -> float:
     """An HPA syncs every 15 s (kube-controller-manager's default); the Sluice reconciler acts
     on every tick unless told to act like that HPA."""
     return HPA_SYNC_S if kind == RuleKind.UTILISATION else 0.0
-
-
-def _name(value: str, path: str, issues: list[str]) -> str:
-    if not value or not set(value.lower()) <= _NAME_CHARS:
-        issues.append(f"{path}: required, letters, digits, '-', '_' and '.' only")
-    return value

@@ -11,12 +11,12 @@ own parser (`routing.rolloutconfig`) judges it; here only the step list is read 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from loadtests.fields import Fields
-from loadtests.fleet import FleetSpec, SpecError
-from loadtests.scenario import parse_workload
+from loadtests.fleet import FleetSpec
+from loadtests.scenario import ScenarioError, check_name, parse_fleet, parse_workload
 from routing.durations import parse_duration
 
 PHASES = ("RolledBack", "Promoted")
@@ -29,17 +29,12 @@ _TOP = {
 _QUICK = {"rollout", "load", "max_run_s", "tail_s", "drain_s", "runs", "share_window_s"}
 _LOAD = {"qps", "users", "user_header", "max_in_flight"}
 _RUN = {"name", "baseline_error_rate", "candidate_error_rate", "expect"}
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
-class ScenarioError(ValueError):
+class RolloutScenarioError(ScenarioError):
     """A rollout scenario is invalid; `issues` lists every problem with its path."""
 
     code = "rollout_scenario_invalid"
-
-    def __init__(self, issues: Sequence[str]) -> None:
-        self.issues = tuple(issues)
-        super().__init__("; ".join(self.issues))
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,7 +78,7 @@ class RolloutScenario:
 
 def parse_rollout_scenario(raw: object, *, quick: bool = False) -> RolloutScenario:
     """Build a scenario from its YAML form (with `quick:` applied on top when `quick`);
-    raises `ScenarioError` listing every issue."""
+    raises `RolloutScenarioError` listing every issue."""
     issues: list[str] = []
     given: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     if not isinstance(raw, Mapping):
@@ -97,7 +92,7 @@ def parse_rollout_scenario(raw: object, *, quick: bool = False) -> RolloutScenar
     scenario = RolloutScenario(
         name=top.get("name", str, "rollout"),
         description=top.get("description", str, ""),
-        fleet=_fleet(top.raw.get("fleet", {}), issues),
+        fleet=parse_fleet(top.raw.get("fleet", {}), issues),
         workload=workload,
         load=_load(Fields(top.raw.get("load"), "load", issues, _LOAD)),
         rollout=rollout,
@@ -114,19 +109,8 @@ def parse_rollout_scenario(raw: object, *, quick: bool = False) -> RolloutScenar
         quick=quick,
     )
     if issues:
-        raise ScenarioError(issues)
+        raise RolloutScenarioError(issues)
     return scenario
-
-
-def _fleet(raw: object, issues: list[str]) -> FleetSpec:
-    if not isinstance(raw, Mapping):
-        issues.append("fleet: must be a mapping (the FleetSpec.from_dict form)")
-        return FleetSpec()
-    try:
-        return FleetSpec.from_dict(raw)
-    except SpecError as exc:
-        issues.extend(f"fleet.{issue}" for issue in exc.issues)
-        return FleetSpec()
 
 
 def _load(r: Fields) -> Load:
@@ -189,8 +173,7 @@ def _runs(raw: object, issues: list[str]) -> tuple[RunSpec, ...]:
             )
         )
     for i, run in enumerate(runs):
-        if not run.name or not set(run.name) <= _NAME_CHARS:
-            issues.append(f"runs[{i}].name: letters, digits, '-', '_' and '.' only (file names)")
+        check_name(run.name, f"runs[{i}].name", issues)
     if len({r.name for r in runs}) != len(runs):
         issues.append("runs: names must be unique")
     return tuple(runs)
