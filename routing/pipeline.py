@@ -85,9 +85,9 @@ def run_profile(
             raise ValueError(f"scorer {ws.scorer.name} returned {len(raw)} scores for {n}")
         scores[ws.scorer.name] = raw
         weighted.append(raw if ws.weight == 1.0 else map(mul, raw, repeat(ws.weight)))
-    # each candidate's Σ weight × score, summed in scorer order, in C (one pass for all
-    # scorers: this runs for every request; measured ~10 % of a pick against one pass each)
-    totals: list[float] = list(map(sum, zip(*weighted))) if weighted else [0.0] * n
+    # each candidate's Σ weight × score, summed in scorer order, in C: one pass for all
+    # scorers, not one per scorer (this runs for every request)
+    totals: list[float] = list(map(sum, zip(*weighted, strict=True))) if weighted else [0.0] * n
     chosen = profile.picker.pick(req, list(zip(candidates, totals, strict=True)), rng)
     keys = tuple(map(_KEY, candidates))
     return Decision(chosen, Trace(tuple(removed), keys, scores, totals))
