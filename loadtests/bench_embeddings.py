@@ -27,10 +27,10 @@ import tempfile
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
 
@@ -46,6 +46,7 @@ from loadtests.benchsupport import (
     stop_process,
 )
 from loadtests.fleet import DEFAULT_MODEL
+from loadtests.harness import run_async
 
 DEFAULT_CONCURRENCY = 64
 DEFAULT_DURATION_S = 5.0
@@ -196,7 +197,7 @@ def _check(url: str) -> None:
             return resp.status, await resp.read()
 
     for mode in MODES:
-        status, body = _run(probe(mode))
+        status, body = run_async(probe(mode))
         if status != 200:
             raise RuntimeError(f"batching {mode}: POST {url}: {status} {body[:300]!r}")
 
@@ -260,19 +261,11 @@ async def _window(url: str, mode: str, concurrency: int, seconds: float) -> tupl
         return tally, time.perf_counter() - t0
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
-
-
 def _phase(args: argparse.Namespace, url: str, admin_url: str, mode: str, rnd: int) -> Phase:
     if args.warmup > 0:
-        _run(_window(url, mode, args.concurrency, args.warmup))
+        run_async(_window(url, mode, args.concurrency, args.warmup))
     before = _picks(admin_url).get(mode, 0.0)
-    tally, elapsed = _run(_window(url, mode, args.concurrency, args.duration))
+    tally, elapsed = run_async(_window(url, mode, args.concurrency, args.duration))
     calls = _picks(admin_url).get(mode, 0.0) - before
     return Phase(
         mode=mode,

@@ -69,6 +69,7 @@ from loadtests.benchsupport import (
     service_yaml,
     stop_process,
 )
+from loadtests.harness import run_async
 
 ACCEPTANCE_MS = 5.0
 REQUEST_TIMEOUT_S = 10.0
@@ -243,14 +244,6 @@ async def _loadgen(targets: Sequence[tuple[str, str]], args: argparse.Namespace)
                 })  # fmt: skip
         cpu = time.process_time() - cpu0
     return {"phases": phases, "client_cpu_s": cpu}
-
-
-def _run(coro: Any) -> Any:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,14 +447,14 @@ def bench(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.role == "hang":
-        _run(_hang(sys.stdout))
+        run_async(_hang(sys.stdout))
         return 0
     if args.role == "loadgen":
         targets = [tuple(t.split("=", 1)) for t in args.target]
         if not targets or not all(url.startswith(f"http://{HOST}:") for _, url in targets):
             print(f"refusing to load anything but {HOST}", file=sys.stderr)
             return 2
-        print(json.dumps(_run(_loadgen(targets, args))))
+        print(json.dumps(run_async(_loadgen(targets, args))))
         return 0
     return bench(args)
 

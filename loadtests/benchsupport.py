@@ -41,6 +41,8 @@ from typing import IO, Any
 import aiohttp
 from aiohttp import web
 
+from loadtests.harness import run_async
+
 HOST = "127.0.0.1"
 BODY = b"hello from the sluice bench backend\n"
 READY_TIMEOUT_S = 20.0
@@ -552,14 +554,6 @@ async def _backend(name: str, ready: IO[str]) -> None:
         await runner.cleanup()
 
 
-def _run(coro: Any) -> Any:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m loadtests.benchsupport")
     sub = parser.add_subparsers(dest="role", required=True)
@@ -583,9 +577,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"refusing to load anything but {HOST}", file=sys.stderr)
         return 2
     if args.role == "backend":
-        _run(_backend(args.name, sys.stdout))
+        run_async(_backend(args.name, sys.stdout))
         return 0
-    print(json.dumps(_run(_loadgen(args))), flush=True)
+    print(json.dumps(run_async(_loadgen(args))), flush=True)
     return 0
 
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
+from loadtests.harness import run_async
 from loadtests.scenario import is_loopback_url
 from loadtests.targets import stop_process
 
@@ -75,13 +76,7 @@ def run_child(
     if len(args) != 1:
         print(f"usage: python -m {module} SPEC.json", file=sys.stderr)
         return 2
-    spec = parse(Path(args[0]).read_text(encoding="utf-8"))
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(generate(spec))
-    else:
-        uvloop.run(generate(spec))
+    run_async(generate(parse(Path(args[0]).read_text(encoding="utf-8"))))
     return 0
 
 

@@ -10,19 +10,16 @@ Exit status: 0 when every trial ran, 1 when one could not, 2 for an invalid scen
 """
 
 import argparse
-import asyncio
-import contextlib
 import datetime
-import logging
+import functools
 import shlex
 import sys
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
+from .harness import logging_to, read_scenario, report_folder, run_async
 from .progress import DEFAULT_OVERHEAD_S, Progress
 from .report import RunInfo, write_markdown, write_results
 from .scenario import Scenario, ScenarioError, parse_scenario
@@ -46,31 +43,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_scenario(path: Path, *, quick: bool) -> tuple[Scenario, dict[str, Any]]:
-    """Read and parse a scenario file; ScenarioError lists every issue."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ScenarioError([f"{path}: {exc}"]) from exc
-    scenario = parse_scenario(raw, quick=quick)
-    return scenario, raw
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = _parser().parse_args(argv)
     args.command = shlex.join(["sluice", "loadtest", *argv])
     try:
-        scenario, raw = load_scenario(args.scenario, quick=args.quick)
+        scenario, raw = read_scenario(
+            args.scenario, functools.partial(parse_scenario, quick=args.quick), ScenarioError
+        )
         scenario = _only(scenario, args.policy)
     except ScenarioError as exc:
         for issue in exc.issues:
             print(f"{args.scenario}: {issue}", file=sys.stderr)
         return 2
     started = datetime.datetime.now().astimezone()
-    out = args.out or DEFAULT_REPORTS / f"{scenario.name}-{started:%Y%m%d-%H%M%S}"
-    for sub in ("logs", "raw"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    out = report_folder(args.out, DEFAULT_REPORTS, scenario.name, started)
     progress = Progress(
         sys.stderr, trials=len(scenario.policies) * len(scenario.points),
         trial_s=scenario.warmup_s + scenario.duration_s,
@@ -78,29 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     progress.finish(_plan_line(scenario, progress))
     t_start = time.monotonic()
     try:
-        with _logging_to(out / "logs" / "harness.log"):
-            results = _run(_run_all(scenario, out, progress))
+        with logging_to(out / "logs" / "harness.log"):
+            results = run_async(_run_all(scenario, out, progress))
     except KeyboardInterrupt:
         print("\ninterrupted: every process started for the run has been stopped", file=sys.stderr)
         return 130
     info = _finish(scenario, raw, args, out, results, started, time.monotonic() - t_start)
     progress.finish(f"done in {info.wall_s:.0f} s; report: {out / 'report.md'}")
     return 1 if any(r.failure for r in results) else 0
-
-
-@contextlib.contextmanager
-def _logging_to(path: Path) -> Iterator[None]:
-    """Log records of this process (the fleet's aiohttp servers, e.g. a client that went away
-    mid-stream when a trial ends) go to a file in the report, not over the progress line."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        handler.close()
 
 
 def _only(scenario: Scenario, names: Sequence[str] | None) -> Scenario:
@@ -169,14 +141,6 @@ def _finish(
     write_results(out / "results.json", scenario, raw, info, results)
     write_markdown(out / "report.md", scenario, info, results)
     return info
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
 
 
 if __name__ == "__main__":

@@ -22,15 +22,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import functools
 import os
 import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-import yaml
-
+from loadtests.harness import read_scenario, report_folder
 from loadtests.rolloutrun import odds as odds_mod
 from loadtests.rolloutrun.analysis import RunResult, summarize
 from loadtests.rolloutrun.config import ConfigCheckError
@@ -81,25 +80,16 @@ def _plot(out: Path, scenario: RolloutScenario, results: list[RunResult]) -> str
         return "matplotlib is not installed (pip install -e '.[loadtest]')"
 
 
-def _load(path: Path, quick: bool) -> tuple[RolloutScenario, Any]:
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return parse_rollout_scenario(raw, quick=quick), raw
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        scenario, raw = _load(args.scenario, args.quick)
-    except (OSError, yaml.YAMLError) as exc:
-        print(f"cannot read {args.scenario}: {exc}", file=sys.stderr)
-        return 2
+        parse = functools.partial(parse_rollout_scenario, quick=args.quick)
+        scenario, raw = read_scenario(args.scenario, parse, RolloutScenarioError)
     except RolloutScenarioError as exc:
         print("invalid scenario:\n  " + "\n  ".join(exc.issues), file=sys.stderr)
         return 2
     started, t, load0 = datetime.datetime.now().astimezone(), time.monotonic(), os.getloadavg()
-    out = args.out or REPORTS / f"{scenario.name}-{started:%Y%m%d-%H%M%S}"
-    for sub in ("logs", "raw"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    out = report_folder(args.out, REPORTS, scenario.name, started)
     results, failures = asyncio.run(_run_all(scenario, out))
     odds = {r.name: odds_mod.simulate(scenario, r, args.simulate) for r in scenario.runs
             if args.simulate > 0}  # fmt: skip

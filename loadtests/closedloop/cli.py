@@ -6,19 +6,15 @@ scenario.
 """
 
 import argparse
-import asyncio
-import contextlib
 import datetime
-import logging
+import functools
 import shlex
 import sys
 import time
-from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
+from ..harness import logging_to, read_scenario, report_folder, run_async
 from ..targets import TargetError
 from .analysis import PolicyResult
 from .report import TIMELINE_PNG, RunInfo, draw_timeline, write_markdown, write_results
@@ -39,33 +35,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_scenario(path: Path, *, quick: bool) -> tuple[ClosedLoopScenario, dict[str, Any]]:
-    """Read and parse a scenario file; ClosedLoopError lists every issue."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ClosedLoopError([f"{path}: {exc}"]) from exc
-    return parse_closed_loop(raw, quick=quick), raw
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = _parser().parse_args(argv)
     try:
-        scenario, raw = load_scenario(args.scenario, quick=args.quick)
+        parse = functools.partial(parse_closed_loop, quick=args.quick)
+        scenario, raw = read_scenario(args.scenario, parse, ClosedLoopError)
     except ClosedLoopError as exc:
         for issue in exc.issues:
             print(f"{args.scenario}: {issue}", file=sys.stderr)
         return 2
     started = datetime.datetime.now().astimezone()
-    out: Path = args.out or DEFAULT_REPORTS / f"{scenario.name}-{started:%Y%m%d-%H%M%S}"
-    for sub in ("logs", "raw"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    out = report_folder(args.out, DEFAULT_REPORTS, scenario.name, started)
     print(_plan_line(scenario), file=sys.stderr, flush=True)
     t_start = time.monotonic()
     try:
-        with _logging_to(out / "logs" / "harness.log"):
-            results = _run(run_scenario(scenario, out))
+        with logging_to(out / "logs" / "harness.log"):
+            results = run_async(run_scenario(scenario, out))
     except (TargetError, GeneratorError, OSError) as exc:
         print(f"failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -113,25 +99,3 @@ def _finish(
     )  # fmt: skip
     write_results(out / "results.json", scenario, raw, info, results)
     write_markdown(out / "report.md", scenario, info, results)
-
-
-@contextlib.contextmanager
-def _logging_to(path: Path) -> Iterator[None]:
-    """Log records of this process (the fleet's aiohttp servers) go to a file in the report."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        handler.close()
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
