@@ -142,8 +142,11 @@ async def serve_pool(
             (a.set_cookie for a in rewrite_assignment if a.set_cookie != route_cookie), None
         ),
     )
-    if assigned is not None and assigned.spec.shadow is not None and parsed is not None:
-        _shadow(ctx, pr, assigned.spec.shadow)
+    model_rollout = rewrite_assignment[0] if rewrite_assignment else None
+    if model_rollout is not None and parsed is not None:
+        shadow = model_rollout.spec.shadow  # a route's Rollout copies in gateway.proxy
+        if shadow is not None and shadow.target != model_rollout.variant:
+            _shadow(ctx, pr, shadow)
     limits = settings.limits_for(model)
     streamed = parsed is not None and parsed.stream
     if parsed is not None and not streamed and limits.max_prefill_per_endpoint is not None:

@@ -35,6 +35,7 @@ from routing.rewrite import (
     redirect_location,
     rewrite_path,
 )
+from routing.rolloutconfig import Shadow
 from routing.splits import choose_weighted
 from routing.table import CompiledRule, FilterSet, RoutingTable, WeightedBackend
 
@@ -137,16 +138,18 @@ async def _route(
     if is_websocket_upgrade(request):
         return await proxy_websocket(ctx, request, plan, chosen.target.ready_endpoints)
     mirrors = filters.mirrors + chosen.filters.mirrors
+    shadow = _route_shadow(assigned, rule)
     is_pool = isinstance(chosen.target, PoolTarget)
-    buffer = is_pool or bool(mirrors) or (rule.retry is not None and rule.retry.attempts > 0)
+    retried = rule.retry is not None and rule.retry.attempts > 0
+    # a copy needs the whole body: buffered, not streamed through
+    buffer = is_pool or bool(mirrors) or shadow is not None or retried
     body = await _body(ctx, request, buffer=buffer)
+    copied = body if isinstance(body, bytes) else None
     if mirrors:
-        send_mirrors(ctx, mirrors, plan, body if isinstance(body, bytes) else None)
-    if assigned is not None and assigned.spec.shadow is not None:
-        shadow = assigned.spec.shadow
-        if shadow.target in rule.backend_names:
-            shadow_target = rule.backends[rule.backend_names.index(shadow.target)].target
-            send_shadow(ctx, shadow_target, plan, body if isinstance(body, bytes) else None, shadow)
+        send_mirrors(ctx, mirrors, plan, copied)
+    if shadow is not None:
+        target = rule.backends[rule.backend_names.index(shadow.target)].target
+        send_shadow(ctx, target, plan, copied, shadow)
     hook = _response_hook(
         filters, chosen.filters, origin, record.variant, assigned.set_cookie if assigned else None
     )
@@ -179,6 +182,18 @@ async def _route(
         raise
     _observe(assigned, response.status)
     return response
+
+
+def _route_shadow(assigned: Assignment | None, rule: CompiledRule) -> Shadow | None:
+    """The shadow copy a route's Rollout asks for, if this request gets one: only requests
+    the baseline serves are copied (the candidate already serves its own). A model rewrite's
+    Rollout copies inside the pool instead (``gateway.inference``)."""
+    if assigned is None or assigned.spec.shadow is None:
+        return None
+    shadow = assigned.spec.shadow
+    if shadow.target == assigned.variant or shadow.target not in rule.backend_names:
+        return None
+    return shadow
 
 
 def _assign(

@@ -12,7 +12,14 @@ import httpx
 import pytest
 from aiohttp import web
 
-from tests.component.harness import backend, free_port, gateway_on, gateway_yaml, service_yaml
+from tests.component.harness import (
+    backend,
+    free_port,
+    gateway_on,
+    gateway_yaml,
+    service_yaml,
+    until,
+)
 
 ROUTE = """
 ---
@@ -325,3 +332,133 @@ async def test_two_rollouts_on_one_request_give_one_cookie_and_agree_on_it(tmp_p
                 assert again == [model, model]
                 models.add(model)
     assert models == {"model-a", "model-b"}
+
+
+async def test_shadow_copies_carry_the_body_and_only_the_baselines_requests(tmp_path):
+    # a POST through a Service split: each copy reaches the candidate with the same body,
+    # promptly (not after the mirror timeout), and requests the candidate already serves
+    # are not copied to it again
+    port = free_port()
+    copies: list[bytes] = []
+
+    async def candidate(request: web.Request) -> web.Response:
+        body = await request.read()
+        if request.headers.get("x-user-id", "").startswith("forced"):
+            return web.Response(text="v2")  # served, not a copy
+        copies.append(body)
+        return web.Response(text="v2")
+
+    rollout = _rollout(
+        "[{weight: 0, duration: 1h}]", shadow="  shadow: {percent: 100, target: v2}\n"
+    )
+    async with (
+        backend(_named("v1")) as a,
+        backend(candidate) as b,
+        gateway_on(tmp_path, _config(port, a.port, b.port, rollout)) as gw,
+        httpx.AsyncClient() as client,
+    ):
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        bodies = [f'{{"model": "m", "messages": [], "user": "u{i}"}}'.encode() for i in range(5)]
+        for i, body in enumerate(bodies):
+            resp = await client.post(url, content=body, headers={"x-user-id": f"u{i}"})
+            assert resp.text == "v1"
+        forced = await client.post(
+            url, content=b'{"x": 1}', headers={"x-user-id": "forced", "x-sluice-variant": "v2"}
+        )
+        registry = gw.ctx.metrics.registry
+
+        def sent() -> float:
+            value = registry.get_sample_value("sluice_shadow_requests_total", {"result": "sent"})
+            return value or 0.0
+
+        await until(lambda: sent() == 5.0)
+    assert forced.text == "v2"
+    assert sorted(copies) == sorted(bodies)  # one copy of each baseline request, body intact
+    assert sum(1 for r in b.seen if r.headers.get("x-user-id") == "forced") == 1  # no copy
+
+
+POOL_SLICE = """
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {app}-slice, namespace: default, labels: {{app: {app}}}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}, protocol: TCP}}]
+endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]
+"""
+
+
+async def test_a_route_rollout_between_pools_sends_one_shadow_copy_to_the_candidate(tmp_path):
+    port = free_port()
+
+    async def answer(request: web.Request) -> web.Response:
+        if request.method != "POST":
+            return web.Response(status=404)  # no /metrics: signals unknown, FailOpen
+        return web.json_response({"model": (await request.json())["model"], "choices": []})
+
+    rollout = _rollout(
+        "[{weight: 0, duration: 1h}]", shadow="  shadow: {percent: 100, target: v2}\n"
+    )
+    async with (
+        backend(answer) as a,
+        backend(answer) as b,
+        gateway_on(
+            tmp_path,
+            gateway_yaml(
+                port,
+                TWO_POOLS + rollout,
+                POOL_SLICE.format(app="v1", port=a.port) + POOL_SLICE.format(app="v2", port=b.port),
+            ),
+        ) as gw,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        url = f"http://127.0.0.1:{port}/v1/completions"
+        for i in range(6):
+            body = {"model": "m", "prompt": "hi", "max_tokens": 2}
+            resp = await client.post(url, json=body, headers={"x-user-id": f"u{i}"})
+            assert resp.status_code == 200, resp.text
+        registry = gw.ctx.metrics.registry
+        await until(
+            lambda: (
+                registry.get_sample_value("sluice_shadow_requests_total", {"result": "sent"}) == 6.0
+            )
+        )
+    baseline = [r for r in a.seen if r.method == "POST"]
+    candidate = [r for r in b.seen if r.method == "POST"]
+    assert len(baseline) == 6  # the client's requests only: no copy back to the baseline
+    assert len(candidate) == 6  # one copy of each
+
+
+async def test_a_model_rollout_copies_with_the_candidate_model_inside_the_pool(tmp_path):
+    port = free_port()
+    models: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        if request.method != "POST":
+            return web.Response(status=404)  # no /metrics or model list: FailOpen
+        model = (await request.json())["model"]
+        models.append(model)
+        return web.json_response({"model": model, "choices": []})
+
+    split = MODEL_SPLIT.replace("[{weight: 50, duration: 1h}]", "[{weight: 0, duration: 1h}]")
+    split += "  shadow: {percent: 100, target: model-b}\n"
+    async with (
+        backend(answer) as a,
+        gateway_on(
+            tmp_path,
+            gateway_yaml(port, TWO_POOLS + split, POOL_SLICE.format(app="v1", port=a.port)),
+        ) as gw,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        url = f"http://127.0.0.1:{port}/v1/completions"
+        for _ in range(4):
+            body = {"model": "chat", "prompt": "hi", "max_tokens": 2}
+            resp = await client.post(url, json=body)
+            assert resp.json()["model"] == "model-a"
+        registry = gw.ctx.metrics.registry
+        await until(
+            lambda: (
+                registry.get_sample_value("sluice_shadow_requests_total", {"result": "sent"}) == 4.0
+            )
+        )
+    assert sorted(models) == ["model-a"] * 4 + ["model-b"] * 4
