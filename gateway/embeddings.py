@@ -262,7 +262,7 @@ class EmbeddingBatcher:
                 counts=[c.item.inputs for c in callers],
                 weights=[c.item.tokens for c in callers],
             )
-        except ValueError as exc:  # MalformedEmbeddingsError, or not JSON at all
+        except (ValueError, RecursionError) as exc:  # MalformedEmbeddingsError, or not JSON
             message = f"{endpoint.key}: unusable embeddings answer: {exc}"
             code = "upstream_malformed_response"
             if not isinstance(exc, MalformedEmbeddingsError):
@@ -310,7 +310,7 @@ def _error_for(exc: SluiceError) -> EmbeddingResult:
 def _upstream_error(status: int, raw: bytes) -> dict[str, object]:
     try:
         payload = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         payload = None
     if isinstance(payload, dict):
         return payload

@@ -22,12 +22,14 @@ from gateway.inference import VARIANT_HEADER, serve_pool
 from gateway.metrics import code_class
 from gateway.mirror import send_mirrors, send_shadow
 from gateway.rollouts import Assignment, client_uses_https, sticky_token
+from gateway.usage import StreamTap
 from gateway.websocket import is_websocket_upgrade, proxy_websocket
 from routing import model as m
 from routing.backends import InvalidTarget, PoolTarget
 from routing.errors import InvalidBackendError, SluiceError
 from routing.hostnames import host_of
 from routing.matching import RequestFacts, match_request
+from routing.openai import model_of
 from routing.rewrite import (
     apply_header_modifier,
     cors_preflight,
@@ -122,12 +124,15 @@ async def _route(
     chosen: WeightedBackend | None
     if assigned is not None:
         chosen = rule.backends[rule.backend_names.index(assigned.variant)]
-        record.variant = assigned.variant
     else:
         chosen = choose_weighted(rule.backends, rule.cumulative, ctx.rng)
     if chosen is None:
         raise InvalidBackendError("the matched rule has no backend with a weight above 0")
     record.backend = chosen.target.name
+    if assigned is not None:
+        record.variant = assigned.variant
+    elif sum(1 for b in rule.backends if b.weight > 0) > 1:  # a split: name its variant
+        record.variant = rule.backend_names[rule.backends.index(chosen)]
     if isinstance(chosen.target, InvalidTarget):
         raise InvalidBackendError(f"backend {chosen.target.name}: {chosen.target.reason}")
     if chosen.filters.unsupported:
@@ -141,8 +146,9 @@ async def _route(
     shadow = _route_shadow(assigned, rule)
     is_pool = isinstance(chosen.target, PoolTarget)
     retried = rule.retry is not None and rule.retry.attempts > 0
-    # a copy needs the whole body: buffered, not streamed through
-    buffer = is_pool or bool(mirrors) or shadow is not None or retried
+    # a copy needs the whole body, and a split variant's metrics its model: buffered, not
+    # streamed through
+    buffer = is_pool or bool(mirrors) or shadow is not None or retried or bool(record.variant)
     body = await _body(ctx, request, buffer=buffer)
     copied = body if isinstance(body, bytes) else None
     if mirrors:
@@ -165,6 +171,7 @@ async def _route(
             on_response=hook,
             assigned=assigned,
         )
+    tap = _variant_tap(ctx, record.variant, copied, assigned)
     try:
         response = await forward(
             ctx,
@@ -176,12 +183,32 @@ async def _route(
             retry=rule.retry,
             on_response=hook,
             route=rule.route,
+            tap=tap,
         )
     except SluiceError as exc:
-        _observe(assigned, response_for(exc).status)
+        if tap is not None:
+            tap.finish(response_for(exc).status)
+        else:
+            _observe(assigned, response_for(exc).status)
         raise
-    _observe(assigned, response.status)
+    if tap is None:  # a tap reports the outcome itself when the response ends
+        _observe(assigned, response.status)
     return response
+
+
+def _variant_tap(
+    ctx: ProxyContext, variant: str, body: bytes | None, assigned: Assignment | None
+) -> StreamTap | None:
+    """For an OpenAI request (a JSON body naming a ``model``) to one variant of a split
+    between Services: a tap recording the per-variant metrics, and the TTFT and TPOT that a
+    Rollout's analysis compares, as for pools. Anything else: None (status only)."""
+    if not variant or not body:
+        return None
+    model = model_of(body)
+    if model is None:
+        return None
+    rollout = assigned.rollout if assigned is not None else None
+    return StreamTap(ctx.metrics, model=model, target=model, variant=variant, rollout=rollout)
 
 
 def _route_shadow(assigned: Assignment | None, rule: CompiledRule) -> Shadow | None:

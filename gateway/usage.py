@@ -115,7 +115,7 @@ class StreamTap:
         if b'"usage"' in data:
             try:
                 usage = json.loads(data).get("usage") or {}
-            except ValueError:
+            except (ValueError, RecursionError):
                 usage = {}
             if usage:
                 self.usage.prompt_tokens = usage.get("prompt_tokens")
@@ -137,7 +137,7 @@ class StreamTap:
                 counts = json.loads(b"".join(self._body)).get("usage") or {}
                 usage.prompt_tokens = counts.get("prompt_tokens")
                 usage.output_tokens = int(counts.get("completion_tokens") or 0)
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 pass
         if not self._sse:
             usage.ttft_s = None  # a non-streamed answer has no first-token time

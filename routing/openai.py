@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-__all__ = ["BodyError", "OpenAIRequest", "parse_body", "with_model"]
+__all__ = ["BodyError", "OpenAIRequest", "model_of", "parse_body", "with_model"]
 
 CHARS_PER_TOKEN = 4
 DEFAULT_MAX_TOKENS = 256
@@ -39,11 +39,24 @@ class OpenAIRequest:
         return max(1, sum(map(len, self.prompt_parts)) // CHARS_PER_TOKEN)
 
 
+def model_of(body: bytes) -> str | None:
+    """The ``model`` an OpenAI request body names; None for anything else (not JSON, not an
+    object, no string ``model``). Never raises: for bodies passed through, not judged."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    model = doc.get("model") if isinstance(doc, dict) else None
+    return model if isinstance(model, str) else None
+
+
 def parse_body(body: bytes) -> OpenAIRequest:
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BodyError(f"the body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # arrays or objects nested deeper than the parser goes
+        raise BodyError("the body's JSON is nested too deeply") from exc
     if not isinstance(doc, dict):
         raise BodyError("the body must be a JSON object")
     model = doc.get("model")

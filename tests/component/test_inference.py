@@ -106,10 +106,16 @@ async def test_unknown_model_is_404_and_models_lists_adapters(tmp_path):
         bad_json = await client.post(
             f"http://127.0.0.1:{port}/v1/chat/completions", content=b"{not json"
         )
+        deep = b"[" * 100_000 + b"]" * 100_000  # deeper than the JSON parser goes
+        too_deep = await client.post(f"http://127.0.0.1:{port}/v1/chat/completions", content=deep)
+        after = await client.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=_chat("hi"))
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "model_not_found"
     assert {m["id"] for m in models.json()["data"]} == {MODEL, "sql-lora"}
     assert bad_json.status_code == 400
+    assert too_deep.status_code == 400
+    assert "nested too deeply" in too_deep.json()["error"]["message"]
+    assert after.status_code == 200
 
 
 async def test_epp_selection_header_is_honoured(tmp_path):

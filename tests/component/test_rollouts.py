@@ -371,7 +371,7 @@ async def test_shadow_copies_carry_the_body_and_only_the_baselines_requests(tmp_
             value = registry.get_sample_value("sluice_shadow_requests_total", {"result": "sent"})
             return value or 0.0
 
-        await until(lambda: sent() == 5.0)
+        await until(lambda: sent() == 5.0, timeout_s=20)
     assert forced.text == "v2"
     assert sorted(copies) == sorted(bodies)  # one copy of each baseline request, body intact
     assert sum(1 for r in b.seen if r.headers.get("x-user-id") == "forced") == 1  # no copy
@@ -421,7 +421,8 @@ async def test_a_route_rollout_between_pools_sends_one_shadow_copy_to_the_candid
         await until(
             lambda: (
                 registry.get_sample_value("sluice_shadow_requests_total", {"result": "sent"}) == 6.0
-            )
+            ),
+            timeout_s=20,
         )
     baseline = [r for r in a.seen if r.method == "POST"]
     candidate = [r for r in b.seen if r.method == "POST"]
@@ -459,6 +460,101 @@ async def test_a_model_rollout_copies_with_the_candidate_model_inside_the_pool(t
         await until(
             lambda: (
                 registry.get_sample_value("sluice_shadow_requests_total", {"result": "sent"}) == 4.0
-            )
+            ),
+            timeout_s=20,
         )
     assert sorted(models) == ["model-a"] * 4 + ["model-b"] * 4
+
+
+async def test_a_split_between_services_names_the_variant_and_records_its_metrics(tmp_path):
+    # a plain weighted split (no Rollout) of streamed OpenAI requests between two Services:
+    # every answer names its variant, and TTFT / TPOT / end-to-end are recorded per variant
+    port = free_port()
+
+    def streaming(name: str):
+        async def handler(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            for token in ("a", "b", "c"):
+                chunk = f'data: {{"model": "{name}", "choices": [{{"text": "{token}"}}]}}\n\n'
+                await resp.write(chunk.encode())
+            await resp.write(b"data: [DONE]\n\n")
+            return resp
+
+        return handler
+
+    split = ROUTE.replace("weight: 100}", "weight: 50}").replace("weight: 0}", "weight: 50}")
+    async with backend(streaming("v1")) as a, backend(streaming("v2")) as b:
+        services = service_yaml("v1", [a.port]) + service_yaml("v2", [b.port])
+        async with (
+            gateway_on(tmp_path, gateway_yaml(port, split, services)) as gw,
+            httpx.AsyncClient() as client,
+        ):
+            url = f"http://127.0.0.1:{port}/v1/completions"
+            body = {"model": "llama", "prompt": "hi", "stream": True}
+            variants = [
+                (await client.post(url, json=body)).headers["x-sluice-variant"] for _ in range(40)
+            ]
+            plain = await client.get(f"http://127.0.0.1:{port}/health")
+            registry = gw.ctx.metrics.registry
+            counts = {
+                v: registry.get_sample_value(
+                    "sluice_time_to_first_token_seconds_count", {"model": "llama", "variant": v}
+                )
+                for v in ("v1", "v2")
+            }
+            tpot = registry.get_sample_value(
+                "sluice_time_per_output_token_seconds_count", {"model": "llama", "variant": "v1"}
+            )
+    assert set(variants) == {"v1", "v2"}
+    assert counts == {v: float(variants.count(v)) for v in ("v1", "v2")}
+    assert tpot == float(variants.count("v1"))
+    assert plain.headers["x-sluice-variant"] in {"v1", "v2"}  # not an OpenAI request: no metrics
+
+
+async def test_a_service_rollout_analyses_ttft(tmp_path):
+    # the Rollout's analysis compares TTFT for Service variants too: a slow candidate is
+    # rolled back on TTFT alone (no errors)
+    port = free_port()
+
+    def streaming(delay: asyncio.Event | None):
+        async def handler(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            if delay is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.2):  # the candidate's first token is late
+                        await delay.wait()
+            await resp.write(b'data: {"choices": [{"text": "a"}]}\n\ndata: [DONE]\n\n')
+            return resp
+
+        return handler
+
+    rollout = _rollout(
+        "[{weight: 50, duration: 1h}, {weight: 100, duration: 0s}]",
+        analysis="  analysis: {interval: 1s, minSamples: 10, maxTTFTp95Ratio: 2.0}\n",
+    )
+    never = asyncio.Event()
+    async with (
+        backend(streaming(None)) as a,
+        backend(streaming(never)) as b,
+        gateway_on(tmp_path, _config(port, a.port, b.port, rollout)) as gw,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        url = f"http://127.0.0.1:{port}/v1/completions"
+        body = {"model": "llama", "prompt": "hi", "stream": True}
+        live = gw.ctx.rollouts.live["default/v2-rollout"]
+        batch = 0
+        async with asyncio.timeout(30):
+            while live.status.phase != "RolledBack":
+                answers = await asyncio.gather(
+                    *(
+                        client.post(url, json=body, headers={"x-user-id": f"u{batch}-{i}"})
+                        for i in range(30)
+                    )
+                )
+                assert {r.status_code for r in answers} == {200}
+                batch += 1
+                gw.ctx.rollouts.tick()
+        message = live.status.message
+    assert "TTFT" in message, message
