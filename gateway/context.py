@@ -30,11 +30,16 @@ class Limits:
     """Overload- and abuse-relevant defaults; docs/limits.md lists each one."""
 
     max_body_bytes: int = 16 * 1024 * 1024
+    # request bodies held in memory at once, across every connection (a body is held when
+    # it may be sent twice or must be read: pools, mirrors, shadows, retries, splits)
+    max_buffered_body_bytes: int = 256 * 1024 * 1024
     max_request_line_bytes: int = 8190
     max_header_field_bytes: int = 8190
     max_headers: int = 100
+    max_header_bytes: int = 64 * 1024  # a request head's header lines in all (Envoy: 60 KiB)
     header_read_timeout_s: float = 10.0
-    body_read_timeout_s: float = 30.0
+    body_read_timeout_s: float = 30.0  # between two reads of a body
+    body_total_timeout_s: float = 120.0  # for a whole body (a trickle cannot hold it open)
     keepalive_timeout_s: float = 60.0
     upstream_connect_timeout_s: float = 5.0
     mirror_max_in_flight: int = 64
@@ -67,6 +72,7 @@ class ProxyContext:
     # the gateway's own count of requests in flight per endpoint key ("host:port")
     in_flight: dict[str, int] = field(default_factory=dict)
     mirrors_in_flight: int = 0
+    buffered_body_bytes: int = 0  # request bodies held in memory now (max_buffered_body_bytes)
     shadows_in_flight: int = 0
     # fire-and-forget tasks (mirrors), referenced so they are not collected mid-flight
     background: set[asyncio.Task[Any]] = field(default_factory=set)

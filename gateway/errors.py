@@ -48,6 +48,7 @@ STATUS_TABLE: dict[type[BaseException], tuple[int, bool]] = {
 _TYPES = {
     400: "invalid_request_error",
     404: "not_found_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
     431: "invalid_request_error",

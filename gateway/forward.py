@@ -174,7 +174,11 @@ async def _stream_back(
             complete = True
             return response
         await response.prepare(request)
-        cut = await _pump(ctx, request, upstream, response, deadline, tap)
+        try:
+            cut = await _pump(ctx, request, upstream, response, deadline, tap)
+        except asyncio.CancelledError:  # the client left mid-stream (its handler cancelled)
+            ctx.metrics.stream_aborts.labels("client_disconnect").inc()
+            raise
         complete = cut is None
         if complete:
             await response.write_eof()

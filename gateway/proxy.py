@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import MultiDict
 
-from gateway.context import ProxyContext
+from gateway.context import Limits, ProxyContext
 from gateway.errors import RequestError, response_for
 from gateway.forward import Body, RequestPlan, forward
 from gateway.headers import SERVER, forwarded_request_headers
@@ -22,11 +22,12 @@ from gateway.inference import VARIANT_HEADER, serve_pool
 from gateway.metrics import code_class
 from gateway.mirror import send_mirrors, send_shadow
 from gateway.rollouts import Assignment, client_uses_https, sticky_token
-from gateway.usage import StreamTap
+from gateway.server import send_continue
+from gateway.usage import CLIENT_GONE, StreamTap
 from gateway.websocket import is_websocket_upgrade, proxy_websocket
 from routing import model as m
 from routing.backends import InvalidTarget, PoolTarget
-from routing.errors import InvalidBackendError, SluiceError
+from routing.errors import AdmissionRejectedError, InvalidBackendError, SluiceError
 from routing.hostnames import host_of
 from routing.matching import RequestFacts, match_request
 from routing.openai import model_of
@@ -53,6 +54,7 @@ class Record:
     route: str = ""
     backend: str = ""
     variant: str = ""
+    body_bytes: int = 0  # of its body held in memory (ProxyContext.buffered_body_bytes)
 
 
 def make_handler(ctx: ProxyContext, port: int) -> Handler:
@@ -63,6 +65,7 @@ def make_handler(ctx: ProxyContext, port: int) -> Handler:
         ctx.metrics.in_flight.inc()
         status = 500
         try:
+            _check_head(ctx.limits, request)
             response = await _route(ctx, port, request, record)
             status = response.status
             if not response.prepared:  # Sluice's own answer (a proxied one is sent already)
@@ -72,12 +75,26 @@ def make_handler(ctx: ProxyContext, port: int) -> Handler:
             response = response_for(exc)
             status = response.status
             return response
+        except asyncio.CancelledError:
+            status = CLIENT_GONE  # the client left: not the gateway's error
+            raise
         finally:
+            ctx.buffered_body_bytes -= record.body_bytes
             ctx.metrics.in_flight.dec()
             ctx.metrics.requests.labels(record.route, record.backend, code_class(status)).inc()
             ctx.metrics.request_duration.labels(record.route).observe(loop.time() - started)
 
     return handle
+
+
+def _check_head(limits: Limits, request: web.BaseRequest) -> None:
+    """431 for header lines larger in all than ``max_header_bytes`` (each line within its
+    own limit, but many of them): such a request is not forwarded."""
+    size = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
+    if size > limits.max_header_bytes:
+        raise RequestError(
+            431, "headers_too_large", f"the request headers exceed {limits.max_header_bytes} bytes"
+        )
 
 
 def _facts(request: web.BaseRequest) -> RequestFacts:
@@ -149,7 +166,7 @@ async def _route(
     # a copy needs the whole body, and a split variant's metrics its model: buffered, not
     # streamed through
     buffer = is_pool or bool(mirrors) or shadow is not None or retried or bool(record.variant)
-    body = await _body(ctx, request, buffer=buffer)
+    body = await _body(ctx, request, buffer=buffer, record=record)
     copied = body if isinstance(body, bytes) else None
     if mirrors:
         send_mirrors(ctx, mirrors, plan, copied)
@@ -317,27 +334,52 @@ def _redirect(
     return web.Response(status=redirect.status_code, headers={"Location": location})
 
 
-async def _body(ctx: ProxyContext, request: web.BaseRequest, *, buffer: bool) -> Body:
-    """The request body: None, all of it (when it may be sent twice), or a streaming reader."""
+async def _body(
+    ctx: ProxyContext, request: web.BaseRequest, *, buffer: bool, record: Record
+) -> Body:
+    """The request body: None, all of it (when it may be sent twice or must be read), or a
+    streaming reader. A body held in memory counts toward ``max_buffered_body_bytes`` until
+    the request ends (``record.body_bytes``); past it, 503 with Retry-After."""
     if not request.body_exists:
         return None
     limit = ctx.limits.max_body_bytes
     declared = request.content_length
     if declared is not None and declared > limit:
         raise RequestError(413, "request_too_large", f"the body exceeds {limit} bytes")
+    if buffer and declared is not None:
+        _hold(ctx, record, declared)  # refused before a byte of it is read
     if request.headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    if buffer:
-        chunks = [chunk async for chunk in _read_body(ctx, request)]
-        return b"".join(chunks)
-    return lambda: _read_body(ctx, request)
+        await send_continue(request)
+    if not buffer:
+        return lambda: _read_body(ctx, request)
+    chunks = []
+    async for chunk in _read_body(ctx, request):
+        chunks.append(chunk)
+        if declared is None:
+            _hold(ctx, record, len(chunk))
+    return b"".join(chunks)
+
+
+def _hold(ctx: ProxyContext, record: Record, size: int) -> None:
+    if ctx.buffered_body_bytes + size > ctx.limits.max_buffered_body_bytes:
+        raise AdmissionRejectedError(
+            "too many request bodies are held in memory; retry shortly",
+            reason="bodies_in_memory_full",
+            status=503,
+            retry_after_s=1.0,
+        )
+    ctx.buffered_body_bytes += size
+    record.body_bytes += size
 
 
 async def _read_body(ctx: ProxyContext, request: web.BaseRequest) -> AsyncIterator[bytes]:
     limit, total = ctx.limits.max_body_bytes, 0
+    loop = asyncio.get_running_loop()
+    whole_by = loop.time() + ctx.limits.body_total_timeout_s
     while True:
+        gap_by = loop.time() + ctx.limits.body_read_timeout_s
         try:
-            async with asyncio.timeout(ctx.limits.body_read_timeout_s):
+            async with asyncio.timeout_at(min(gap_by, whole_by)):
                 chunk = await request.content.readany()
         except TimeoutError as exc:
             raise RequestError(408, "body_timeout", "the request body arrived too slowly") from exc

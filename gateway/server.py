@@ -16,7 +16,11 @@ from aiohttp.web_protocol import RequestHandler
 from gateway.context import Limits
 from gateway.errors import error_response
 
-__all__ = ["GatewayServer"]
+__all__ = ["GatewayServer", "send_continue"]
+
+# request key: bytes of interim (1xx) answers written before the response itself
+_INTERIM_BYTES = web.RequestKey("sluice.interim_bytes", int)
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _TIMEOUT_BODY = json.dumps(
     {"error": {"code": "header_timeout", "message": "request headers arrived too slowly",
@@ -28,6 +32,16 @@ _TIMEOUT_RESPONSE = (
     + f"Content-Length: {len(_TIMEOUT_BODY)}\r\n\r\n".encode()
     + _TIMEOUT_BODY
 )
+
+
+async def send_continue(request: web.BaseRequest) -> None:
+    """``100 Continue`` for a client that asked for it (``Expect: 100-continue``) before its
+    body is read; never to an HTTP/1.0 client (RFC 9110 §15.2). An error after it is still
+    answered (``handle_error`` discounts it)."""
+    if request.version < (1, 1) or request.get(_INTERIM_BYTES):
+        return
+    request[_INTERIM_BYTES] = len(_CONTINUE)
+    await request.writer.write(_CONTINUE)
 
 
 class GatewayProtocol(RequestHandler):
@@ -77,7 +91,7 @@ class GatewayProtocol(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        if request.writer.output_size > 0:
+        if request.writer.output_size > request.get(_INTERIM_BYTES, 0):
             raise ConnectionError("response already started; cannot send an error")
         if isinstance(exc, LineTooLong):
             resp = error_response(431, "headers_too_large", str(exc.message), close=True)

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from gateway.context import Limits
+from gateway.server import GatewayServer, send_continue
 from tests.component.harness import (
     backend,
     free_port,
@@ -19,6 +20,7 @@ from tests.component.harness import (
     gateway_yaml,
     service_yaml,
     simple_route,
+    until,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -273,6 +275,153 @@ async def test_chunked_body_that_stalls_mid_stream_is_408_not_503(tmp_path):
             head = await reader.readuntil(b"\r\n\r\n")
         writer.close()
     assert head.startswith(b"HTTP/1.1 408"), head
+
+
+async def test_many_header_lines_over_the_total_are_431_and_not_forwarded(tmp_path):
+    # each line is within its own limit (8 KiB) and the count within 100: the total is not
+    async with _to_length_backend(tmp_path, Limits(max_header_bytes=16 * 1024)) as port:
+        async with httpx.AsyncClient() as client:
+            many = {f"X-Pad-{i}": "p" * 1000 for i in range(20)}  # ~20 KiB
+            refused = await client.get(f"http://127.0.0.1:{port}/up", headers=many)
+            fine = await client.get(f"http://127.0.0.1:{port}/up", headers={"X-Pad": "p" * 1000})
+    assert refused.status_code == 431
+    assert refused.json()["error"]["code"] == "headers_too_large"
+    assert fine.json() == {"len": 0}
+
+
+async def test_bodies_held_in_memory_are_bounded_across_requests(tmp_path):
+    # two mirrored requests (their bodies are held) whose bodies fit one at a time, not both:
+    # the second is refused with 503 and Retry-After while the first is held, and served once
+    # the first has finished
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        body = await request.read()
+        if request.headers.get("x-hold"):
+            await release.wait()
+        return web.json_response({"len": len(body)})
+
+    port = free_port()
+    mirror = """    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: svc, port: 80}, percent: 0}
+"""
+    limits = Limits(max_buffered_body_bytes=150_000)
+    async with (
+        backend(slow) as be,
+        gateway_on(
+            tmp_path,
+            gateway_yaml(port, simple_route(extra_rule=mirror), service_yaml("svc", [be.port])),
+            limits=limits,
+        ) as gw,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        url = f"http://127.0.0.1:{port}/up"
+        held = asyncio.create_task(
+            client.post(url, content=b"a" * 100_000, headers={"x-hold": "1"})
+        )
+        async with asyncio.timeout(10):
+            await be.arrived.wait()
+        refused = await client.post(url, content=b"b" * 100_000)
+        in_memory = gw.ctx.buffered_body_bytes
+        release.set()
+        first = await held
+        after = await client.post(url, content=b"c" * 100_000)
+        settled = gw.ctx.buffered_body_bytes
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "bodies_in_memory_full"
+    assert refused.headers["Retry-After"] == "1"
+    assert in_memory == 100_000
+    assert first.json() == {"len": 100_000}
+    assert after.json() == {"len": 100_000}
+    assert settled == 0
+
+
+async def test_a_body_trickling_in_is_408_at_the_whole_body_deadline(tmp_path):
+    # every gap is well within the read timeout; the whole body is not within its deadline
+    limits = Limits(body_read_timeout_s=5.0, body_total_timeout_s=0.5)
+    async with _to_length_backend(tmp_path, limits) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        head = b""
+        async with asyncio.timeout(10):
+            for _ in range(100):  # one byte per 0.1 s: done (with 408) long before these end
+                writer.write(b"x")
+                await writer.drain()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.1):
+                        head = await reader.readuntil(b"\r\n\r\n")
+                if head:
+                    break
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 408"), head
+
+
+async def test_an_error_after_100_continue_is_still_answered(tmp_path):
+    # the interim 100 does not count as the response having started
+    async def boom(request: web.BaseRequest) -> web.StreamResponse:
+        await send_continue(request)
+        raise RuntimeError("a bug after the interim answer")
+
+    server = GatewayServer(boom, limits=Limits())
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(server, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        replies = []
+        for version in (b"1.1", b"1.0"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"POST / HTTP/" + version + b"\r\nHost: x\r\nExpect: 100-continue\r\n"
+                b"Content-Length: 2\r\n\r\n{}"
+            )
+            async with asyncio.timeout(5):
+                replies.append(await reader.read())
+            writer.close()
+    finally:
+        listener.close()
+        await server.shutdown(1.0)
+    http11, http10 = replies
+    assert http11.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 500"), http11
+    assert b'"internal_error"' in http11
+    assert http10.startswith(b"HTTP/1.0 500") or http10.startswith(b"HTTP/1.1 500"), http10
+
+
+async def test_a_client_that_leaves_mid_stream_is_not_a_gateway_error(tmp_path):
+    started = asyncio.Event()
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b"data: first\n\n")
+        started.set()
+        await asyncio.Event().wait()  # never finishes: the client leaves first
+        return resp
+
+    port = free_port()
+    async with (
+        backend(stream) as be,
+        gateway_on(
+            tmp_path, gateway_yaml(port, simple_route(), service_yaml("svc", [be.port]))
+        ) as gw,
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /s HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(5):
+            await reader.readuntil(b"data: first")
+        writer.close()
+        registry = gw.ctx.metrics.registry
+
+        def counted(code: str) -> float:
+            labels = {"route": "default/route", "backend": "default/svc:80", "code": code}
+            return registry.get_sample_value("sluice_requests_total", labels) or 0.0
+
+        await until(lambda: counted("4xx") == 1.0, timeout_s=10)
+        aborts = registry.get_sample_value(
+            "sluice_stream_aborts_total", {"reason": "client_disconnect"}
+        )
+    assert counted("5xx") == 0.0
+    assert aborts == 1.0
 
 
 async def test_the_server_header_names_no_library_or_version(tmp_path):
