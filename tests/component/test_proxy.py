@@ -279,11 +279,11 @@ async def test_chunked_body_that_stalls_mid_stream_is_408_not_503(tmp_path):
 
 async def test_many_header_lines_over_the_total_are_431_and_not_forwarded(tmp_path):
     # each line is within its own limit (8 KiB) and the count within 100: the total is not
-    async with _to_length_backend(tmp_path, Limits(max_header_bytes=16 * 1024)) as port:
-        async with httpx.AsyncClient() as client:
-            many = {f"X-Pad-{i}": "p" * 1000 for i in range(20)}  # ~20 KiB
-            refused = await client.get(f"http://127.0.0.1:{port}/up", headers=many)
-            fine = await client.get(f"http://127.0.0.1:{port}/up", headers={"X-Pad": "p" * 1000})
+    limits = Limits(max_header_bytes=16 * 1024)
+    async with _to_length_backend(tmp_path, limits) as port, httpx.AsyncClient() as client:
+        many = {f"X-Pad-{i}": "p" * 1000 for i in range(20)}  # ~20 KiB
+        refused = await client.get(f"http://127.0.0.1:{port}/up", headers=many)
+        fine = await client.get(f"http://127.0.0.1:{port}/up", headers={"X-Pad": "p" * 1000})
     assert refused.status_code == 431
     assert refused.json()["error"]["code"] == "headers_too_large"
     assert fine.json() == {"len": 0}
@@ -384,7 +384,7 @@ async def test_an_error_after_100_continue_is_still_answered(tmp_path):
     http11, http10 = replies
     assert http11.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 500"), http11
     assert b'"internal_error"' in http11
-    assert http10.startswith(b"HTTP/1.0 500") or http10.startswith(b"HTTP/1.1 500"), http10
+    assert http10.startswith((b"HTTP/1.0 500", b"HTTP/1.1 500")), http10  # no 100 first
 
 
 async def test_a_client_that_leaves_mid_stream_is_not_a_gateway_error(tmp_path):
