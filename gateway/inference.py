@@ -384,7 +384,10 @@ def _tenant(request: web.BaseRequest, header: str) -> str:
         return value
     auth = request.headers.get("Authorization", "")
     if auth:
-        return "key:" + hashlib.blake2b(auth.encode(), digest_size=8).hexdigest()
+        return (
+            "key:"
+            + hashlib.blake2b(auth.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+        )
     return "default"
 
 

@@ -42,10 +42,16 @@ CLIENT_GONE = 499  # nginx's code: the client closed the connection; not the var
 
 def bounded(metrics: Metrics, model: str) -> str:
     """The model as a label value: the first MAX_MODEL_LABELS distinct names are kept, any
-    further one is "other" (clients choose the ``model`` field; label sets must stay bounded)."""
+    further one is "other" (clients choose the ``model`` field; label sets must stay bounded).
+    A name that is not valid Unicode text (a lone surrogate, from a JSON escape or a header's
+    undecodable bytes) is kept with U+FFFD in their place: /metrics must stay encodable."""
     seen = metrics.model_labels
     if model in seen:
         return model
+    if not model.isascii():
+        model = model.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        if model in seen:
+            return model
     if len(seen) < MAX_MODEL_LABELS:
         seen.add(model)
         return model

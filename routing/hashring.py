@@ -14,7 +14,11 @@ DEFAULT_VNODES = 40
 
 
 def stable_hash(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+    """A hash of ``text`` that is the same in every process. Header values carry any bytes
+    (undecodable ones as lone surrogates, as aiohttp reads them): those are hashed too."""
+    return int.from_bytes(
+        hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big"
+    )
 
 
 MEMO_SESSIONS = 8192  # sessions whose endpoint a ring remembers (a session's requests repeat)

@@ -75,7 +75,9 @@ def assign(
     best_score = math.inf
     for name, weight in variants:
         if weight > 0 and name not in drained:
-            digest = blake2b((prefix + name).encode(), digest_size=8).digest()
+            digest = blake2b(
+                (prefix + name).encode("utf-8", "surrogatepass"), digest_size=8
+            ).digest()
             # the top 53 bits, centred in their interval: u lies strictly inside (0, 1)
             u = ((int.from_bytes(digest, "big") >> 11) + 0.5) * _UNIT
             score = -log(u) / weight
@@ -103,7 +105,9 @@ def key_from(
     if spec.api_key:
         token = _bearer_token(headers.get("authorization", ""))
         if token:
-            digest = blake2b(token.encode(), digest_size=16, person=_API_KEY_PERSON)
+            digest = blake2b(
+                token.encode("utf-8", "surrogatepass"), digest_size=16, person=_API_KEY_PERSON
+            )
             return "k:" + digest.hexdigest()
     return None
 

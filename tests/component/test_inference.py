@@ -9,7 +9,14 @@ import httpx
 import pytest
 
 from loadtests.fleet import Engine, Fleet, FleetSpec, ReplicaSpec
-from tests.component.harness import free_port, gateway_on, gauge, pool_yaml, wait_scraped
+from tests.component.harness import (
+    free_port,
+    gateway_on,
+    gauge,
+    pool_yaml,
+    raw_post,
+    wait_scraped,
+)
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 SERVED = "x-gateway-destination-endpoint-served"
@@ -316,3 +323,39 @@ async def test_model_rewrite_reaches_the_server_and_models_lists_it(tmp_path):
     assert resp.status_code == 200
     assert [r.model for r in fleet.replicas[0].requests] == ["sql-lora"]
     assert "sql" in {m["id"] for m in models.json()["data"]}
+
+
+async def _raw(port: int, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    async with asyncio.timeout(10):
+        head = await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+    return head
+
+
+async def test_undecodable_header_bytes_and_odd_model_names_are_not_errors(tmp_path):
+    # an API key or session id with bytes that are not UTF-8 is hashed as those bytes, and a
+    # model name that is not valid text (a lone surrogate from a JSON escape) answers 404 as
+    # any unknown model does; /metrics stays readable throughout
+    port = free_port()
+    async with (
+        _fleet(2) as fleet,
+        gateway_on(tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}))) as gw,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        await wait_scraped(gw, 2)
+        good = raw_post("/v1/chat/completions", _chat("hi"))
+        head, _, body = good.partition(b"\r\n\r\n")
+        heads = [
+            await _raw(port, head + b"\r\nAuthorization: Bearer \xff\xfe\r\n\r\n" + body),
+            await _raw(port, head + b"\r\nX-Session-Id: \xff\r\n\r\n" + body),
+        ]
+        odd = await client.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            content=b'{"model": "\\udcff", "messages": []}',
+        )
+        metrics = await client.get(f"http://127.0.0.1:{gw.admin_port}/metrics")
+    assert [h.split(b"\r\n", 1)[0] for h in heads] == [b"HTTP/1.1 200 OK"] * 2
+    assert odd.status_code == 404
+    assert metrics.status_code == 200

@@ -496,6 +496,10 @@ async def test_a_split_between_services_names_the_variant_and_records_its_metric
                 (await client.post(url, json=body)).headers["x-sluice-variant"] for _ in range(40)
             ]
             plain = await client.get(f"http://127.0.0.1:{port}/health")
+            # a model name that is not valid text (a JSON escape of a lone surrogate) is a
+            # label too: /metrics must stay encodable
+            odd = await client.post(url, content=b'{"model": "\\udcff", "stream": true}')
+            metrics = await client.get(f"http://127.0.0.1:{gw.admin_port}/metrics")
             registry = gw.ctx.metrics.registry
             counts = {
                 v: registry.get_sample_value(
@@ -510,6 +514,9 @@ async def test_a_split_between_services_names_the_variant_and_records_its_metric
     assert counts == {v: float(variants.count(v)) for v in ("v1", "v2")}
     assert tpot == float(variants.count("v1"))
     assert plain.headers["x-sluice-variant"] in {"v1", "v2"}  # not an OpenAI request: no metrics
+    assert odd.status_code == 200
+    assert metrics.status_code == 200
+    assert 'model="\ufffd' in metrics.text
 
 
 async def test_a_service_rollout_analyses_ttft(tmp_path):

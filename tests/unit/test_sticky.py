@@ -178,3 +178,11 @@ def test_sources_are_tagged_so_equal_values_do_not_collide():
     by_header = key_from({"x-user-id": "same"}, {}, SPEC)
     by_cookie = key_from({}, {"sluice-session": "same"}, SPEC)
     assert by_header != by_cookie
+
+
+def test_sticky_keys_from_undecodable_header_bytes_assign_a_variant():
+    spec = StickySpec(header="x-user-id", api_key=True)
+    for headers in ({"x-user-id": "\udcff\udcfe"}, {"authorization": "Bearer \udcff"}):
+        key = key_from(headers, {}, spec)
+        assert key is not None
+        assert assign(key, (("v1", 50), ("v2", 50)), salt="s") in {"v1", "v2"}
