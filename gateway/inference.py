@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
+from typing import ParamSpec, TypeVar
 
 from aiohttp import web
 
@@ -88,7 +89,7 @@ async def serve_pool(
     settings = table.pools[target.name]
     if request.method == "GET" and plan.path.rstrip("/") == "/v1/models":
         return _models_response(ctx, table, rule)
-    parsed = _parse(body, request)
+    parsed = await _parse(body, request)
     requested = request.headers.get(MODEL_REWRITE_HEADER) or (parsed.model if parsed else None)
     rewrite_assignment: list[Assignment] = []
 
@@ -115,7 +116,7 @@ async def serve_pool(
         if served and not known:
             raise ModelNotFoundError(f"The model `{requested}` does not exist.")
         if parsed is not None and choice.target != parsed.model:
-            body = with_model(parsed, choice.target)
+            body = await off_loop(len(body or b""), with_model, parsed, choice.target)
             plan.headers = [(k, v) for k, v in plan.headers if k.lower() != "content-length"]
             plan.headers.append(("Content-Length", str(len(body))))
     model = choice.target if choice else ""
@@ -146,7 +147,7 @@ async def serve_pool(
     if model_rollout is not None and parsed is not None:
         shadow = model_rollout.spec.shadow  # a route's Rollout copies in gateway.proxy
         if shadow is not None and shadow.target != model_rollout.variant:
-            _shadow(ctx, pr, shadow)
+            await _shadow(ctx, pr, shadow)
     limits = settings.limits_for(model)
     streamed = parsed is not None and parsed.stream
     if parsed is not None and not streamed and limits.max_prefill_per_endpoint is not None:
@@ -363,12 +364,12 @@ def _sluice_headers(pr: PoolRequest, response: web.StreamResponse) -> None:
     pr.on_response(response)
 
 
-def _shadow(ctx: ProxyContext, pr: PoolRequest, shadow: Shadow) -> None:
+async def _shadow(ctx: ProxyContext, pr: PoolRequest, shadow: Shadow) -> None:
     """A Rollout's shadow copy in a pool: the same request with the model set to the shadow
     target (a model rewrite target), to any ready endpoint of the pool; never waited for."""
     parsed = pr.parsed
     assert parsed is not None
-    body = with_model(parsed, shadow.target)
+    body = await off_loop(len(pr.body or b""), with_model, parsed, shadow.target)
     headers = [(k, v) for k, v in pr.plan.headers if k.lower() != "content-length"]
     headers.append(("Content-Length", str(len(body))))
     plan = RequestPlan(method=pr.plan.method, path=pr.plan.path, query=pr.plan.query,
@@ -391,13 +392,29 @@ def _tenant(request: web.BaseRequest, header: str) -> str:
     return "default"
 
 
-def _parse(body: bytes | None, request: web.BaseRequest) -> OpenAIRequest | None:
+async def _parse(body: bytes | None, request: web.BaseRequest) -> OpenAIRequest | None:
     if not body or request.method != "POST":
         return None
     try:
-        return parse_body(body)
+        return await off_loop(len(body), parse_body, body)
     except BodyError as exc:
         raise RequestError(400, "invalid_request_body", str(exc)) from exc
+
+
+OFF_LOOP_BYTES = 256 * 1024  # JSON this large is read or rewritten in a worker thread
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+async def off_loop(size: int, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """``fn(*args)``, in a worker thread when ``size`` (its JSON's bytes) is large: a
+    12 MB body of 480,000 tiny messages takes ~0.5 s to parse and as long to rewrite, which on
+    the event loop would stall every other request for that long. The thread still holds the
+    GIL, but the loop gets its turn every few milliseconds."""
+    if size > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    return fn(*args, **kwargs)
 
 
 def pick_endpoint(

@@ -18,7 +18,7 @@ from gateway.context import Limits, ProxyContext
 from gateway.errors import RequestError, response_for
 from gateway.forward import Body, RequestPlan, forward
 from gateway.headers import SERVER, forwarded_request_headers
-from gateway.inference import VARIANT_HEADER, serve_pool
+from gateway.inference import VARIANT_HEADER, off_loop, serve_pool
 from gateway.metrics import code_class
 from gateway.mirror import send_mirrors, send_shadow
 from gateway.rollouts import Assignment, client_uses_https, sticky_token
@@ -188,7 +188,7 @@ async def _route(
             on_response=hook,
             assigned=assigned,
         )
-    tap = _variant_tap(ctx, record.variant, copied, assigned)
+    tap = await _variant_tap(ctx, record.variant, copied, assigned)
     try:
         response = await forward(
             ctx,
@@ -213,7 +213,7 @@ async def _route(
     return response
 
 
-def _variant_tap(
+async def _variant_tap(
     ctx: ProxyContext, variant: str, body: bytes | None, assigned: Assignment | None
 ) -> StreamTap | None:
     """For an OpenAI request (a JSON body naming a ``model``) to one variant of a split
@@ -221,7 +221,7 @@ def _variant_tap(
     Rollout's analysis compares, as for pools. Anything else: None (status only)."""
     if not variant or not body:
         return None
-    model = model_of(body)
+    model = await off_loop(len(body), model_of, body)
     if model is None:
         return None
     rollout = assigned.rollout if assigned is not None else None

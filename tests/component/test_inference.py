@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 
 import httpx
 import pytest
 
+from gateway.inference import OFF_LOOP_BYTES
 from loadtests.fleet import Engine, Fleet, FleetSpec, ReplicaSpec
 from tests.component.harness import (
     free_port,
@@ -359,3 +361,26 @@ async def test_undecodable_header_bytes_and_odd_model_names_are_not_errors(tmp_p
     assert [h.split(b"\r\n", 1)[0] for h in heads] == [b"HTTP/1.1 200 OK"] * 2
     assert odd.status_code == 404
     assert metrics.status_code == 200
+
+
+async def test_large_bodies_are_read_and_rewritten_off_the_loop_with_the_same_answers(tmp_path):
+    # bodies past OFF_LOOP_BYTES take the worker-thread path: same answers as small ones
+    port = free_port()
+    many = [{"role": "user", "content": ""}] * 40_000  # ~1 MB of tiny messages
+    async with (
+        _fleet(2) as fleet,
+        gateway_on(tmp_path, pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}))) as gw,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        await wait_scraped(gw, 2)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        unknown = await client.post(url, json={"model": "nope", "messages": many})
+        padded = {**_chat("hi"), "metadata": {"pad": "x" * 300_000}}  # large, few tokens
+        served = await client.post(url, json=padded)
+        deep = await client.post(
+            url, content=b'{"pad": "' + b"x" * 300_000 + b'", "a": ' + b"[" * 100_000
+        )
+    assert len(json.dumps({"model": "nope", "messages": many})) > OFF_LOOP_BYTES
+    assert unknown.status_code == 404
+    assert served.status_code == 200, served.text
+    assert deep.status_code == 400
