@@ -86,8 +86,4 @@ def load_config(paths: Sequence[str]) -> LoadedConfig:
         )
     config, warnings = parse_config(read_documents(builtin_preset_files() + files))
     table = build_table(config)
-    extra = tuple(
-        ConfigIssue(file="", document=0, path="", message=w, severity="warning")
-        for w in table.warnings
-    )
-    return LoadedConfig(table=table, warnings=warnings + extra, files=files)
+    return LoadedConfig(table=table, warnings=warnings + table.issues, files=files)

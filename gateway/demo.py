@@ -1,5 +1,5 @@
 """``sluice demo``: the embedded default. Starts the simulated fleet of
-``config/examples/quickstart-fleet.yaml`` and the gateway on ``config/examples/quickstart.yaml``
+``loadtests/fleet/quickstart.yaml`` and the gateway on ``config/examples/quickstart.yaml``
 in one process, prints where to send requests, and runs until Ctrl-C."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ __all__ = ["EXAMPLES", "run_demo"]
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "config" / "examples"
 QUICKSTART = EXAMPLES / "quickstart.yaml"
-FLEET = EXAMPLES / "quickstart-fleet.yaml"
+# the fleet spec lives with the fleet: config/ holds only Kubernetes resources (sluice check)
+FLEET = Path(__file__).resolve().parent.parent / "loadtests" / "fleet" / "quickstart.yaml"
 
 
 def run_demo(*, admin: tuple[str, int]) -> int:

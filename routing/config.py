@@ -54,16 +54,18 @@ class RawDocument:
 
 def parse_config(docs: Sequence[RawDocument]) -> tuple[m.Config, tuple[ConfigIssue, ...]]:
     """The model of ``docs`` and its warnings; raises ``ConfigError`` listing every issue."""
-    objects: list[object] = []
+    kept: dict[tuple[str, str, str], tuple[int, object]] = {}  # (kind, ns, name) → the last
     issues: list[ConfigIssue] = []
     for order, doc in enumerate(docs):
         sink = IssueSink(file=doc.file, document=doc.index)
         parsed = _parse_document(doc, order, sink)
         if parsed is not None:
-            objects.append(parsed)
+            kind = doc.data.get("kind") if isinstance(doc.data, dict) else None
+            _keep_last(kept, str(kind), order, parsed, sink)
         issues.extend(sink.issues)
     if any(i.severity == "error" for i in issues):
         raise ConfigError(tuple(issues))
+    objects = [o for _, o in sorted(kept.values(), key=lambda entry: entry[0])]
     config = m.Config(
         namespaces=tuple(o for o in objects if isinstance(o, m.Namespace)),
         gateway_classes=tuple(o for o in objects if isinstance(o, m.GatewayClass)),
@@ -82,6 +84,30 @@ def parse_config(docs: Sequence[RawDocument]) -> tuple[m.Config, tuple[ConfigIss
         rollouts=tuple(o for o in objects if isinstance(o, RolloutSpec)),
     )
     return config, tuple(issues)
+
+
+def _keep_last(
+    kept: dict[tuple[str, str, str], tuple[int, object]],
+    kind: str,
+    order: int,
+    parsed: object,
+    sink: IssueSink,
+) -> None:
+    """Two objects of one kind, namespace and name: the later document replaces the earlier,
+    as ``kubectl apply`` of both would leave it, with a warning naming both places. Presets
+    are exempt: a user's preset replaces a built-in one of its name on purpose."""
+    meta = getattr(parsed, "meta", None)
+    if not isinstance(meta, m.Meta) or isinstance(parsed, m.PresetDoc):
+        kept[(kind, "", f"\x00{order}")] = (order, parsed)  # never a duplicate
+        return
+    key = (kind, meta.namespace, meta.name)
+    earlier = kept.get(key)
+    if earlier is not None:
+        first = getattr(earlier[1], "meta", meta)
+        where = f"{first.source} document {first.document}"
+        name = meta.key if meta.namespace else meta.name
+        sink.warn("metadata.name", f"{kind} {name} is also defined in {where}: this one is used")
+    kept[key] = (order, parsed)
 
 
 def _parse_document(doc: RawDocument, order: int, sink: IssueSink) -> object | None:

@@ -15,6 +15,7 @@ from typing import assert_never
 
 from routing import model as m
 from routing.backends import InvalidTarget, PoolTarget, Resolver, Target
+from routing.errors import ConfigIssue
 from routing.hostnames import intersect_hostnames, specificity
 from routing.pools import PoolSettings, build_pool_settings, presets_by_engine
 from routing.presets import Preset
@@ -125,12 +126,17 @@ class PortTable:
 class RoutingTable:
     ports: Mapping[int, PortTable]
     config: m.Config
-    warnings: tuple[str, ...] = ()
+    # what builds but will not act as written, each with the file and document it came from
+    issues: tuple[ConfigIssue, ...] = ()
     rules: tuple[CompiledRule, ...] = field(default=())
     pools: Mapping[str, PoolSettings] = field(default_factory=dict)
     presets: Mapping[str, Preset] = field(default_factory=dict)
     # Rollouts by what they drive: (route key, rule index) or (rewrite key, rule index)
     rollouts: Mapping[tuple[str, int], RolloutSpec] = field(default_factory=dict)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return tuple(issue.message for issue in self.issues)
 
     def pool_targets(self) -> tuple[PoolTarget, ...]:
         """Every InferencePool some rule routes to (once each)."""
@@ -151,7 +157,7 @@ class _Attached:
 
 def build_table(config: m.Config) -> RoutingTable:
     resolver = Resolver(config)
-    warnings: list[str] = []
+    warnings: list[ConfigIssue] = []
     gateways = _served_gateways(config, warnings)
     ns_labels = {n.meta.name: n.meta.label_map() for n in config.namespaces}
     compiled = {r.meta.key: _compile_route(r, resolver) for r in config.routes}
@@ -159,7 +165,11 @@ def build_table(config: m.Config) -> RoutingTable:
     for route in config.routes:
         attached = _attach(route, gateways, ns_labels)
         if not attached and route.parent_refs:
-            warnings.append(f"HTTPRoute {route.meta.key} is not attached to any served listener")
+            warnings.append(
+                _warning(
+                    route.meta, f"HTTPRoute {route.meta.key} is not attached to any served listener"
+                )
+            )
         for (gw, listener), hostnames in attached.items():
             per_listener.setdefault((gw.meta.key, listener.name), []).append(
                 _Attached(route=route, hostnames=hostnames, rules=compiled[route.meta.key])
@@ -181,41 +191,49 @@ def build_table(config: m.Config) -> RoutingTable:
             for port, ls in ports.items()
         },
         config=config,
-        warnings=tuple(warnings),
+        issues=tuple(warnings),
         rules=tuple(rule for rules in compiled.values() for rule in rules),
         pools=build_pool_settings(config),
         presets=presets_by_engine(config.presets),
     )
 
 
-def _bind_rollouts(config: m.Config, warnings: list[str]) -> dict[tuple[str, int], RolloutSpec]:
+def _warning(meta: m.Meta, message: str) -> ConfigIssue:
+    return ConfigIssue(
+        file=meta.source, document=meta.document, path="", message=message, severity="warning"
+    )
+
+
+def _bind_rollouts(
+    config: m.Config, warnings: list[ConfigIssue]
+) -> dict[tuple[str, int], RolloutSpec]:
     """Each Rollout's rule; an unbindable one is a warning and stays inert. Two on one rule:
     the oldest wins."""
     out: dict[tuple[str, int], RolloutSpec] = {}
     for spec in sorted(config.rollouts, key=lambda r: (r.meta.creation, r.meta.key)):
         binding = bind_rollout(spec, config)
         if isinstance(binding, str):
-            warnings.append(f"Rollout {spec.meta.key}: {binding}")
+            warnings.append(_warning(spec.meta, f"Rollout {spec.meta.key}: {binding}"))
             continue
         where = (binding.key, binding.rule)
         if where in out:
-            warnings.append(
-                f"Rollout {spec.meta.key}: rule already driven by {out[where].meta.key}"
-            )
+            message = f"Rollout {spec.meta.key}: rule already driven by {out[where].meta.key}"
+            warnings.append(_warning(spec.meta, message))
             continue
         out[where] = spec
     return out
 
 
-def _served_gateways(config: m.Config, warnings: list[str]) -> list[m.Gateway]:
+def _served_gateways(config: m.Config, warnings: list[ConfigIssue]) -> list[m.Gateway]:
     classes = {c.meta.name: c for c in config.gateway_classes}
     served = []
     for gw in config.gateways:
         cls = classes.get(gw.class_name)
         if cls is not None and cls.controller_name not in ACCEPTED_CONTROLLERS:
-            warnings.append(
+            message = (
                 f"Gateway {gw.meta.key}: class {gw.class_name} belongs to {cls.controller_name}"
             )
+            warnings.append(_warning(gw.meta, message))
             continue
         served.append(gw)
     return served

@@ -367,3 +367,52 @@ def test_raw_documents_keep_their_own_file_and_index() -> None:
             ]
         )
     assert [(i.file, i.document, i.path) for i in caught.value.issues] == [("b.yaml", 5, "spec.x")]
+
+
+def _svc(name: str, port: int, namespace: str = "default") -> dict[str, object]:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"ports": [{"port": port}]}}  # fmt: skip
+
+
+def test_a_later_object_of_the_same_kind_and_name_replaces_the_earlier_with_a_warning() -> None:
+    cls = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+           "metadata": {"name": "c"},
+           "spec": {"controllerName": "sluice.dev/gateway-controller"}}  # fmt: skip
+    config, warnings = parse_config(
+        [
+            RawDocument(file="a.yaml", index=0, data=_svc("s", 80)),
+            RawDocument(file="a.yaml", index=1, data=_svc("s", 80, namespace="other")),
+            RawDocument(file="a.yaml", index=2, data=cls),
+            RawDocument(file="b.yaml", index=4, data=_svc("s", 9000)),
+            RawDocument(file="b.yaml", index=5, data=cls),
+        ]
+    )
+    by_ns = {s.meta.namespace: s for s in config.services}
+    assert len(config.services) == 2  # one per namespace: other/s is a different object
+    assert by_ns["default"].meta.source == "b.yaml"  # the later one, as kubectl apply leaves it
+    assert len(config.gateway_classes) == 1
+    assert [(w.file, w.document, w.path, w.severity) for w in warnings] == [
+        ("b.yaml", 4, "metadata.name", "warning"),
+        ("b.yaml", 5, "metadata.name", "warning"),
+    ]
+    assert warnings[0].message == (
+        "Service default/s is also defined in a.yaml document 0: this one is used"
+    )
+    assert warnings[1].message.startswith("GatewayClass c is also defined in a.yaml document 2")
+
+
+def test_table_warnings_name_the_file_and_document_of_their_object() -> None:
+    from routing.table import build_table
+
+    route = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+             "metadata": {"name": "r"}, "spec": {"parentRefs": [{"name": "nowhere"}]}}  # fmt: skip
+    config, _ = parse_config(
+        [
+            RawDocument(file="a.yaml", index=0, data=None),
+            RawDocument(file="b.yaml", index=7, data=route),
+        ]
+    )
+    issues = build_table(config).issues
+    assert [(i.file, i.document, i.severity) for i in issues] == [("b.yaml", 7, "warning")]
+    assert "HTTPRoute default/r is not attached" in issues[0].message
