@@ -55,7 +55,8 @@ from routing.model import EmbeddingBatching
 
 __all__ = ["DEFAULT_BATCH_TIMEOUT_S", "EmbeddingBatcher", "EmbeddingResult"]
 
-EmbeddingResult = tuple[int, dict[str, object]]
+# status, body, and the endpoint that answered ("" when none did: refused, or no endpoint)
+EmbeddingResult = tuple[int, dict[str, object], str]
 LaneKey = tuple[tuple[str, str], EmbeddingBatching]
 
 # The upstream call of one batch; the route's timeouts are not known here (one batch serves
@@ -255,7 +256,7 @@ class EmbeddingBatcher:
         finally:
             first.release(endpoint)
         if status != 200:
-            return [(status, _upstream_error(status, raw))] * len(callers)
+            return [(status, _upstream_error(status, raw), endpoint.key)] * len(callers)
         try:
             parts = split_response(
                 json.loads(raw),
@@ -267,8 +268,8 @@ class EmbeddingBatcher:
             code = "upstream_malformed_response"
             if not isinstance(exc, MalformedEmbeddingsError):
                 message = f"{endpoint.key}: the embeddings answer is not JSON"
-            return [_error(502, code, message)] * len(callers)
-        return [(200, part) for part in parts]
+            return [(*_error(502, code, message)[:2], endpoint.key)] * len(callers)
+        return [(200, part, endpoint.key) for part in parts]
 
     async def _post(
         self, endpoint: Endpoint, path: str, body: dict[str, object], headers: list[tuple[str, str]]
@@ -298,7 +299,7 @@ def _error(
     error: dict[str, object] = {"code": code, "message": message, "type": kind}
     if retry_after_s is not None:
         error["retry_after_s"] = max(1, math.ceil(retry_after_s))
-    return status, {"error": error}
+    return status, {"error": error}, ""
 
 
 def _error_for(exc: SluiceError) -> EmbeddingResult:

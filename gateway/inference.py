@@ -339,7 +339,7 @@ async def _embeddings(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
         ctx.in_flight[endpoint.key] -= 1
 
     document = {**parsed.document, "model": pr.model} if pr.model else dict(parsed.document)
-    status, payload = await ctx.embeddings.embed(
+    status, payload, served = await ctx.embeddings.embed(
         key=(pr.target.name, pr.model),
         settings=pr.settings.embeddings,
         document=document,
@@ -351,6 +351,8 @@ async def _embeddings(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
     response = web.Response(
         status=status, body=json.dumps(payload).encode(), content_type="application/json"
     )
+    if served:  # the endpoint that answered the batch (the Inference Extension's contract)
+        response.headers[SERVED_HEADER] = served
     _sluice_headers(pr, response)
     return response
 

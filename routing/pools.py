@@ -119,7 +119,8 @@ def build_pool_settings(config: m.Config) -> Mapping[str, PoolSettings]:
             traffic=tp.limits if tp else m.TrafficLimits(),
             model_traffic=dict(tp.model_limits) if tp else {},
             fairness_header=tp.fairness_header if tp else "x-gateway-inference-fairness-id",
-            embeddings=tp.embeddings if tp else m.EmbeddingBatching(),
+            # a TrafficPolicy's feature: without one, requests are not held to be coalesced
+            embeddings=tp.embeddings if tp else m.EmbeddingBatching(enabled=False),
             has_traffic_policy=tp is not None,
             autoscaling=_autoscaling(tp),
         )

@@ -108,6 +108,8 @@ async def test_64_single_inputs_reach_the_backend_as_at_most_4_calls(tmp_path):
         calls = _upstream_calls(fleet)
     assert [r.status_code for r in responses] == [200] * 64
     assert calls <= 4, calls
+    endpoints = {f"127.0.0.1:{r.port}" for r in fleet.replicas}
+    assert {r.headers["x-gateway-destination-endpoint-served"] for r in responses} <= endpoints
     for text, response in zip(texts, responses, strict=True):
         body = response.json()
         assert [d["index"] for d in body["data"]] == [0]
@@ -115,6 +117,26 @@ async def test_64_single_inputs_reach_the_backend_as_at_most_4_calls(tmp_path):
         assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"]
     # each batch's usage is shared out exactly, so the callers' shares add up to the fleet's
     assert sum(r.json()["usage"]["prompt_tokens"] for r in responses) == _tokens(texts)
+
+
+async def test_without_a_traffic_policy_embeddings_are_not_held_to_be_coalesced(tmp_path):
+    # batching is a TrafficPolicy feature: without one, each request is proxied on its own
+    port = free_port()
+    spec = FleetSpec(replicas=(ReplicaSpec(),), time_scale=0.05)
+    async with Fleet(spec) as fleet:
+        config = pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}))
+        async with gateway_on(tmp_path, config) as gw, httpx.AsyncClient(timeout=30) as client:
+            await wait_scraped(gw, 1)
+            url = f"http://127.0.0.1:{port}{PATH}"
+            texts = [f"text {i}" for i in range(8)]
+            responses = await asyncio.gather(
+                *(client.post(url, json={"model": MODEL, "input": t}) for t in texts)
+            )
+            calls = _upstream_calls(fleet)
+    assert [r.status_code for r in responses] == [200] * 8
+    assert calls == 8
+    assert gw.ctx.embeddings.waiting == 0
+    assert all("x-gateway-destination-endpoint-served" in r.headers for r in responses)
 
 
 async def test_list_inputs_are_split_back_in_order_with_their_own_indices(tmp_path):
@@ -306,8 +328,10 @@ async def _batcher(handler: Handler) -> AsyncIterator[tuple[EmbeddingBatcher, Ba
             await session.close()
 
 
-def _embed(batcher: EmbeddingBatcher, picks: _Picks, text: str) -> asyncio.Task[tuple[int, Any]]:
-    async def call() -> tuple[int, Any]:
+def _embed(
+    batcher: EmbeddingBatcher, picks: _Picks, text: str
+) -> asyncio.Task[tuple[int, Any, str]]:
+    async def call() -> tuple[int, Any, str]:
         return await batcher.embed(
             key=("default/pool", "m"),
             settings=SETTINGS,
@@ -378,8 +402,8 @@ async def test_unusable_answers_reach_every_caller(status, body, want_status, wa
     async with _batcher(_answer_with(status, body)) as (batcher, _be, picks):
         async with asyncio.timeout(5):
             answers = await asyncio.gather(_embed(batcher, picks, "a"), _embed(batcher, picks, "b"))
-    assert [s for s, _ in answers] == [want_status] * 2
-    assert {p["error"]["code"] for _, p in answers} == {want_code}
+    assert [s for s, _, _ in answers] == [want_status] * 2
+    assert {p["error"]["code"] for _, p, _ in answers} == {want_code}
     assert (picks.picked, picks.released) == (1, 1)
 
 
@@ -401,7 +425,7 @@ async def test_a_caller_leaving_a_batch_in_flight_does_not_cancel_it_for_the_oth
             with contextlib.suppress(asyncio.CancelledError):
                 await leaver
             gate.set()
-            status, payload = await stayer
+            status, payload, _ = await stayer
     assert status == 200
     assert payload["data"][0]["embedding"] == [2.0]
     assert not be.disconnected.is_set()
@@ -430,7 +454,7 @@ async def test_close_fails_a_batch_in_flight_with_503_and_releases_its_endpoint(
             await batcher.close()
             answers = await asyncio.gather(*callers)
             late = await _embed(batcher, picks, "c")
-    assert [s for s, _ in answers] == [503, 503]
+    assert [s for s, _, _ in answers] == [503, 503]
     assert late[0] == 503
-    assert {p["error"]["code"] for _, p in [*answers, late]} == {"shutting_down"}
+    assert {p["error"]["code"] for _, p, _ in [*answers, late]} == {"shutting_down"}
     assert (picks.picked, picks.released) == (1, 1)
