@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict
 
 from gateway.context import Limits, ProxyContext
@@ -383,6 +384,10 @@ async def _read_body(ctx: ProxyContext, request: web.BaseRequest) -> AsyncIterat
                 chunk = await request.content.readany()
         except TimeoutError as exc:
             raise RequestError(408, "body_timeout", "the request body arrived too slowly") from exc
+        except HttpProcessingError as exc:  # bad chunk framing (gateway.server fails the body)
+            raise RequestError(
+                400, "bad_request", f"malformed request body: {exc.message}"
+            ) from exc
         if not chunk:
             return
         total += len(chunk)

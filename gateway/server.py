@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.context import Limits
@@ -61,11 +61,26 @@ class GatewayProtocol(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        queued = len(self._messages)
         super().data_received(data)
+        if len(self._messages) > queued:
+            self._fail_body_on_error()
         if self._messages or self._current_request is not None:
             self._disarm()  # a whole request head arrived
         elif self._head_deadline is None:
             self._arm()  # bytes of a new request head on a kept-alive connection
+
+    def _fail_body_on_error(self) -> None:
+        """Malformed bytes in a body the parser had already started (bad chunk framing sent
+        after the head): the parser queues an error, but the request being read would wait for
+        the rest of its body until the body timeout. Its body fails now instead (400)."""
+        error = getattr(self._messages[-1][0], "exc", None)
+        if not isinstance(error, HttpProcessingError):
+            return
+        if self._current_request is not None:
+            self._current_request.content.set_exception(error)
+        elif len(self._messages) > 1:  # the request whose body it is has not started yet
+            self._messages[-2][1].set_exception(error)
 
     def _arm(self) -> None:
         self._disarm()

@@ -525,3 +525,29 @@ async def test_slow_request_head_gets_408_and_close(tmp_path):
             answer = await reader.read()
         writer.close()
     assert answer.startswith(b"HTTP/1.1 408")
+
+
+@pytest.mark.parametrize("bad", [b"zz\r\n{}\r\n0\r\n\r\n", b"2\r\n{}XX0\r\n\r\n"])
+async def test_bad_chunk_framing_after_the_head_is_400_at_once(tmp_path, bad):
+    # the request is already streaming to the backend when its malformed body arrives: it
+    # fails then, not at the body timeout (set long here: waiting for it fails the test)
+    port = free_port()
+    async with (
+        backend(_length) as be,
+        gateway_on(
+            tmp_path,
+            gateway_yaml(port, simple_route(), service_yaml("svc", [be.port])),
+            limits=Limits(body_read_timeout_s=60.0),
+        ),
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n"
+        )
+        async with asyncio.timeout(10):
+            await be.arrived.wait()  # the head was read and the request is on its way
+            writer.write(bad)
+            answer = await reader.read()  # one answer, then the connection closes
+        writer.close()
+    assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request"), answer
+    assert b"malformed request" in answer
