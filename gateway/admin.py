@@ -14,6 +14,7 @@ from gateway.context import ProxyContext
 from gateway.headers import SERVER
 from gateway.listeners import ListenerSet
 from gateway.reload import Reloader
+from gateway.rollouts import RolloutFinishedError
 from routing.table import RoutingTable
 
 __all__ = ["build_admin_app"]
@@ -72,7 +73,12 @@ async def _rollouts(request: web.Request) -> web.Response:
 async def _rollout_action(request: web.Request) -> web.Response:
     """POST /rollouts/{namespace}/{name}/{pause|resume|promote|abort}."""
     key = f"{request.match_info['namespace']}/{request.match_info['name']}"
-    status = request.app[CTX].rollouts.control(key, request.match_info["action"])
+    try:
+        status = request.app[CTX].rollouts.control(key, request.match_info["action"])
+    except RolloutFinishedError as exc:
+        return web.json_response(
+            {"error": {"code": "rollout_finished", "message": str(exc)}}, status=409
+        )
     if status is None:
         return web.json_response(
             {"error": {"code": "not_found", "message": f"no Rollout {key} or unknown action"}},

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -21,12 +22,22 @@ from routing.rolloutconfig import RolloutSpec
 from routing.sticky import StickySpec, assign, issue_cookie, key_from
 from routing.table import RoutingTable
 
-__all__ = ["Assignment", "Rollouts", "client_uses_https", "sticky_token"]
+__all__ = ["Assignment", "RolloutFinishedError", "Rollouts", "client_uses_https", "sticky_token"]
 
 log = logging.getLogger("sluice.rollout")
 TICK_S = 1.0
 _NO_STICKY = StickySpec()
 _TOKEN_KEY = web.RequestKey("sluice.sticky_token", str)  # a request's sticky token
+
+
+def _wall_clock_offset() -> float:
+    """Unix time − the loop's clock: statuses are kept on the loop's clock (monotonic, as the
+    analysis needs) and shown in Unix seconds."""
+    return time.time() - asyncio.get_running_loop().time()
+
+
+class RolloutFinishedError(Exception):
+    """An operator action on a Rollout already promoted or rolled back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,17 +138,25 @@ class Rollouts:
         return Assignment(name, rollout, spec, set_cookie) if name is not None else None
 
     def statuses(self) -> dict[str, object]:
-        return {key: r.status.to_json() for key, r in self.live.items()}
+        offset = _wall_clock_offset()
+        return {key: r.status.to_json(offset) for key, r in self.live.items()}
 
     def control(self, key: str, action: str) -> dict[str, object] | None:
+        """The Rollout's status after ``action``; None when there is no such Rollout or
+        action. RolloutFinishedError when it has already been promoted or rolled back: a
+        finished Rollout takes no more actions (pausing a paused one, or resuming one that
+        progresses, changes nothing and is no error)."""
         rollout = self.live.get(key)
         if rollout is None or action not in ("pause", "resume", "promote", "abort"):
             return None
+        phase = rollout.status.phase
+        if phase.is_terminal:
+            raise RolloutFinishedError(f"Rollout {key} is {phase}: {action} does not apply")
         now = asyncio.get_running_loop().time()
         status = getattr(rollout, action)(now)
         self._gauges()
         log.info("rollout %s: %s -> %s", key, action, status.phase)
-        result: dict[str, object] = status.to_json()
+        result: dict[str, object] = status.to_json(_wall_clock_offset())
         return result
 
     def tick(self) -> None:

@@ -217,9 +217,31 @@ class RolloutStatus:
     failures: int = 0  # failing windows counted toward the failure threshold
     failure_times: tuple[float, ...] = ()  # when each of them was judged
 
-    def to_json(self) -> dict[str, object]:
-        """A JSON-ready mapping (camelCase keys, as the admin API uses)."""
-        return _encode_fields(self)
+    def to_json(self, clock_offset: float = 0.0) -> dict[str, object]:
+        """A JSON-ready mapping (camelCase keys, as the admin API uses), every time moved by
+        ``clock_offset`` (the admin API passes wall clock − this clock: Unix seconds)."""
+        if not clock_offset:
+            return _encode_fields(self)
+
+        def moved(t: float) -> float:
+            return t + clock_offset
+
+        analysis = self.last_analysis
+        shifted = dataclasses.replace(
+            self,
+            started_at=moved(self.started_at),
+            step_started_at=moved(self.step_started_at),
+            updated_at=moved(self.updated_at),
+            paused_at=None if self.paused_at is None else moved(self.paused_at),
+            last_analysis=None
+            if analysis is None
+            else dataclasses.replace(
+                analysis, at=moved(analysis.at), window_start=moved(analysis.window_start)
+            ),
+            history=tuple((moved(t), w) for t, w in self.history),
+            failure_times=tuple(map(moved, self.failure_times)),
+        )
+        return _encode_fields(shifted)
 
 
 def judge(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -172,6 +173,34 @@ async def test_rollout_state_survives_a_reload(tmp_path):
         status = (await client.get(f"{admin}/rollouts")).json()["rollouts"]["default/v2-rollout"]
     assert status["phase"] == "Paused"
     assert status["weight"] == 20
+
+
+async def test_operator_actions_report_unix_times_and_a_finished_rollout_refuses_them(tmp_path):
+    port = free_port()
+    rollout = _rollout("[{weight: 20, duration: 1h}]")
+    async with (
+        backend(_named("v1")) as a,
+        backend(_named("v2")) as b,
+        gateway_on(tmp_path, _config(port, a.port, b.port, rollout)) as gw,
+        httpx.AsyncClient() as client,
+    ):
+        actions = f"http://127.0.0.1:{gw.admin_port}/rollouts/default/v2-rollout"
+        before = time.time()
+        paused = await client.post(f"{actions}/pause")
+        again = await client.post(f"{actions}/pause")  # already paused: nothing changes
+        promoted = await client.post(f"{actions}/promote")
+        aborted = await client.post(f"{actions}/abort")
+        after = time.time()
+        status = (await client.get(f"http://127.0.0.1:{gw.admin_port}/rollouts")).json()
+    assert (paused.status_code, again.status_code, promoted.status_code) == (200, 200, 200)
+    assert promoted.json()["phase"] == "Promoted"
+    assert aborted.status_code == 409
+    assert aborted.json()["error"]["code"] == "rollout_finished"
+    assert "is Promoted: abort does not apply" in aborted.json()["error"]["message"]
+    shown = status["rollouts"]["default/v2-rollout"]
+    assert shown["phase"] == "Promoted"
+    assert before - 60 <= shown["startedAt"] <= shown["updatedAt"] <= after + 1  # Unix seconds
+    assert before - 1 <= promoted.json()["updatedAt"] <= after + 1
 
 
 @pytest.mark.single_loop

@@ -629,3 +629,24 @@ def test_the_odds_tool_sets_the_failure_window_where_the_threshold_allows_it(cap
     # the scenario's interval is 10 s: 60 s allows threshold 2 (40 s and up), not 9
     assert {r.split("|")[2].strip() for r in rows if r.startswith("| 2 |")} == {"60s"}
     assert {r.split("|")[2].strip() for r in rows if r.startswith("| 9 |")} == {"–"}
+
+
+def test_status_times_move_by_the_clock_offset_and_nothing_else_does():
+    rollout = Rollout.start(FORGIVING, 0.0)
+    drive(rollout, 0.0, 100.0, blip)
+    rollout.pause(100.0)
+    status = rollout.status
+    assert status.last_analysis is not None
+    assert status.paused_at is not None
+    plain, moved = status.to_json(), status.to_json(1_000.0)
+    assert status.to_json(0.0) == plain
+    for key in ("startedAt", "stepStartedAt", "updatedAt", "pausedAt"):
+        assert moved[key] == plain[key] + 1_000.0, key
+    assert moved["failureTimes"] == [t + 1_000.0 for t in plain["failureTimes"]]
+    assert moved["history"] == [[t + 1_000.0, w] for t, w in plain["history"]]
+    for key in ("at", "windowStart"):
+        assert moved["lastAnalysis"][key] == plain["lastAnalysis"][key] + 1_000.0
+    timed = {"startedAt", "stepStartedAt", "updatedAt", "pausedAt", "failureTimes", "history"}
+    assert {k: v for k, v in moved.items() if k not in timed | {"lastAnalysis"}} == {
+        k: v for k, v in plain.items() if k not in timed | {"lastAnalysis"}
+    }
