@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from multidict import MultiDict
+from multidict import CIMultiDict, MultiDict
+from yarl import URL
 
 from gateway.context import Limits, ProxyContext
 from gateway.errors import RequestError, response_for
@@ -67,6 +68,8 @@ def make_handler(ctx: ProxyContext, port: int) -> Handler:
         status = 500
         try:
             _check_head(ctx.limits, request)
+            if not request.raw_path.startswith("/") and "://" in request.raw_path:
+                request = _origin_form(request)
             response = await _route(ctx, port, request, record)
             status = response.status
             if not response.prepared:  # Sluice's own answer (a proxied one is sent already)
@@ -96,6 +99,20 @@ def _check_head(limits: Limits, request: web.BaseRequest) -> None:
         raise RequestError(
             431, "headers_too_large", f"the request headers exceed {limits.max_header_bytes} bytes"
         )
+
+
+def _origin_form(request: web.BaseRequest) -> web.BaseRequest:
+    """A request whose target is in absolute form (``GET http://host:port/path``), which a
+    server must accept (RFC 9112 §3.2.2), as the same request in origin form: the target's
+    path and query, and its authority as the Host (the Host header is then ignored)."""
+    rest = request.raw_path.split("://", 1)[1]
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, target = rest[:cut], rest[cut:]
+    if not target.startswith("/"):
+        target = "/" + target
+    headers = CIMultiDict(request.headers)
+    headers["Host"] = authority
+    return request.clone(rel_url=URL(target, encoded=True), headers=headers)
 
 
 def _facts(request: web.BaseRequest) -> RequestFacts:

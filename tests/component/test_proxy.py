@@ -551,3 +551,39 @@ async def test_bad_chunk_framing_after_the_head_is_400_at_once(tmp_path, bad):
         writer.close()
     assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request"), answer
     assert b"malformed request" in answer
+
+
+async def test_an_absolute_form_target_is_routed_by_its_authority(tmp_path):
+    # RFC 9112 §3.2.2: a server must accept "GET http://host/path"; the target's authority
+    # is the host (the Host header is ignored), and the backend sees the origin form
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({"path": request.raw_path, "host": request.headers["Host"]})
+
+    port = free_port()
+    route = """
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: route, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [api.example.com]
+  rules:
+  - backendRefs: [{name: svc, port: 80}]
+"""
+    async with (
+        backend(echo) as be,
+        gateway_on(tmp_path, gateway_yaml(port, route, service_yaml("svc", [be.port]))),
+    ):
+        answers = []
+        for target in (b"http://api.example.com/v1/x%20y?a=1", b"http://api.example.com"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"GET " + target + b" HTTP/1.1\r\nHost: elsewhere\r\nConnection: close\r\n\r\n"
+            )
+            async with asyncio.timeout(10):
+                answers.append(await reader.read())
+            writer.close()
+    first, bare = (json.loads(a.partition(b"\r\n\r\n")[2]) for a in answers)
+    assert first == {"path": "/v1/x%20y?a=1", "host": "api.example.com"}
+    assert bare == {"path": "/", "host": "api.example.com"}
