@@ -11,6 +11,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.context import ProxyContext
+from gateway.errors import error_response
 from gateway.forward import RequestPlan
 from gateway.headers import SERVER
 from gateway.upstream import map_exceptions
@@ -63,7 +64,12 @@ async def proxy_websocket(
     if host:
         headers["Host"] = host
     with map_exceptions(endpoint.key):
-        upstream = await ctx.session.ws_connect(url, headers=headers, protocols=protocols)
+        try:
+            upstream = await ctx.session.ws_connect(url, headers=headers, protocols=protocols)
+        except aiohttp.WSServerHandshakeError as exc:  # an answer, not a failure: pass it on
+            status = exc.status if 400 <= exc.status < 600 else 502
+            message = f"{endpoint.key} refused the WebSocket upgrade: {exc.status} {exc.message}"
+            return error_response(status, "websocket_refused", message)
     try:
         client = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else ())
         client.headers["Server"] = SERVER

@@ -7,6 +7,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 
+import aiohttp
 import httpx
 import pytest
 from aiohttp import web
@@ -587,3 +588,30 @@ spec:
     first, bare = (json.loads(a.partition(b"\r\n\r\n")[2]) for a in answers)
     assert first == {"path": "/v1/x%20y?a=1", "host": "api.example.com"}
     assert bare == {"path": "/", "host": "api.example.com"}
+
+
+async def test_websocket_upgrades_relay_frames_and_pass_a_refusal_on(tmp_path):
+    async def echo(request: web.Request) -> web.StreamResponse:
+        if request.path == "/refuse":
+            return web.Response(status=405, text="no websockets here")
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for message in ws:
+            await ws.send_str(f"echo: {message.data}")
+        return ws
+
+    port = free_port()
+    async with (
+        backend(echo) as be,
+        gateway_on(tmp_path, gateway_yaml(port, simple_route(), service_yaml("svc", [be.port]))),
+        aiohttp.ClientSession() as session,
+    ):
+        async with asyncio.timeout(10):
+            ws = await session.ws_connect(f"http://127.0.0.1:{port}/chat")
+            await ws.send_str("hello")
+            answer = await ws.receive_str()
+            await ws.close()
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(f"http://127.0.0.1:{port}/refuse")
+    assert answer == "echo: hello"
+    assert refused.value.status == 405  # the backend's answer, not a retryable 503
