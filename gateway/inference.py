@@ -397,6 +397,13 @@ def _tenant(request: web.BaseRequest, header: str) -> str:
 async def _parse(body: bytes | None, request: web.BaseRequest) -> OpenAIRequest | None:
     if not body or request.method != "POST":
         return None
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding != "identity":  # the model and prompt must be read to pick an endpoint
+        raise RequestError(
+            415,
+            "unsupported_content_encoding",
+            f"Content-Encoding {encoding} is not supported here; send the JSON body as is",
+        )
     try:
         return await off_loop(len(body), parse_body, body)
     except BodyError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import collections
 import json
 
@@ -115,6 +116,11 @@ async def test_unknown_model_is_404_and_models_lists_adapters(tmp_path):
         bad_json = await client.post(
             f"http://127.0.0.1:{port}/v1/chat/completions", content=b"{not json"
         )
+        zipped = await client.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            content=gzip.compress(json.dumps(_chat("hi")).encode()),
+            headers={"Content-Encoding": "gzip"},
+        )
         deep = b"[" * 100_000 + b"]" * 100_000  # deeper than the JSON parser goes
         too_deep = await client.post(f"http://127.0.0.1:{port}/v1/chat/completions", content=deep)
         after = await client.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=_chat("hi"))
@@ -122,6 +128,8 @@ async def test_unknown_model_is_404_and_models_lists_adapters(tmp_path):
     assert missing.json()["error"]["code"] == "model_not_found"
     assert {m["id"] for m in models.json()["data"]} == {MODEL, "sql-lora"}
     assert bad_json.status_code == 400
+    assert zipped.status_code == 415
+    assert zipped.json()["error"]["code"] == "unsupported_content_encoding"
     assert too_deep.status_code == 400
     assert "nested too deeply" in too_deep.json()["error"]["message"]
     assert after.status_code == 200
