@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import gzip
 import collections
+import gzip
 import json
 
 import httpx
