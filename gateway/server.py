@@ -34,6 +34,18 @@ _TIMEOUT_RESPONSE = (
 )
 
 
+_HEAD_TOO_LARGE_BODY = json.dumps(
+    {"error": {"code": "headers_too_large", "message": "the request head is too large",
+               "type": "invalid_request_error"}}
+).encode()  # fmt: skip
+_HEAD_TOO_LARGE_RESPONSE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nServer: sluice\r\n"
+    b"Content-Type: application/json\r\nConnection: close\r\n"
+    + f"Content-Length: {len(_HEAD_TOO_LARGE_BODY)}\r\n\r\n".encode()
+    + _HEAD_TOO_LARGE_BODY
+)
+
+
 async def send_continue(request: web.BaseRequest) -> None:
     """``100 Continue`` for a client that asked for it (``Expect: 100-continue``) before its
     body is read; never to an HTTP/1.0 client (RFC 9110 §15.2). An error after it is still
@@ -50,6 +62,9 @@ class GatewayProtocol(RequestHandler):
     def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._header_timeout_s = manager.limits.header_read_timeout_s
+        limits = manager.limits
+        self._max_head_bytes = limits.max_request_line_bytes + limits.max_header_bytes
+        self._head_bytes = 0  # bytes of a request head that has not ended yet
         self._head_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -61,10 +76,21 @@ class GatewayProtocol(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        # waiting for a request: these bytes are (part of) a head, not a body
+        idle = self._waiter is not None and not self._waiter.done() and not self._messages
         queued = len(self._messages)
         super().data_received(data)
         if len(self._messages) > queued:
+            self._head_bytes = 0
             self._fail_body_on_error()
+        elif idle:
+            self._head_bytes += len(data)
+            if self._head_bytes > self._max_head_bytes and self.transport is not None:
+                # refused before all of it is held: each line may be within its own limit
+                self._disarm()
+                self.transport.write(_HEAD_TOO_LARGE_RESPONSE)
+                self.transport.close()
+                return
         if self._messages or self._current_request is not None:
             self._disarm()  # a whole request head arrived
         elif self._head_deadline is None:

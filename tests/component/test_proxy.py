@@ -64,7 +64,7 @@ async def test_sse_events_reach_client_within_20ms_of_being_written(tmp_path):
     assert max(lags_ms) <= 20, lags_ms
 
 
-async def test_client_disconnect_closes_upstream_within_100ms(tmp_path):
+async def test_client_disconnect_closes_upstream_within_100ms_and_is_no_gateway_error(tmp_path):
     async def endless(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
@@ -95,6 +95,19 @@ async def test_client_disconnect_closes_upstream_within_100ms(tmp_path):
             while gw.ctx.in_flight.get(f"127.0.0.1:{be.port}", 0):  # noqa: ASYNC110 - until the finally blocks ran
                 await asyncio.sleep(0)
         assert gw.ctx.in_flight[f"127.0.0.1:{be.port}"] == 0
+        # the client left: a 499 (4xx), never a gateway 5xx, and a counted stream abort
+        registry = gw.ctx.metrics.registry
+
+        def answered(code: str) -> float:
+            labels = {"route": "default/route", "backend": "default/svc:80", "code": code}
+            return registry.get_sample_value("sluice_requests_total", labels) or 0.0
+
+        await until(lambda: answered("4xx") == 1.0, timeout_s=10)
+        aborts = registry.get_sample_value(
+            "sluice_stream_aborts_total", {"reason": "client_disconnect"}
+        )
+        assert answered("5xx") == 0.0
+        assert aborts == 1.0
 
 
 async def test_connect_failure_is_502_with_json_body(tmp_path):
@@ -388,43 +401,6 @@ async def test_an_error_after_100_continue_is_still_answered(tmp_path):
     assert http10.startswith((b"HTTP/1.0 500", b"HTTP/1.1 500")), http10  # no 100 first
 
 
-async def test_a_client_that_leaves_mid_stream_is_not_a_gateway_error(tmp_path):
-    started = asyncio.Event()
-
-    async def stream(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        await resp.write(b"data: first\n\n")
-        started.set()
-        await asyncio.Event().wait()  # never finishes: the client leaves first
-        return resp
-
-    port = free_port()
-    async with (
-        backend(stream) as be,
-        gateway_on(
-            tmp_path, gateway_yaml(port, simple_route(), service_yaml("svc", [be.port]))
-        ) as gw,
-    ):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /s HTTP/1.1\r\nHost: x\r\n\r\n")
-        async with asyncio.timeout(5):
-            await reader.readuntil(b"data: first")
-        writer.close()
-        registry = gw.ctx.metrics.registry
-
-        def counted(code: str) -> float:
-            labels = {"route": "default/route", "backend": "default/svc:80", "code": code}
-            return registry.get_sample_value("sluice_requests_total", labels) or 0.0
-
-        await until(lambda: counted("4xx") == 1.0, timeout_s=10)
-        aborts = registry.get_sample_value(
-            "sluice_stream_aborts_total", {"reason": "client_disconnect"}
-        )
-    assert counted("5xx") == 0.0
-    assert aborts == 1.0
-
-
 async def test_the_server_header_names_no_library_or_version(tmp_path):
     """Sluice's own answers say ``Server: sluice``, not aiohttp's "Python/3.x aiohttp/3.x"
     (version disclosure); a backend's own Server header passes through, and a backend that
@@ -615,3 +591,28 @@ async def test_websocket_upgrades_relay_frames_and_pass_a_refusal_on(tmp_path):
                 await session.ws_connect(f"http://127.0.0.1:{port}/refuse")
     assert answer == "echo: hello"
     assert refused.value.status == 405  # the backend's answer, not a retryable 503
+
+
+async def test_a_head_growing_past_the_total_is_refused_before_it_ends(tmp_path):
+    # each line within its own limit, sent line by line: the connection is answered 431 and
+    # closed once the head passes the request line's plus the headers' limits, without
+    # waiting for (or holding) the rest of it
+    limits = Limits(max_header_bytes=16 * 1024)
+    async with _to_length_backend(tmp_path, limits) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /up HTTP/1.1\r\nHost: x\r\n")
+        answer = b""
+        async with asyncio.timeout(10):
+            for i in range(40):  # 160 KB if it were all taken; the answer comes long before
+                writer.write(f"X-Pad-{i}: {'p' * 4000}\r\n".encode())
+                with contextlib.suppress(ConnectionError):
+                    await writer.drain()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.05):
+                        answer = await reader.read(65536)  # cancelled before data: none lost
+                if answer:
+                    answer += await reader.read()  # the rest, to the close
+                    break
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 431"), answer
+    assert b'"headers_too_large"' in answer
