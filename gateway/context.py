@@ -37,6 +37,7 @@ class Limits:
     max_header_field_bytes: int = 8190
     max_headers: int = 100
     max_header_bytes: int = 64 * 1024  # a request head's header lines in all (Envoy: 60 KiB)
+    max_connections: int = 8192  # open client connections per listener port
     header_read_timeout_s: float = 10.0
     body_read_timeout_s: float = 30.0  # between two reads of a body
     body_total_timeout_s: float = 120.0  # for a whole body (a trickle cannot hold it open)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
@@ -46,6 +46,18 @@ _HEAD_TOO_LARGE_RESPONSE = (
 )
 
 
+_BUSY_BODY = json.dumps(
+    {"error": {"code": "too_many_connections", "message": "too many open connections; retry",
+               "type": "server_error"}}
+).encode()  # fmt: skip
+_TOO_MANY_CONNECTIONS_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nServer: sluice\r\nRetry-After: 1\r\n"
+    b"Content-Type: application/json\r\nConnection: close\r\n"
+    + f"Content-Length: {len(_BUSY_BODY)}\r\n\r\n".encode()
+    + _BUSY_BODY
+)
+
+
 async def send_continue(request: web.BaseRequest) -> None:
     """``100 Continue`` for a client that asked for it (``Expect: 100-continue``) before its
     body is read; never to an HTTP/1.0 client (RFC 9110 §15.2). An error after it is still
@@ -61,6 +73,7 @@ class GatewayProtocol(RequestHandler):
 
     def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
+        self._gateway_server = manager
         self._header_timeout_s = manager.limits.header_read_timeout_s
         limits = manager.limits
         self._max_head_bytes = limits.max_request_line_bytes + limits.max_header_bytes
@@ -69,9 +82,18 @@ class GatewayProtocol(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        server = self._gateway_server
+        server.open_connections += 1
+        if server.open_connections > server.limits.max_connections:
+            # over the listener's cap: a clear answer and the connection closed, so memory
+            # and file descriptors stay bounded however many clients connect
+            cast(asyncio.WriteTransport, transport).write(_TOO_MANY_CONNECTIONS_RESPONSE)
+            transport.close()
+            return
         self._arm()
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        self._gateway_server.open_connections -= 1
         self._disarm()
         super().connection_lost(exc)
 
@@ -165,6 +187,7 @@ class GatewayServer(web.Server):
             **kwargs,
         )
         self.limits = limits
+        self.open_connections = 0  # client connections of this listener now
 
     def __call__(self) -> RequestHandler:
         return GatewayProtocol(self, loop=self._loop, **self._kwargs)

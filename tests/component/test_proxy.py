@@ -616,3 +616,25 @@ async def test_a_head_growing_past_the_total_is_refused_before_it_ends(tmp_path)
         writer.close()
     assert answer.startswith(b"HTTP/1.1 431"), answer
     assert b'"headers_too_large"' in answer
+
+
+async def test_connections_past_the_cap_get_503_and_a_freed_slot_is_used_again(tmp_path):
+    async with _to_length_backend(tmp_path, Limits(max_connections=2)) as port:
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        async with asyncio.timeout(10):
+            refused = await reader.read()  # answered and closed without a request
+        writer.close()
+        for _, w in held:
+            w.close()
+            await w.wait_closed()
+        async with httpx.AsyncClient() as client:
+            async with asyncio.timeout(10):
+                while True:  # until the gateway has seen the held connections go
+                    fine = await client.post(f"http://127.0.0.1:{port}/up", content=b"abc")
+                    if fine.status_code != 503:
+                        break
+    assert refused.startswith(b"HTTP/1.1 503"), refused
+    assert b"Retry-After: 1" in refused
+    assert b'"too_many_connections"' in refused
+    assert fine.json() == {"len": 3}
