@@ -108,11 +108,15 @@ def _earliest(a: float | None, b: float | None) -> float | None:
 async def _backoff(
     ctx: ProxyContext, attempt_no: int, retry: RetryPolicy | None, deadline: float | None
 ) -> None:
-    base = retry.backoff_s if retry is not None and retry.backoff_s is not None else None
-    if base is None:
+    minimum = retry.backoff_s if retry is not None else None
+    if minimum is not None:
+        # the route's backoff is the least wait between attempts (Gateway API): doubled per
+        # attempt, jittered upwards only, capped at 10× the minimum
+        delay = min(minimum * (2**attempt_no), 10 * minimum) * (1 + ctx.rng.random() / 2)
+    else:
         base = ctx.limits.retry_backoff_base_s
-    delay = min(base * (2**attempt_no), ctx.limits.retry_backoff_max_s if base else 0.0)
-    delay *= 0.5 + ctx.rng.random() / 2  # jitter, so retries of a burst do not align
+        delay = min(base * (2**attempt_no), ctx.limits.retry_backoff_max_s)
+        delay *= 0.5 + ctx.rng.random() / 2  # jitter, so retries of a burst do not align
     loop = asyncio.get_running_loop()
     if deadline is not None:
         delay = min(delay, max(0.0, deadline - loop.time()))

@@ -5,7 +5,8 @@ A ScaledObject's trigger names the pool in its metadata (``pool: name`` or
 recommended replica count with a target of 1 per replica, so KEDA's HPA (AverageValue)
 arrives at exactly Sluice's recommendation, safety margin included. ``IsActive`` is true while
 the pool has demand — queued (also at zero replicas: the activation signal), in flight, or
-recommended above zero; ``StreamIsActive`` pushes every change as it happens.
+measured above zero — and false when idle, so KEDA can scale it to zero after its cooldown;
+``StreamIsActive`` pushes every change as it happens.
 """
 
 from __future__ import annotations
@@ -94,7 +95,9 @@ class KedaScaler:
         if state.queue.queued or state.queue.in_flight:
             return True
         latest = self._autoscaling.latest.get(pool)
-        return latest is not None and (latest[1].active or latest[1].desired > 0)
+        # demand, not the recommendation: that stays at 1 or more while a pool has replicas
+        # (it never halves below one), so a pool KEDA may scale to zero would never get there
+        return latest is not None and latest[1].active
 
     def desired(self, pool: str) -> float:
         latest = self._autoscaling.latest.get(pool)

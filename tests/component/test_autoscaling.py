@@ -102,6 +102,12 @@ spec:
             SERVICE + "GetMetrics", request_serializer=lambda r: encode_metrics_request(*r),
             response_deserializer=decode_metric_values,
         )((REF, specs[0].name))  # fmt: skip
+        # idle with replicas: not active, so a ScaledObject with minReplicaCount 0 can take
+        # the pool to zero after its cooldown (the recommendation alone never goes below 1)
+        active = await channel.unary_unary(
+            SERVICE + "IsActive", request_serializer=encode_ref,
+            response_deserializer=decode_bool_response,
+        )(REF)  # fmt: skip
         async with httpx.AsyncClient() as client:
             api = (
                 await client.get(f"http://127.0.0.1:{gw.admin_port}/autoscaling/default/llama")
@@ -109,6 +115,7 @@ spec:
             text = (await client.get(f"http://127.0.0.1:{gw.admin_port}/metrics")).text
     assert specs[0].target == 1.0
     assert values[0].value == api["desiredReplicas"] == 1  # idle: minReplicas
+    assert active is False
     assert api["readyReplicas"] == 2
     assert api["headroom"] == 0.5
     assert 'inference_pool_ready_pods{name="default/llama"} 2.0' in text

@@ -638,3 +638,30 @@ async def test_connections_past_the_cap_get_503_and_a_freed_slot_is_used_again(t
     assert b"Retry-After: 1" in refused
     assert b'"too_many_connections"' in refused
     assert fine.json() == {"len": 3}
+
+
+async def test_a_retried_request_waits_at_least_the_routes_backoff_and_resends_its_body(tmp_path):
+    seen: list[bytes] = []
+
+    async def flaky(request: web.Request) -> web.Response:
+        seen.append(await request.read())
+        return web.Response(status=503 if len(seen) == 1 else 200, text=str(len(seen)))
+
+    port = free_port()
+    retry = "    retry: {codes: [503], attempts: 2, backoff: 300ms}\n"
+    async with (
+        backend(flaky) as be,
+        gateway_on(
+            tmp_path,
+            gateway_yaml(port, simple_route(extra_rule=retry), service_yaml("svc", [be.port])),
+        ),
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answer = await client.post(f"http://127.0.0.1:{port}/up", content=b"payload")
+        waited = loop.time() - started
+    assert answer.status_code == 200
+    assert answer.text == "2"
+    assert seen == [b"payload", b"payload"]
+    assert waited >= 0.3  # backoff is the least wait between attempts (Gateway API)
