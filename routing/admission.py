@@ -31,7 +31,7 @@ Rules:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from routing.model import TrafficLimits
@@ -109,15 +109,23 @@ class _Band:
             queue = self.queues[ticket.tenant] = deque()
         queue.append(ticket)
 
-    def peek(self) -> Ticket | None:
-        if not self.queues:
-            return None
-        tenant = min(self.queues, key=lambda t: (self.served.get(t, 0.0), self.queues[t][0].id))
-        return self.queues[tenant][0]
+    def next(self, blocked: Callable[[Ticket], bool]) -> Ticket | None:
+        """The ticket to serve next: tenants in fairness order (least served first), each
+        tenant's tickets in arrival order, skipping those ``blocked`` (their model is at its
+        cap), so one model's cap does not hold up the others."""
+        order = sorted(self.queues, key=lambda t: (self.served.get(t, 0.0), self.queues[t][0].id))
+        for tenant in order:
+            for ticket in self.queues[tenant]:
+                if not blocked(ticket):
+                    return ticket
+        return None
 
     def pop(self, ticket: Ticket) -> None:
         queue = self.queues[ticket.tenant]
-        queue.popleft()
+        if queue[0] is ticket:
+            queue.popleft()
+        else:
+            queue.remove(ticket)
         if not queue:
             del self.queues[ticket.tenant]
         self.served[ticket.tenant] = self.served.get(ticket.tenant, 0.0) + ticket.cost_tokens
@@ -162,7 +170,9 @@ class AdmissionQueue:
                 return Reject(ticket, "saturated", 429, SATURATED_RETRY_AFTER_S)
             if self._over_sheddable_limit(capacity, self.in_flight):
                 return Reject(ticket, "sheddable_limit", 429, SATURATED_RETRY_AFTER_S)
-        if self.queued == 0 and self._can_dispatch(ticket, capacity, self.in_flight):
+        if not self._waiting_ahead(ticket.priority) and self._can_dispatch(
+            ticket, capacity, self.in_flight
+        ):
             self._start(ticket)
             return Admit(ticket)
         if (
@@ -202,8 +212,8 @@ class AdmissionQueue:
 
     def tick(self, now: float, capacity: Capacity) -> list[Admit | Reject]:
         """Expire tickets past their deadline, then dispatch what capacity allows, highest
-        band first. A band whose head cannot go (its model is at its cap) does not block
-        lower bands with other models."""
+        band first. A ticket whose model is at its cap waits without holding up tickets of
+        other models, in its band or below."""
         out: list[Admit | Reject] = [
             Reject(t, "ttl_expired", 503, QUEUE_FULL_RETRY_AFTER_S) for t in self._expire(now)
         ]
@@ -214,7 +224,7 @@ class AdmissionQueue:
         in_flight = self.in_flight
         for priority in sorted(self._bands, reverse=True):
             band = self._bands[priority]
-            while (head := band.peek()) is not None:
+            while (head := band.next(self._model_capped)) is not None:
                 if not self._can_dispatch(head, capacity, in_flight):
                     break
                 band.pop(head)
@@ -248,8 +258,19 @@ class AdmissionQueue:
             and len(self._prefilling) >= capacity.prefill_slots
         ):
             return False
+        return not self._model_capped(ticket)
+
+    def _model_capped(self, ticket: Ticket) -> bool:
         cap = self.model_caps.get(ticket.model, self.limits.max_per_model)
-        return cap is None or self._in_flight.get(ticket.model, 0) < cap
+        return cap is not None and self._in_flight.get(ticket.model, 0) >= cap
+
+    def _waiting_ahead(self, priority: int) -> bool:
+        """A queued ticket of this priority or higher that only waits for capacity (not for
+        its model's cap): an arrival must not overtake it."""
+        return any(
+            p >= priority and band.next(self._model_capped) is not None
+            for p, band in self._bands.items()
+        )
 
     def _start(self, ticket: Ticket) -> None:
         self._in_flight[ticket.model] = self._in_flight.get(ticket.model, 0) + 1

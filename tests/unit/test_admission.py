@@ -156,8 +156,36 @@ def test_model_caps_do_not_block_other_models():
     blocked = _t(model="a", priority=5)
     assert isinstance(q.arrive(blocked, roomy), Queued)
     other = _t(model="b")
-    q.arrive(other, roomy)
-    assert [d.ticket for d in q.tick(0.0, roomy)] == [other]
+    assert isinstance(q.arrive(other, roomy), Admit)  # not held behind a capped model
+    assert q.tick(0.0, roomy) == []
+
+
+def test_a_capped_model_does_not_hold_up_other_models_in_its_band():
+    # the bug found by the audit: one band, model a at its cap queued first, model b waiting
+    # behind it for a slot; when a slot frees, b goes and a keeps waiting for its cap
+    q = AdmissionQueue(TrafficLimits(), model_caps={"a": 1})
+    two = Capacity(slots=2, saturated=False, ready_endpoints=1)
+    a1, a2, b1, b2 = _t(model="a"), _t(model="a"), _t(model="b"), _t(model="b")
+    assert isinstance(q.arrive(a1, two), Admit)
+    assert isinstance(q.arrive(a2, two), Queued)  # a at its cap
+    assert isinstance(q.arrive(b1, two), Admit)  # overtakes a2: a2 waits for its cap only
+    assert isinstance(q.arrive(b2, two), Queued)  # no slot
+    q.release(b1)
+    assert [d.ticket for d in q.tick(0.0, two)] == [b2]
+    q.release(a1)
+    q.release(b2)
+    assert [d.ticket for d in q.tick(0.0, two)] == [a2]
+
+
+def test_an_arrival_does_not_overtake_a_ticket_waiting_only_for_a_slot():
+    q = AdmissionQueue(TrafficLimits())
+    one = Capacity(slots=1, saturated=False, ready_endpoints=1)
+    first, waiting, late = _t(), _t(), _t()
+    assert isinstance(q.arrive(first, one), Admit)
+    assert isinstance(q.arrive(waiting, one), Queued)
+    q.release(first)  # a slot frees; the queue is dispatched on the next tick, not by arrivals
+    assert isinstance(q.arrive(late, one), Queued)
+    assert [d.ticket for d in q.tick(0.0, one)] == [waiting]
 
 
 def test_saturation_treats_stale_signals_as_unknown_and_honours_headroom():
