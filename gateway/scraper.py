@@ -459,6 +459,12 @@ class Scraper:
             state.failures = 0
             state.first_scrape.set()
             return
+        if metrics.waiting is None and metrics.running is None and metrics.kv_usage is None:
+            # a 200 page with none of the preset's load series (not this engine's metrics, or
+            # not a metrics page at all): signals stay unknown, as for a 404; health is fine
+            state.failures = 0
+            state.first_scrape.set()
+            return
         self._index_adapters(key, state.metrics, metrics)
         now = asyncio.get_running_loop().time()
         if metrics.waiting is None and metrics.running is None:

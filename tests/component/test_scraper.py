@@ -317,3 +317,18 @@ async def test_a_nan_sample_does_not_poison_the_long_run_load():
         scrapes = state.scrapes
         await until(lambda: state.scrapes >= scrapes + 2)
         assert state.held_average == 8.0  # NaN samples skipped, the average kept
+
+
+async def test_a_page_without_any_load_series_leaves_the_signals_unknown():
+    # a 200 answer that is not this engine's metrics must not count as fresh signals (a pool
+    # with FailClose would otherwise route on nothing)
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async with backend(handler) as b, scraping(b.port) as state:
+        async with asyncio.timeout(5):
+            await state.first_scrape.wait()
+        await until(lambda: len([r for r in b.seen if r.path == "/metrics"]) >= 3)
+        assert state.metrics is None
+        assert state.updated_at == float("-inf")
+        assert state.healthy
