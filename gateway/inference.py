@@ -207,7 +207,8 @@ async def _dispatch(ctx: ProxyContext, pr: PoolRequest) -> web.StreamResponse:
         model=pr.model,
         priority=pr.priority,
         session=pr.request.headers.get(SESSION_HEADER),
-        selection=pr.request.headers.get(SELECTION_HEADER),
+        # as the route's filters left it: a RequestHeaderModifier can remove this test hook
+        selection=next((v for k, v in pr.plan.headers if k.lower() == SELECTION_HEADER), None),
         paced=pr.ticket is not None and pr.ticket.paced,
     )
     token_counts = ctx.pools.in_flight_tokens

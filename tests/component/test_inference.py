@@ -153,6 +153,37 @@ async def test_epp_selection_header_is_honoured(tmp_path):
             assert resp.headers[SERVED] == wanted
 
 
+async def test_a_route_filter_can_remove_the_epp_selection_test_hook(tmp_path):
+    # the hook is read as the route's filters leave the request: removed at the edge, a
+    # client cannot pin every request to one endpoint past its caps
+    port = free_port()
+    rule = (
+        "  - backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: llama}]"
+    )
+    strip = rule + (
+        "\n    filters: [{type: RequestHeaderModifier,"
+        " requestHeaderModifier: {remove: [test-epp-endpoint-selection]}}]"
+    )
+    async with _fleet(3) as fleet:
+        text = pool_yaml(port, fleet.endpoint_slices_yaml({"app": "llama"}))
+        assert rule in text
+        async with (
+            gateway_on(tmp_path, text.replace(rule, strip)) as gw,
+            httpx.AsyncClient(timeout=30) as client,
+        ):
+            await wait_scraped(gw, 3)
+            wanted = f"127.0.0.1:{fleet.replicas[2].port}"
+            served = set()
+            for i in range(12):
+                resp = await client.post(
+                    f"http://127.0.0.1:{port}/v1/completions",
+                    json={"model": MODEL, "prompt": f"p{i}", "max_tokens": 2},
+                    headers={"test-epp-endpoint-selection": wanted},
+                )
+                served.add(resp.headers[SERVED])
+    assert served != {wanted}  # spread by the picker (all 12 on one endpoint: ~1e-5 by chance)
+
+
 @pytest.mark.parametrize(
     ("engine", "has_kv"),
     [
