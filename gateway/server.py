@@ -22,39 +22,30 @@ __all__ = ["GatewayServer", "send_continue"]
 _INTERIM_BYTES = web.RequestKey("sluice.interim_bytes", int)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
-_TIMEOUT_BODY = json.dumps(
-    {"error": {"code": "header_timeout", "message": "request headers arrived too slowly",
-               "type": "invalid_request_error"}}
-).encode()  # fmt: skip
-_TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\nServer: sluice\r\nContent-Type: application/json\r\n"
-    b"Connection: close\r\n"
-    + f"Content-Length: {len(_TIMEOUT_BODY)}\r\n\r\n".encode()
-    + _TIMEOUT_BODY
+
+def _raw_answer(status: str, code: str, message: str, *, retry_after: bool = False) -> bytes:
+    """A whole JSON error answer as bytes, for the moments no request object exists yet (a
+    head too slow or too large, a connection over the cap); the connection closes after it."""
+    kind = "server_error" if status.startswith("5") else "invalid_request_error"
+    body = json.dumps({"error": {"code": code, "message": message, "type": kind}}).encode()
+    head = f"HTTP/1.1 {status}\r\nServer: sluice\r\n"
+    if retry_after:
+        head += "Retry-After: 1\r\n"
+    head += "Content-Type: application/json\r\nConnection: close\r\n"
+    return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+_TIMEOUT_RESPONSE = _raw_answer(
+    "408 Request Timeout", "header_timeout", "request headers arrived too slowly"
 )
-
-
-_HEAD_TOO_LARGE_BODY = json.dumps(
-    {"error": {"code": "headers_too_large", "message": "the request head is too large",
-               "type": "invalid_request_error"}}
-).encode()  # fmt: skip
-_HEAD_TOO_LARGE_RESPONSE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\nServer: sluice\r\n"
-    b"Content-Type: application/json\r\nConnection: close\r\n"
-    + f"Content-Length: {len(_HEAD_TOO_LARGE_BODY)}\r\n\r\n".encode()
-    + _HEAD_TOO_LARGE_BODY
+_HEAD_TOO_LARGE_RESPONSE = _raw_answer(
+    "431 Request Header Fields Too Large", "headers_too_large", "the request head is too large"
 )
-
-
-_BUSY_BODY = json.dumps(
-    {"error": {"code": "too_many_connections", "message": "too many open connections; retry",
-               "type": "server_error"}}
-).encode()  # fmt: skip
-_TOO_MANY_CONNECTIONS_RESPONSE = (
-    b"HTTP/1.1 503 Service Unavailable\r\nServer: sluice\r\nRetry-After: 1\r\n"
-    b"Content-Type: application/json\r\nConnection: close\r\n"
-    + f"Content-Length: {len(_BUSY_BODY)}\r\n\r\n".encode()
-    + _BUSY_BODY
+_TOO_MANY_CONNECTIONS_RESPONSE = _raw_answer(
+    "503 Service Unavailable",
+    "too_many_connections",
+    "too many open connections; retry",
+    retry_after=True,
 )
 
 
