@@ -6,10 +6,10 @@ and their faults are set through `Replica.set_fault`); the gateway and the load 
 separate processes. Every wait is bounded: readiness by a timeout, the run by `max_run_s`, the
 generator's drain by `drain_s` plus a grace period.
 
-Clocks. The gateway stamps rollout times with its loop clock, which for asyncio and uvloop alike
-counts CLOCK_MONOTONIC seconds, the clock of `time.monotonic()` here. The run checks that the
-Rollout's `startedAt` falls between the gateway's spawn and its readiness (`clock_ok`), so a
-mismatch is reported rather than silently shifting the timeline.
+Clocks. The admin API shows Rollout times in Unix seconds; the run converts them to
+`time.monotonic()`, its own timeline, when it reads them. The run checks that the Rollout's
+`startedAt` falls between the gateway's spawn and its readiness (`clock_ok`), so a mismatch is
+reported rather than silently shifting the timeline.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ async def _poll(
     async with aiohttp.ClientSession(timeout=timeout) as session:
         while (t := time.monotonic() - t0) < scenario.max_run_s:
             async with session.get(f"{admin}/rollouts") as resp:
-                status = (await resp.json())["rollouts"][ROLLOUT_KEY]
+                status = _on_monotonic_clock((await resp.json())["rollouts"][ROLLOUT_KEY])
             poll = Poll(t=t, phase=status["phase"], step=status["step"],
                         weight=status["weight"], message=status["message"])  # fmt: skip
             if not polls or (poll.phase, poll.weight) != (polls[-1].phase, polls[-1].weight):
@@ -184,6 +184,18 @@ async def _poll(
                 break
             await asyncio.sleep(scenario.poll_s)
     return polls, status
+
+
+def _on_monotonic_clock(status: dict[str, Any]) -> dict[str, Any]:
+    """The admin API shows Rollout times in Unix seconds; the run's timeline is on
+    `time.monotonic()`. Convert the times it uses (startedAt, updatedAt, history)."""
+    offset = time.time() - time.monotonic()
+    out = dict(status)
+    for key in ("startedAt", "updatedAt"):
+        if isinstance(out.get(key), int | float):
+            out[key] = out[key] - offset
+    out["history"] = [[t - offset, w] for t, w in status.get("history", [])]
+    return out
 
 
 @contextlib.asynccontextmanager
