@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
 
 import grpc
 
@@ -103,11 +104,21 @@ class KedaScaler:
         latest = self._autoscaling.latest.get(pool)
         return float(latest[1].desired) if latest is not None else 0.0
 
+    async def _known(self, ref: ScaledObjectRef, context: object) -> str:
+        """The pool a ScaledObject names; NOT_FOUND when no such pool is configured (a typo
+        must not read as an idle pool: KEDA would scale its deployment to zero)."""
+        pool = self.pool_key(ref)
+        if pool not in self._table().pools:
+            await cast(grpc.aio.ServicerContext[Any, Any], context).abort(
+                grpc.StatusCode.NOT_FOUND, f"no InferencePool {pool} is configured"
+            )
+        return pool
+
     async def _is_active(self, ref: ScaledObjectRef, context: object) -> bool:
-        return self.is_active(self.pool_key(ref))
+        return self.is_active(await self._known(ref, context))
 
     async def _stream_is_active(self, ref: ScaledObjectRef, context: object) -> AsyncIterator[bool]:
-        pool = self.pool_key(ref)
+        pool = await self._known(ref, context)
         queue: asyncio.Queue[bool] = asyncio.Queue(maxsize=64)
         self._subscribers.setdefault(pool, []).append(queue)
         try:
@@ -128,7 +139,8 @@ class KedaScaler:
         self, request: tuple[ScaledObjectRef, str], context: object
     ) -> list[MetricValue]:
         ref, metric = request
-        return [MetricValue(name=metric or METRIC_NAME, value=self.desired(self.pool_key(ref)))]
+        pool = await self._known(ref, context)
+        return [MetricValue(name=metric or METRIC_NAME, value=self.desired(pool))]
 
     def _on_activation(self, pool: str, active: bool) -> None:
         self._push(pool)

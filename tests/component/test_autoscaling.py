@@ -120,3 +120,30 @@ spec:
     assert api["headroom"] == 0.5
     assert 'inference_pool_ready_pods{name="default/llama"} 2.0' in text
     assert 'sluice_pool_desired_replicas{pool="default/llama"} 1.0' in text
+
+
+async def test_a_scaled_object_naming_no_configured_pool_gets_not_found(tmp_path):
+    # a typo must not read as an idle pool (inactive, 0 replicas): KEDA would scale the
+    # deployment to zero
+    port = free_port()
+    typo = ScaledObjectRef(name="s", namespace="default", metadata={"pool": "lama"})
+    async with (
+        await _start(tmp_path, pool_yaml(port, [])) as gw,
+        grpc.aio.insecure_channel(f"127.0.0.1:{gw.keda_port}") as channel,
+    ):
+        is_active = channel.unary_unary(
+            SERVICE + "IsActive", request_serializer=encode_ref,
+            response_deserializer=decode_bool_response,
+        )  # fmt: skip
+        metrics = channel.unary_unary(
+            SERVICE + "GetMetrics", request_serializer=lambda r: encode_metrics_request(*r),
+            response_deserializer=decode_metric_values,
+        )  # fmt: skip
+        with pytest.raises(grpc.aio.AioRpcError) as inactive:
+            await is_active(typo)
+        with pytest.raises(grpc.aio.AioRpcError) as valued:
+            await metrics((typo, "sluice-desired-replicas"))
+        assert await is_active(REF) is False  # the configured pool still answers
+    assert inactive.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "default/lama" in (inactive.value.details() or "")
+    assert valued.value.code() == grpc.StatusCode.NOT_FOUND
