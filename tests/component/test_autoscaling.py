@@ -24,6 +24,20 @@ SERVICE = "/externalscaler.ExternalScaler/"
 REF = ScaledObjectRef(name="llama-scaler", namespace="default", metadata={"pool": "llama"})
 
 
+def _is_active(channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryMultiCallable:
+    return channel.unary_unary(
+        SERVICE + "IsActive", request_serializer=encode_ref,
+        response_deserializer=decode_bool_response,
+    )  # fmt: skip
+
+
+def _get_metrics(channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryMultiCallable:
+    return channel.unary_unary(
+        SERVICE + "GetMetrics", request_serializer=lambda r: encode_metrics_request(*r),
+        response_deserializer=decode_metric_values,
+    )  # fmt: skip
+
+
 async def _start(tmp_path, text: str):
     path = tmp_path / "config.yaml"
     path.write_text(text)
@@ -44,10 +58,7 @@ async def test_first_request_at_zero_replicas_activates_the_keda_scaler_within_1
         await _start(tmp_path, pool_yaml(port, [])) as gw,
         grpc.aio.insecure_channel(f"127.0.0.1:{gw.keda_port}") as channel,
     ):
-        is_active = channel.unary_unary(
-            SERVICE + "IsActive", request_serializer=encode_ref,
-            response_deserializer=decode_bool_response,
-        )  # fmt: skip
+        is_active = _is_active(channel)
         stream = channel.unary_stream(
             SERVICE + "StreamIsActive", request_serializer=encode_ref,
             response_deserializer=decode_bool_response,
@@ -98,16 +109,10 @@ spec:
             SERVICE + "GetMetricSpec", request_serializer=encode_ref,
             response_deserializer=decode_metric_specs,
         )(REF)  # fmt: skip
-        values = await channel.unary_unary(
-            SERVICE + "GetMetrics", request_serializer=lambda r: encode_metrics_request(*r),
-            response_deserializer=decode_metric_values,
-        )((REF, specs[0].name))  # fmt: skip
+        values = await _get_metrics(channel)((REF, specs[0].name))
         # idle with replicas: not active, so a ScaledObject with minReplicaCount 0 can take
         # the pool to zero after its cooldown (the recommendation alone never goes below 1)
-        active = await channel.unary_unary(
-            SERVICE + "IsActive", request_serializer=encode_ref,
-            response_deserializer=decode_bool_response,
-        )(REF)  # fmt: skip
+        active = await _is_active(channel)(REF)
         async with httpx.AsyncClient() as client:
             api = (
                 await client.get(f"http://127.0.0.1:{gw.admin_port}/autoscaling/default/llama")
@@ -131,14 +136,8 @@ async def test_a_scaled_object_naming_no_configured_pool_gets_not_found(tmp_path
         await _start(tmp_path, pool_yaml(port, [])) as gw,
         grpc.aio.insecure_channel(f"127.0.0.1:{gw.keda_port}") as channel,
     ):
-        is_active = channel.unary_unary(
-            SERVICE + "IsActive", request_serializer=encode_ref,
-            response_deserializer=decode_bool_response,
-        )  # fmt: skip
-        metrics = channel.unary_unary(
-            SERVICE + "GetMetrics", request_serializer=lambda r: encode_metrics_request(*r),
-            response_deserializer=decode_metric_values,
-        )  # fmt: skip
+        is_active = _is_active(channel)
+        metrics = _get_metrics(channel)
         with pytest.raises(grpc.aio.AioRpcError) as inactive:
             await is_active(typo)
         with pytest.raises(grpc.aio.AioRpcError) as valued:
