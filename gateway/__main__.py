@@ -10,9 +10,13 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from gateway.configload import load_config
 from routing.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gateway.kube import ClusterSource
 
 __all__ = ["main"]
 
@@ -24,10 +28,26 @@ def _split_hostport(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-def _add_serve_args(p: argparse.ArgumentParser, *, config_required: bool) -> None:
+def _add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--config", action="append", required=config_required, default=None,
+        "--config", action="append", default=None,
         help="config file or folder (repeatable)",
+    )  # fmt: skip
+    p.add_argument(
+        "--kubernetes", action="store_true",
+        help="also read the resources from this pod's cluster (service account) and follow them",
+    )  # fmt: skip
+    p.add_argument(
+        "--kubernetes-api", default="", metavar="URL",
+        help="read the resources from this API server instead, e.g. http://127.0.0.1:8001 "
+        "(kubectl proxy)",
+    )  # fmt: skip
+    p.add_argument(
+        "--kubernetes-token-file", default=None, help="bearer token for --kubernetes-api"
+    )
+    p.add_argument(
+        "--namespace", default=None,
+        help="with --kubernetes: read namespaced resources of this namespace only",
     )  # fmt: skip
     p.add_argument("--address", default="0.0.0.0", help="address the listeners bind")
     p.add_argument("--admin", default=DEFAULT_ADMIN, help="admin listener host:port")
@@ -42,9 +62,7 @@ def _add_serve_args(p: argparse.ArgumentParser, *, config_required: bool) -> Non
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sluice", description="Sluice inference gateway")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_serve_args(
-        sub.add_parser("serve", help="serve the Gateways in the config"), config_required=True
-    )
+    _add_serve_args(sub.add_parser("serve", help="serve the Gateways in the config"))
     check = sub.add_parser("check", help="validate config files")
     check.add_argument("--config", action="append", required=True)
     demo = sub.add_parser("demo", help="simulated fleet + gateway on the quickstart config")
@@ -88,35 +106,62 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster(args: argparse.Namespace) -> ClusterSource | None:
+    from gateway.kube import ApiServer, ClusterSource
+
+    if args.kubernetes_api:
+        api = ApiServer(url=args.kubernetes_api, token_file=args.kubernetes_token_file)
+    elif args.kubernetes:
+        api = ApiServer.in_cluster()
+    else:
+        return None
+    return ClusterSource(api, namespace=args.namespace)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.app import running_gateway, serve_forever
+    from gateway.kube import KubeError
 
     _configure_logging(args.log_level)
     try:
-        loaded = load_config(args.config)
-    except ConfigError as exc:
-        for issue in exc.issues:
-            print(issue, file=sys.stderr)
-        return 1
-    for issue in loaded.warnings:
-        logging.getLogger("sluice").warning("%s", issue)
+        cluster = _cluster(args)
+    except KubeError as exc:
+        print(f"sluice: --kubernetes: {exc}", file=sys.stderr)
+        return 2
+    paths = args.config or []
+    if not paths and cluster is None:
+        print("sluice serve: --config or --kubernetes is required", file=sys.stderr)
+        return 2
+    loaded = None
+    if cluster is None:  # with a cluster, the first load waits for its objects
+        try:
+            loaded = load_config(paths)
+        except ConfigError as exc:
+            for issue in exc.issues:
+                print(issue, file=sys.stderr)
+            return 1
     admin_host, admin_port = _split_hostport(args.admin)
 
     async def run() -> None:
         async with running_gateway(
-            args.config,
+            paths,
             address=args.address,
             admin_address=admin_host,
             admin_port=admin_port,
-            watch_interval_s=None if args.no_watch else 1.0,
+            watch_interval_s=None if args.no_watch or not paths else 1.0,
             loaded=loaded,
             keda_address=args.keda or None,
+            cluster=cluster,
         ) as gw:
             logging.getLogger("sluice").info("admin on http://%s:%d", admin_host, gw.admin_port)
             await serve_forever(gw)
 
     try:
         _run(run())
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"sluice: cannot listen: {exc}", file=sys.stderr)
         return 1

@@ -22,6 +22,7 @@ from gateway.admin import build_admin_app
 from gateway.configload import LoadedConfig, load_config
 from gateway.context import Limits, ProxyContext, TableHolder
 from gateway.keda import KedaScaler
+from gateway.kube import ClusterSource
 from gateway.listeners import ListenerSet
 from gateway.metrics import Metrics
 from gateway.poolmetrics import PoolCollector
@@ -40,6 +41,7 @@ class RunningGateway:
     reloader: Reloader
     admin_port: int
     watcher: asyncio.Task[None] | None
+    cluster: ClusterSource | None
     keda: KedaScaler
     keda_port: int | None
 
@@ -57,10 +59,19 @@ async def running_gateway(
     loaded: LoadedConfig | None = None,
     keda_address: str | None = None,
     autoscaling_interval_s: float = 1.0,
+    cluster: ClusterSource | None = None,
 ) -> AsyncIterator[RunningGateway]:
-    """Start a gateway on ``paths``; raises ``ConfigError`` if the config is invalid."""
+    """Start a gateway on ``paths`` (and the objects of ``cluster``, listed before it
+    starts and followed while it runs); raises ``ConfigError`` if the config is invalid."""
     limits = limits or Limits()
-    loaded = loaded or load_config(paths)
+    if cluster is not None:
+        await cluster.start()
+    try:
+        loaded = loaded or load_config(paths, cluster.documents() if cluster else None)
+    except BaseException:
+        if cluster is not None:
+            await cluster.close()
+        raise
     metrics = Metrics.create()
     session = make_session(connect_timeout_s=limits.upstream_connect_timeout_s)
     ctx = ProxyContext(
@@ -72,9 +83,11 @@ async def running_gateway(
     )
     metrics.registry.register(PoolCollector(ctx))
     listeners = ListenerSet(ctx, address=address)
-    reloader = Reloader(ctx, listeners, paths)
+    reloader = Reloader(ctx, listeners, paths, cluster.documents if cluster else None)
+    reloader.note_warnings(loaded.warnings)
     runner: web.AppRunner | None = None
     watcher = None
+    follower: asyncio.Task[None] | None = None
     keda = KedaScaler(ctx.autoscaling, ctx.admission, lambda: ctx.holder.table)
     keda_port = None
     try:
@@ -93,6 +106,8 @@ async def running_gateway(
         bound_admin = runner.addresses[0][1] if runner.addresses else admin_port
         if watch_interval_s:
             watcher = asyncio.create_task(reloader.watch(watch_interval_s))
+        if cluster is not None:
+            follower = asyncio.create_task(cluster.follow(reloader.reload))
         # start-up objects (config, modules) live for the whole process: move them out of
         # the collector's sight, so the first full collection does not pause traffic
         gc.collect()
@@ -106,14 +121,18 @@ async def running_gateway(
             reloader=reloader,
             admin_port=bound_admin,
             watcher=watcher,
+            cluster=cluster,
             keda=keda,
             keda_port=keda_port,
         )
     finally:
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        for task in (watcher, follower):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if cluster is not None:
+            await cluster.close()
         await keda.close()
         await ctx.autoscaling.close()
         await ctx.rollouts.close()

@@ -2,10 +2,16 @@
 
 The only place config bytes are read and YAML is decoded; ``routing.parse_config`` does the
 rest. Errors carry the file and document index, like every other config issue.
+
+Objects read from a cluster's API (``gateway.kube``) join the files' documents. Files are all
+or nothing, as ever; a cluster object with an error is left out, with the error kept as a
+warning, and the rest applies: one bad HTTPRoute must not freeze every other object's
+updates (pods coming and going) for as long as it stays in the cluster.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from routing import RawDocument, RoutingTable, build_table, parse_config
+from routing import model as m
 from routing.errors import ConfigError, ConfigIssue
 
 __all__ = ["LoadedConfig", "config_files", "load_config"]
@@ -77,13 +84,38 @@ def read_documents(files: Sequence[str]) -> list[RawDocument]:
     return docs
 
 
-def load_config(paths: Sequence[str]) -> LoadedConfig:
-    """Read, parse and compile; raises ``ConfigError`` listing every problem."""
+def load_config(paths: Sequence[str], cluster: Sequence[RawDocument] | None = None) -> LoadedConfig:
+    """Read, parse and compile; raises ``ConfigError`` listing every problem in the files.
+    ``cluster``: the objects of a cluster's API, when Sluice reads one (then no file is
+    needed); those with errors are left out and reported as warnings."""
     files = config_files(paths)
-    if not files:
+    if not files and cluster is None:
         raise ConfigError(
             (ConfigIssue(file=", ".join(paths), document=0, path="", message="no config files"),)
         )
-    config, warnings = parse_config(read_documents(builtin_preset_files() + files))
+    docs = read_documents(builtin_preset_files() + files)
+    if cluster is None:
+        config, warnings = parse_config(docs)
+    else:
+        config, warnings = _parse_with_cluster(docs, cluster)
     table = build_table(config)
     return LoadedConfig(table=table, warnings=warnings + table.issues, files=files)
+
+
+def _parse_with_cluster(
+    docs: list[RawDocument], cluster: Sequence[RawDocument]
+) -> tuple[m.Config, tuple[ConfigIssue, ...]]:
+    left_out: tuple[ConfigIssue, ...] = ()
+    try:
+        config, warnings = parse_config(docs + list(cluster))
+    except ConfigError as exc:
+        bad = {i.file for i in exc.issues if i.severity == "error"}
+        if bad & {d.file for d in docs}:
+            raise  # the files are wrong: nothing changes, as without a cluster
+        left_out = tuple(
+            dataclasses.replace(i, message=f"{i.message} (object left out)", severity="warning")
+            for i in exc.issues
+            if i.file in bad
+        )
+        config, warnings = parse_config(docs + [d for d in cluster if d.file not in bad])
+    return dataclasses.replace(config, from_cluster=True), left_out + warnings

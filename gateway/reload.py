@@ -1,9 +1,11 @@
 """Reload: read → parse → build → bind new ports → swap, all or nothing.
 
-Triggered by SIGHUP and by a change of any config file (polled: size and mtime of each file,
-and the file list of each folder). An invalid config is logged with every problem, counted in
+Triggered by SIGHUP, by a change of any config file (polled: size and mtime of each file,
+and the file list of each folder) and, with a cluster source, by a change of a watched
+object. An invalid config is logged with every problem, counted in
 ``sluice_config_reload_failures_total``, and the running config stays. Requests in flight
-keep the table they started with.
+keep the table they started with. Warnings are logged when they first appear, not again on
+every reload (a cluster rebuilds the table whenever a pod comes or goes).
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.configload import config_files, load_config
 from gateway.context import ProxyContext
 from gateway.listeners import ListenerSet
+from routing import RawDocument
 from routing.errors import ConfigError, ConfigIssue
 
 __all__ = ["ReloadResult", "Reloader"]
@@ -34,10 +37,18 @@ class ReloadResult:
 
 
 class Reloader:
-    def __init__(self, ctx: ProxyContext, listeners: ListenerSet, paths: Sequence[str]) -> None:
+    def __init__(
+        self,
+        ctx: ProxyContext,
+        listeners: ListenerSet,
+        paths: Sequence[str],
+        cluster: Callable[[], Sequence[RawDocument]] | None = None,
+    ) -> None:
         self._ctx = ctx
         self._listeners = listeners
         self._paths = tuple(paths)
+        self._cluster = cluster
+        self._logged: frozenset[ConfigIssue] = frozenset()
         self._lock = asyncio.Lock()
         self._fingerprint = self._snapshot()
         self._done = asyncio.Condition()
@@ -63,7 +74,8 @@ class Reloader:
         holder = self._ctx.holder
         try:
             # parsing is pure and can take tens of ms: keep it off the event loop
-            loaded = await asyncio.to_thread(load_config, self._paths)
+            cluster = self._cluster() if self._cluster is not None else None
+            loaded = await asyncio.to_thread(load_config, self._paths, cluster)
             drain = await self._listeners.apply(loaded.table)
         except ConfigError as exc:
             return self._failed(exc.issues)
@@ -81,10 +93,16 @@ class Reloader:
         task.add_done_callback(self._ctx.background.discard)
         self._ctx.metrics.reloads.labels("ok").inc()
         self._ctx.metrics.config_timestamp.set(time.time())
-        for warning in loaded.warnings:
-            log.warning("%s", warning)
+        self.note_warnings(loaded.warnings)
         log.info("config generation %d in force", holder.generation)
         return ReloadResult(ok=True, issues=loaded.warnings, generation=holder.generation)
+
+    def note_warnings(self, warnings: tuple[ConfigIssue, ...]) -> None:
+        """Log the warnings not logged at the last good load."""
+        for warning in warnings:
+            if warning not in self._logged:
+                log.warning("%s", warning)
+        self._logged = frozenset(warnings)
 
     def _failed(self, issues: tuple[ConfigIssue, ...]) -> ReloadResult:
         self._ctx.metrics.reloads.labels("invalid").inc()

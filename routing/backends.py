@@ -3,9 +3,11 @@
 Service: backendRef port → Service port (its name) → EndpointSlices labelled
 ``kubernetes.io/service-name`` in the same namespace → the slice port with the same name →
 ready addresses × that port. The Service's targetPort is not where the backend listens.
-InferencePool: EndpointSlices whose labels match the pool's selector stand in for its Pods;
-each ready address is a pod, served on the slice's ports when the slice lists any, else on
-the pool's targetPorts (one endpoint per port, as for data-parallel ranks).
+InferencePool: its Pods when the config has them (always when it comes from a cluster's API):
+each pod IP on each of the pool's targetPorts is an endpoint (one per port, as for
+data-parallel ranks), carrying the pod's labels. Otherwise EndpointSlices whose labels match
+the pool's selector stand in for its Pods: each ready address is a pod, served on the slice's
+ports when the slice lists any, else on the pool's targetPorts.
 Cross-namespace references need a ReferenceGrant in the target namespace.
 """
 
@@ -87,6 +89,7 @@ class Resolver:
         self._services = {s.meta.key: s for s in config.services}
         self._pools = {p.meta.key: p for p in config.pools}
         self._slices = config.slices
+        self._pods = config.pods if config.pools_select_pods else None
         self._grants = config.grants
         self._cache: dict[tuple[str, m.ObjectRef], Target] = {}
 
@@ -171,6 +174,8 @@ class Resolver:
         return PoolTarget(name=label, endpoints=self.pool_endpoints(pool), pool=pool)
 
     def pool_endpoints(self, pool: m.InferencePool) -> tuple[Endpoint, ...]:
+        if self._pods is not None:
+            return self._pod_endpoints(pool, self._pods)
         endpoints: list[Endpoint] = []
         for slice_ in self._slices:
             if slice_.meta.namespace != pool.meta.namespace:
@@ -188,6 +193,20 @@ class Resolver:
                     for a in ep.addresses
                     for p in ports
                 )
+        return _unique(endpoints)
+
+    @staticmethod
+    def _pod_endpoints(pool: m.InferencePool, pods: tuple[m.Pod, ...]) -> tuple[Endpoint, ...]:
+        if not pool.selector.match_labels and not pool.selector.match_expressions:
+            return ()  # an empty selector selects nothing here, as for slices
+        endpoints = [
+            Endpoint(address=ip, port=port, labels=tuple(sorted(pod.meta.labels)), ready=pod.ready)
+            for pod in pods
+            if pod.meta.namespace == pool.meta.namespace and pod.ips
+            if pool.selector.matches(pod.meta.label_map())
+            for ip in pod.ips[:1]  # dual-stack pods: one endpoint per pod, on its first IP
+            for port in pool.target_ports
+        ]
         return _unique(endpoints)
 
 

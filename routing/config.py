@@ -40,6 +40,7 @@ _META_IGNORED = (
     "generateName",
     "deletionTimestamp",
     "deletionGracePeriodSeconds",
+    "selfLink",
 )
 
 
@@ -82,6 +83,7 @@ def parse_config(docs: Sequence[RawDocument]) -> tuple[m.Config, tuple[ConfigIss
         pool_policies=tuple(o for o in objects if isinstance(o, m.InferencePoolPolicy)),
         traffic_policies=tuple(o for o in objects if isinstance(o, m.TrafficPolicy)),
         rollouts=tuple(o for o in objects if isinstance(o, RolloutSpec)),
+        pods=tuple(o for o in objects if isinstance(o, m.Pod)),
     )
     return config, tuple(issues)
 
@@ -159,6 +161,27 @@ def _parse_meta(r: Reader, doc: RawDocument, order: int, *, cluster_scoped: bool
 def _parse_namespace(r: Reader, meta: m.Meta) -> m.Namespace:
     r.ignore("spec")
     return m.Namespace(meta=meta)
+
+
+def _parse_pod(r: Reader, meta: m.Meta) -> m.Pod:
+    """Only what a pool needs; the rest of a Pod (spec, most of status) is not read."""
+    r.ignore("spec")
+    raw_meta = r.raw("metadata")
+    terminating = isinstance(raw_meta, dict) and raw_meta.get("deletionTimestamp") is not None
+    status = r.raw("status")
+    if not isinstance(status, dict):
+        return m.Pod(meta=meta, ips=(), ready=False)
+    ips = [p.get("ip") for p in status.get("podIPs") or () if isinstance(p, dict)]
+    ips = ips or [status.get("podIP")]
+    ready = any(
+        isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or ()
+    )
+    return m.Pod(
+        meta=meta,
+        ips=tuple(ip for ip in ips if isinstance(ip, str) and ip),
+        ready=ready and not terminating,
+    )
 
 
 def _parse_gateway_class(r: Reader, meta: m.Meta) -> m.GatewayClass:
@@ -371,6 +394,7 @@ _PARSERS: dict[str, tuple[frozenset[str], _Parser]] = {
     "HTTPRoute": (frozenset({m.GATEWAY_GROUP}), parse_httproute),
     "ReferenceGrant": (frozenset({m.GATEWAY_GROUP}), _parse_reference_grant),
     "Service": (frozenset({""}), _parse_service),
+    "Pod": (frozenset({""}), _parse_pod),
     "EndpointSlice": (frozenset({"discovery.k8s.io"}), _parse_endpoint_slice),
     "InferencePool": (
         frozenset({m.INFERENCE_GROUP, m.INFERENCE_X_GROUP}),

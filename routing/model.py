@@ -346,6 +346,16 @@ class EndpointSlice:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Pod:
+    """A v1 Pod, as much of it as an InferencePool needs: its labels (in ``meta``), its IPs,
+    and whether it takes traffic (condition Ready is True and it is not terminating)."""
+
+    meta: Meta
+    ips: tuple[str, ...]
+    ready: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InferencePool:
     meta: Meta
     selector: LabelSelector
@@ -457,7 +467,11 @@ class TrafficPolicy:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
-    """Every resource read from the config files, in file order."""
+    """Every resource read from the config files (and the Kubernetes API), in file order.
+
+    ``from_cluster``: the resources come from a cluster's API (``sluice serve --kubernetes``),
+    so InferencePools select Pods, and a Gateway is served only if its GatewayClass is there
+    and names Sluice's controller. Pools also select Pods when the files hold any Pod."""
 
     namespaces: tuple[Namespace, ...] = ()
     gateway_classes: tuple[GatewayClass, ...] = ()
@@ -474,3 +488,9 @@ class Config:
     pool_policies: tuple[InferencePoolPolicy, ...] = ()
     traffic_policies: tuple[TrafficPolicy, ...] = ()
     rollouts: tuple[RolloutSpec, ...] = ()
+    pods: tuple[Pod, ...] = ()
+    from_cluster: bool = False
+
+    @property
+    def pools_select_pods(self) -> bool:
+        return self.from_cluster or bool(self.pods)

@@ -229,6 +229,12 @@ def _served_gateways(config: m.Config, warnings: list[ConfigIssue]) -> list[m.Ga
     served = []
     for gw in config.gateways:
         cls = classes.get(gw.class_name)
+        if cls is None and config.from_cluster:
+            # in a cluster a Gateway of a class not (yet) there is nobody's to serve
+            warnings.append(
+                _warning(gw.meta, f"Gateway {gw.meta.key}: no GatewayClass {gw.class_name}")
+            )
+            continue
         if cls is not None and cls.controller_name not in ACCEPTED_CONTROLLERS:
             message = (
                 f"Gateway {gw.meta.key}: class {gw.class_name} belongs to {cls.controller_name}"

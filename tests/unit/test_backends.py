@@ -8,9 +8,11 @@ Cross-namespace references need a ReferenceGrant ("ReferenceGrant ... in the tar
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from routing import CompiledRule, InvalidTarget, PoolTarget, ServiceTarget, Target
+from routing import CompiledRule, InvalidTarget, PoolTarget, ServiceTarget, Target, build_table
 from routing import model as m
 from routing.backends import Endpoint, Resolver
 from tests.unit.manifests import GATEWAY, config_of, request, route, table_of, winner
@@ -90,6 +92,53 @@ apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {name: far, namespace: elsewhere, labels: {app: vllm}}
 endpoints: [{addresses: [10.1.0.8]}]
+"""
+
+
+PODS = """
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: vllm-0, namespace: backends, labels: {app: vllm, zone: a}}
+spec: {containers: [{name: vllm, image: vllm/vllm-openai, ports: [{containerPort: 8000}]}]}
+status:
+  phase: Running
+  podIP: 10.2.0.1
+  podIPs: [{ip: 10.2.0.1}, {ip: "fd00::1"}]
+  conditions: [{type: Ready, status: "True"}, {type: PodScheduled, status: "True"}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: vllm-1, namespace: backends, labels: {app: vllm}}
+status: {podIP: 10.2.0.2, conditions: [{type: Ready, status: "False"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: vllm-2
+  namespace: backends
+  labels: {app: vllm}
+  deletionTimestamp: "2026-12-01T00:00:00Z"
+status: {podIP: 10.2.0.3, conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: vllm-pending, namespace: backends, labels: {app: vllm}}
+status: {phase: Pending}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: vllm-new, namespace: backends, labels: {app: vllm}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: sglang-0, namespace: backends, labels: {app: sglang}}
+status: {podIP: 10.2.0.9, conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: vllm-far, namespace: elsewhere, labels: {app: vllm}}
+status: {podIP: 10.2.0.8, conditions: [{type: Ready, status: "True"}]}
 """
 
 
@@ -254,8 +303,9 @@ def test_pool_not_ready_endpoints_are_never_ready() -> None:
     assert {e.key for e in target.endpoints if not e.ready} <= {"10.1.0.2:8000", "10.1.0.2:8001"}
 
 
-def test_pool_with_an_empty_selector_selects_nothing() -> None:
-    extra = (
+@pytest.mark.parametrize("pods", ["", PODS], ids=["slices", "pods"])
+def test_pool_with_an_empty_selector_selects_nothing(pods: str) -> None:
+    extra = pods + (
         "\n---\napiVersion: inference.networking.x-k8s.io/v1alpha2\nkind: InferencePool\n"
         "metadata: {name: empty, namespace: backends}\nspec: {selector: {}, targetPortNumber: 80}"
     )
@@ -389,3 +439,40 @@ def test_pool_targets_lists_each_routed_pool_once() -> None:
     )
     assert [t.name for t in table.pool_targets()] == ["backends/pool"]
     assert table_of(RULES).pool_targets() == ()
+
+
+def test_with_pods_a_pool_selects_pods_not_slices() -> None:
+    """InferencePool's selector selects Pods: each pod IP on each targetPort; ready only with
+    condition Ready True and not terminating; the slices are Services' business then."""
+    target = _resolve("{group: inference.networking.k8s.io, kind: InferencePool, name: pool}",
+                      extra=PODS)  # fmt: skip
+    assert isinstance(target, PoolTarget)
+    assert _keys(target.ready_endpoints) == ["10.2.0.1:8000", "10.2.0.1:8001"]
+    assert {e.key for e in target.endpoints if not e.ready} == {
+        "10.2.0.2:8000", "10.2.0.2:8001", "10.2.0.3:8000", "10.2.0.3:8001"}  # fmt: skip
+    assert target.ready_endpoints[0].labels == (("app", "vllm"), ("zone", "a"))
+
+
+def test_a_config_from_a_cluster_selects_pods_even_when_there_are_none() -> None:
+    """At zero pods (scaled to zero), slices with the pool's labels (a Service's, which the
+    cluster copies onto its slices) must not stand in for pods."""
+    config = dataclasses.replace(config_of(GATEWAY + POOL), from_cluster=True)
+    pool = next(p for p in config.pools if p.meta.name == "pool")
+    assert Resolver(config).pool_endpoints(pool) == ()
+
+
+def test_in_a_cluster_a_gateway_needs_its_class_to_be_served() -> None:
+    orphan = """
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: orphan, namespace: default}
+spec:
+  gatewayClassName: nobody
+  listeners: [{name: http, port: 8081, protocol: HTTP}]
+"""
+    config = config_of(GATEWAY + orphan)
+    assert 8081 in build_table(config).ports  # files: a missing class is no reason to refuse
+    in_cluster = build_table(dataclasses.replace(config, from_cluster=True))
+    assert 8081 not in in_cluster.ports
+    assert any("no GatewayClass nobody" in i.message for i in in_cluster.issues)

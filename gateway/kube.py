@@ -1,0 +1,399 @@
+"""Read Sluice's resources from a Kubernetes API server: list each, then watch it.
+
+``sluice serve --kubernetes`` (in a pod: the service account's token and CA) or
+``--kubernetes-api URL`` (for example ``kubectl proxy``) makes the cluster a config source
+beside the files: every change to a watched object rebuilds the routing table through the
+reloader, so the all-or-nothing swap, the listener changes and the drain are the files' own.
+
+Rules:
+- Read only: nothing is written to the API (no status conditions; see README).
+- A resource the API does not serve (a CRD that is not installed: 404) or may not be read
+  (403) counts as empty and is asked for again every ``ABSENT_RETRY_S``; it never stops the
+  others.
+- A watch that ends (the server's timeout, a dropped connection) resumes from the last
+  resourceVersion seen; one too old for the server (410 Gone) lists again and replaces what
+  it held. Failures back off exponentially, with jitter, up to ``MAX_BACKOFF_S``.
+- Bounded memory: Pods keep only what a pool reads (labels, IPs, readiness), every object
+  loses ``managedFields`` and the last-applied annotation, and one watch event may not
+  exceed ``MAX_EVENT_BYTES``. Pod updates that change none of those kept fields (a
+  container restart count, say) do not rebuild the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import ssl
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from routing import RawDocument
+from routing import model as m
+
+__all__ = ["RESOURCES", "ApiServer", "ClusterSource", "KubeError", "Resource"]
+
+log = logging.getLogger("sluice.kube")
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+WATCH_TIMEOUT_S = 300  # asked of the server; it ends the watch, and we resume
+ABSENT_RETRY_S = 60.0
+MAX_BACKOFF_S = 30.0
+MAX_EVENT_BYTES = 8 * 1024 * 1024  # etcd caps an object at 1.5 MiB; this is a guard
+LIST_PAGE = 500
+SETTLE_S = 0.2  # rebuild at most this often while objects keep changing
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+class KubeError(Exception):
+    """The API answered something Sluice cannot use (status code or body)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            return f"{base}/namespaces/{namespace}/{self.plural}"
+        return f"{base}/{self.plural}"
+
+
+RESOURCES = (
+    Resource("", "v1", "Namespace", "namespaces", namespaced=False),
+    Resource("", "v1", "Service", "services"),
+    Resource("", "v1", "Pod", "pods"),
+    Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
+    Resource(m.GATEWAY_GROUP, "v1", "GatewayClass", "gatewayclasses", namespaced=False),
+    Resource(m.GATEWAY_GROUP, "v1", "Gateway", "gateways"),
+    Resource(m.GATEWAY_GROUP, "v1", "HTTPRoute", "httproutes"),
+    Resource(m.GATEWAY_GROUP, "v1beta1", "ReferenceGrant", "referencegrants"),
+    Resource(m.INFERENCE_GROUP, "v1", "InferencePool", "inferencepools"),
+    Resource(m.INFERENCE_X_GROUP, "v1alpha2", "InferencePool", "inferencepools"),
+    Resource(m.INFERENCE_X_GROUP, "v1alpha2", "InferenceObjective", "inferenceobjectives"),
+    Resource(m.INFERENCE_X_GROUP, "v1alpha2", "InferenceModelRewrite", "inferencemodelrewrites"),
+    Resource(m.INFERENCE_X_GROUP, "v1alpha2", "InferenceModel", "inferencemodels"),
+    Resource(m.SLUICE_GROUP, "v1alpha1", "ModelServerPreset", "modelserverpresets", False),
+    Resource(m.SLUICE_GROUP, "v1alpha1", "InferencePoolPolicy", "inferencepoolpolicies"),
+    Resource(m.SLUICE_GROUP, "v1alpha1", "TrafficPolicy", "trafficpolicies"),
+    Resource(m.SLUICE_GROUP, "v1alpha1", "Rollout", "rollouts"),
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiServer:
+    """Where the API is and how to authenticate. The token file is read again for every
+    request: projected service-account tokens are rotated by the kubelet."""
+
+    url: str
+    token_file: str | None = None
+    ca_file: str | None = None
+
+    @classmethod
+    def in_cluster(cls) -> ApiServer:
+        host = os.environ.get("KUBERNETES_SERVICE_HOST")
+        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        if not host:
+            raise KubeError(0, "KUBERNETES_SERVICE_HOST is not set: not running in a pod")
+        host = f"[{host}]" if ":" in host else host
+        return cls(
+            url=f"https://{host}:{port}",
+            token_file=f"{SERVICE_ACCOUNT_DIR}/token",
+            ca_file=f"{SERVICE_ACCOUNT_DIR}/ca.crt",
+        )
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if self.token_file:
+            with open(self.token_file, encoding="utf-8") as fh:
+                headers["Authorization"] = f"Bearer {fh.read().strip()}"
+        return headers
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.url.startswith("https:"):
+            return None
+        return ssl.create_default_context(cafile=self.ca_file)
+
+
+def slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """What Sluice keeps of an object: Pods only their labels, IPs and readiness; others
+    everything but managedFields and the last-applied annotation."""
+    meta = obj.get("metadata") or {}
+    if obj.get("kind") == "Pod":
+        status = obj.get("status") or {}
+        kept = ("name", "namespace", "labels", "creationTimestamp", "deletionTimestamp")
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {k: meta[k] for k in kept if k in meta},
+            "status": {
+                "podIP": status.get("podIP"),
+                "podIPs": status.get("podIPs") or [],
+                "conditions": [
+                    c for c in status.get("conditions") or () if c.get("type") == "Ready"
+                ],
+            },
+        }
+    meta = {k: v for k, v in meta.items() if k != "managedFields"}
+    annotations = meta.get("annotations")
+    if annotations and _LAST_APPLIED in annotations:
+        meta["annotations"] = {k: v for k, v in annotations.items() if k != _LAST_APPLIED}
+    return {**obj, "metadata": meta}
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+class _Reflector:
+    """One resource's objects, kept current by list and watch."""
+
+    def __init__(self, source: ClusterSource, resource: Resource) -> None:
+        self._source = source
+        self.resource = resource
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.version = ""  # resourceVersion to watch from; "" = list first
+        self.absent = False  # 404 or 403: counts as empty
+
+    def documents(self) -> Iterator[RawDocument]:
+        kind = self.resource.kind
+        for (ns, name), obj in sorted(self.objects.items()):
+            where = f"{ns}/{name}" if ns else name
+            yield RawDocument(file=f"kubernetes:{kind}/{where}", index=0, data=obj)
+
+    async def list(self) -> None:
+        """Replace the objects with a full (paged) list; 404/403 make the resource absent."""
+        items: dict[tuple[str, str], dict[str, Any]] = {}
+        params = {"limit": str(LIST_PAGE)}
+        try:
+            while True:
+                body = await self._source.get_json(self._path(), params)
+                for item in body.get("items") or ():
+                    item = slim(
+                        {"apiVersion": self.resource.api_version, "kind": self.resource.kind} | item
+                    )
+                    items[_key(item)] = item
+                meta = body.get("metadata") or {}
+                if not meta.get("continue"):
+                    break
+                params = {"limit": str(LIST_PAGE), "continue": str(meta["continue"])}
+        except KubeError as exc:
+            if exc.status not in (403, 404):
+                raise
+            if not self.absent:
+                log.warning("%s %s: %s; taken as none", self.resource.kind, self._path(), exc)
+            self.absent = True
+            self._replace({})
+            return
+        if self.absent:
+            log.info("%s %s: served again", self.resource.kind, self._path())
+        if not meta.get("resourceVersion"):
+            raise KubeError(200, f"{self._path()}: a list without a resourceVersion")
+        self.absent = False
+        self.version = str(meta["resourceVersion"])
+        self._replace(items)
+
+    def _replace(self, items: dict[tuple[str, str], dict[str, Any]]) -> None:
+        if items != self.objects:
+            self.objects = items
+            self._source.changed()
+
+    def _path(self) -> str:
+        return self.resource.path(self._source.namespace)
+
+    async def run(self) -> None:
+        """List and watch until cancelled."""
+        failures = 0
+        while True:
+            try:
+                if self.absent:
+                    await asyncio.sleep(ABSENT_RETRY_S)
+                    await self.list()
+                    continue
+                if not self.version:
+                    await self.list()
+                    continue
+                await self._watch()
+                failures = 0
+            except Exception as exc:  # the loop must outlive any one bad answer
+                failures += 1
+                delay = min(MAX_BACKOFF_S, 0.5 * 2 ** min(failures, 10))
+                log.warning("%s watch: %s; again in %.1fs", self.resource.kind, exc, delay)
+                await asyncio.sleep(delay * random.uniform(1.0, 1.5))
+
+    async def _watch(self) -> None:
+        params = {
+            "watch": "1",
+            "resourceVersion": self.version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(WATCH_TIMEOUT_S),
+        }
+        try:
+            async with contextlib.aclosing(
+                self._source.stream_json(self._path(), params)
+            ) as events:
+                async for event in events:
+                    if not self._apply(event):
+                        return
+        except KubeError as exc:
+            if exc.status != 410:
+                raise
+            self.version = ""  # the version is too old for the server (410 Gone): list again
+
+    def _apply(self, event: dict[str, Any]) -> bool:
+        """Apply one watch event; False when the watch must stop and list again."""
+        kind, obj = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                self.version = ""
+                return False
+            raise KubeError(int(obj.get("code") or 0), str(obj.get("message")))
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if version:
+            self.version = str(version)
+        key = _key(obj)
+        if kind == "DELETED":
+            if self.objects.pop(key, None) is not None:
+                self._source.changed()
+        elif kind in ("ADDED", "MODIFIED"):
+            item = slim({"apiVersion": self.resource.api_version, "kind": self.resource.kind} | obj)
+            if self.objects.get(key) != item:
+                self.objects[key] = item
+                self._source.changed()
+        return True  # BOOKMARK: only its resourceVersion counts
+
+
+class ClusterSource:
+    """The cluster's objects as config documents; ``follow`` rebuilds on every change."""
+
+    def __init__(
+        self,
+        api: ApiServer,
+        *,
+        namespace: str | None = None,
+        resources: tuple[Resource, ...] = RESOURCES,
+        request_timeout_s: float = 30.0,
+    ) -> None:
+        self.api = api
+        self.namespace = namespace
+        self._request_timeout_s = request_timeout_s
+        self._reflectors = [_Reflector(self, r) for r in resources]
+        self._changed = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.rebuilds = 0
+
+    def changed(self) -> None:
+        self._changed.set()
+
+    def documents(self) -> list[RawDocument]:
+        return [doc for r in self._reflectors for doc in r.documents()]
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(ssl=self.api.ssl_context() or False)
+            self._session = aiohttp.ClientSession(self.api.url, connector=connector)
+        return self._session
+
+    async def get_json(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        timeout = aiohttp.ClientTimeout(total=self._request_timeout_s)
+        async with self._http().get(
+            path, params=params, headers=self.api.headers(), timeout=timeout
+        ) as resp:
+            body = await resp.read()
+            if resp.status != 200:
+                raise KubeError(resp.status, _status_message(body))
+            data = json.loads(body)
+        if not isinstance(data, dict):
+            raise KubeError(resp.status, "expected a JSON object")
+        return data
+
+    async def stream_json(
+        self, path: str, params: dict[str, str]
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The watch's events, one JSON object per line, until the server ends it."""
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self._request_timeout_s, sock_read=WATCH_TIMEOUT_S + 30
+        )
+        async with self._http().get(
+            path, params=params, headers=self.api.headers(), timeout=timeout
+        ) as resp:
+            if resp.status != 200:
+                raise KubeError(resp.status, _status_message(await resp.read()))
+            buffer = bytearray()
+            async for chunk in resp.content.iter_any():
+                buffer += chunk
+                while (end := buffer.find(b"\n")) >= 0:
+                    line = bytes(buffer[:end])
+                    del buffer[: end + 1]
+                    if line.strip():
+                        event = json.loads(line)
+                        if isinstance(event, dict):
+                            yield event
+                if len(buffer) > MAX_EVENT_BYTES:
+                    raise KubeError(resp.status, f"a watch event over {MAX_EVENT_BYTES} bytes")
+
+    async def start(self, retry_s: float = 1.0) -> None:
+        """List every resource once (retrying while the API cannot be reached), then watch
+        them in the background."""
+        for reflector in self._reflectors:
+            while True:
+                try:
+                    await reflector.list()
+                    break
+                except (aiohttp.ClientError, OSError, TimeoutError, KubeError, ValueError) as exc:
+                    log.warning("listing %s: %s; again in %.1fs", reflector.resource.kind, exc,
+                                retry_s)  # fmt: skip
+                    await asyncio.sleep(retry_s)
+        self._changed.clear()
+        self._tasks = [asyncio.create_task(r.run()) for r in self._reflectors]
+
+    async def follow(self, rebuild: Callable[[], Awaitable[object]]) -> None:
+        """Call ``rebuild`` after changes, at most every ``SETTLE_S``; until cancelled."""
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            await rebuild()
+            self.rebuilds += 1
+            await asyncio.sleep(SETTLE_S)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._session is not None:
+            await self._session.close()
+
+
+def _status_message(body: bytes) -> str:
+    """The ``message`` of a Kubernetes Status body, or the body's start."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body[:200].decode("utf-8", "replace")
+    message = data.get("message") if isinstance(data, dict) else None
+    if isinstance(message, str):
+        return message
+    return body[:200].decode("utf-8", "replace")

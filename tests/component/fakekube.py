@@ -1,0 +1,228 @@
+"""A Kubernetes API server in memory, on 127.0.0.1, for list-and-watch clients.
+
+It serves what ``kubectl`` and client-go rely on: paged lists (``limit``/``continue``) whose
+items carry no kind or apiVersion, watches from a resourceVersion that stream one JSON event
+per line, 410 Gone (as an ERROR event) for a version older than the history kept, 404 for a
+resource it does not serve, 401 without the right bearer token. Tests change objects with
+``put``/``delete``, cut every watch with ``drop_watches`` and forget history with
+``compact``. Its plural names are written out here, not taken from Sluice's table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+PLURALS = {
+    "Namespace": "namespaces",
+    "Service": "services",
+    "Pod": "pods",
+    "EndpointSlice": "endpointslices",
+    "GatewayClass": "gatewayclasses",
+    "Gateway": "gateways",
+    "HTTPRoute": "httproutes",
+    "ReferenceGrant": "referencegrants",
+    "InferencePool": "inferencepools",
+    "InferenceObjective": "inferenceobjectives",
+    "InferenceModelRewrite": "inferencemodelrewrites",
+    "InferenceModel": "inferencemodels",
+    "TrafficPolicy": "trafficpolicies",
+    "InferencePoolPolicy": "inferencepoolpolicies",
+    "ModelServerPreset": "modelserverpresets",
+    "Rollout": "rollouts",
+}
+CORE_AND_GATEWAY = frozenset(
+    {
+        "v1/namespaces",
+        "v1/services",
+        "v1/pods",
+        "discovery.k8s.io/v1/endpointslices",
+        "gateway.networking.k8s.io/v1/gatewayclasses",
+        "gateway.networking.k8s.io/v1/gateways",
+        "gateway.networking.k8s.io/v1/httproutes",
+        "gateway.networking.k8s.io/v1beta1/referencegrants",
+    }
+)
+INFERENCE = frozenset(
+    {
+        "inference.networking.k8s.io/v1/inferencepools",
+        "inference.networking.x-k8s.io/v1alpha2/inferenceobjectives",
+        "inference.networking.x-k8s.io/v1alpha2/inferencemodelrewrites",
+    }
+)
+
+
+@dataclass
+class _Watch:
+    resource: str
+    namespace: str | None
+    queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
+
+
+class FakeKubeApi:
+    def __init__(
+        self, served: Iterable[str] = CORE_AND_GATEWAY | INFERENCE, token: str | None = None
+    ) -> None:
+        self.served = frozenset(served)  # "group/version/plural" ("v1/pods" for the core)
+        self.token = token
+        self.version = 100
+        self.oldest = 0  # watches from an older version get 410 Gone
+        self.objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+        self.history: list[tuple[int, str, str, dict[str, Any]]] = []
+        self.watches: list[_Watch] = []
+        self.lists: list[str] = []  # resource of each list request, in order
+        self.paths: list[str] = []  # the path of every request
+        self.watching = asyncio.Condition()
+        self.failing = False  # answer every request 500, as an API server in trouble
+        self.refused = asyncio.Event()  # set once a request was answered 500
+        self.url = ""
+
+    # ---- what tests call
+
+    def put(self, *objs: dict[str, Any]) -> None:
+        """Create or replace each of ``objs`` (full objects, with kind and apiVersion)."""
+        for obj in objs:
+            resource = _resource_of(obj)
+            meta = obj.setdefault("metadata", {})
+            key = (meta.get("namespace", ""), meta["name"])
+            bucket = self.objects.setdefault(resource, {})
+            event = "MODIFIED" if key in bucket else "ADDED"
+            self.version += 1
+            meta["resourceVersion"] = str(self.version)
+            meta.setdefault("creationTimestamp", "2026-12-01T00:00:00Z")
+            meta["managedFields"] = [{"manager": "kubectl", "operation": "Apply"}]
+            bucket[key] = obj
+            self._emit(event, resource, obj)
+
+    def delete(self, obj: dict[str, Any]) -> None:
+        resource = _resource_of(obj)
+        meta = obj["metadata"]
+        gone = self.objects.get(resource, {}).pop((meta.get("namespace", ""), meta["name"]))
+        self.version += 1
+        gone["metadata"]["resourceVersion"] = str(self.version)
+        self._emit("DELETED", resource, gone)
+
+    def compact(self) -> None:
+        """Forget the event history: a watch from any version seen so far gets 410 Gone."""
+        self.history.clear()
+        self.oldest = self.version
+
+    def drop_watches(self) -> None:
+        for watch in self.watches:
+            watch.queue.put_nowait(None)
+
+    async def wait_watches(self, count: int) -> None:
+        async with self.watching:
+            await self.watching.wait_for(lambda: len(self.watches) >= count)
+
+    # ---- the server
+
+    def _emit(self, event: str, resource: str, obj: dict[str, Any]) -> None:
+        self.history.append((self.version, event, resource, obj))
+        ns = obj["metadata"].get("namespace", "")
+        for watch in self.watches:
+            if watch.resource == resource and watch.namespace in (None, ns):
+                watch.queue.put_nowait({"type": event, "object": obj})
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.paths.append(request.path)
+        if self.token is not None and request.headers.get("Authorization") != (
+            f"Bearer {self.token}"
+        ):
+            return _status(401, "Unauthorized")
+        if self.failing:
+            self.refused.set()
+            return _status(500, "etcdserver: request timed out")
+        parts = request.path.strip("/").split("/")
+        if parts[0] == "api":
+            parts = ["", *parts[1:]]
+        elif parts[0] == "apis":
+            parts = parts[1:]
+        else:
+            return _status(404, "not found")
+        group, version, rest = parts[0], parts[1], parts[2:]
+        namespace = None
+        if len(rest) == 3 and rest[0] == "namespaces":
+            namespace, rest = rest[1], rest[2:]
+        resource = f"{group}/{version}/{rest[0]}".lstrip("/")
+        if len(rest) != 1 or resource not in self.served:
+            return _status(404, f"the server could not find the requested resource {resource}")
+        if request.query.get("watch") in ("1", "true"):
+            return await self._watch(request, resource, namespace)
+        return self._list(request, resource, namespace)
+
+    def _list(self, request: web.Request, resource: str, ns: str | None) -> web.Response:
+        self.lists.append(resource)
+        items = [
+            {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
+            for (obj_ns, _), obj in sorted(self.objects.get(resource, {}).items())
+            if ns is None or obj_ns == ns
+        ]
+        start = int(request.query.get("continue") or 0)
+        limit = int(request.query.get("limit") or len(items) or 1)
+        page = items[start : start + limit]
+        meta: dict[str, str] = {"resourceVersion": str(self.version)}
+        if start + limit < len(items):
+            meta["continue"] = str(start + limit)
+        return web.json_response({"kind": "List", "metadata": meta, "items": page})
+
+    async def _watch(
+        self, request: web.Request, resource: str, ns: str | None
+    ) -> web.StreamResponse:
+        since = int(request.query.get("resourceVersion") or self.version)
+        response = web.StreamResponse()
+        response.content_type = "application/json"
+        await response.prepare(request)
+        if since < self.oldest:
+            gone = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
+            await response.write(json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n")
+            return response
+        watch = _Watch(resource=resource, namespace=ns)
+        for version, event, res, obj in self.history:
+            if (
+                version > since
+                and res == resource
+                and ns in (None, obj["metadata"].get("namespace", ""))
+            ):
+                watch.queue.put_nowait({"type": event, "object": obj})
+        self.watches.append(watch)
+        async with self.watching:
+            self.watching.notify_all()
+        try:
+            while (event := await watch.queue.get()) is not None:
+                await response.write(json.dumps(event).encode() + b"\n")
+        finally:
+            self.watches.remove(watch)
+        return response
+
+
+@contextlib.asynccontextmanager
+async def running_api(api: FakeKubeApi) -> AsyncIterator[FakeKubeApi]:
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", api._handle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    api.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        yield api
+    finally:
+        api.drop_watches()
+        await runner.cleanup()
+
+
+def _resource_of(obj: dict[str, Any]) -> str:
+    return f"{obj['apiVersion']}/{PLURALS[obj['kind']]}"
+
+
+def _status(code: int, message: str) -> web.Response:
+    body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
+            "message": message}  # fmt: skip
+    return web.json_response(body, status=code)

@@ -1,0 +1,290 @@
+"""The cluster as a config source: Sluice lists and watches a Kubernetes API server (a fake
+one on 127.0.0.1, tests/component/fakekube.py) and routes by what it holds, as it changes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.app import RunningGateway, running_gateway
+from gateway.kube import ApiServer, ClusterSource
+from loadtests.fleet import Fleet, FleetSpec, ReplicaSpec
+from loadtests.targets import running_process, sluice_command
+from tests.component.fakekube import CORE_AND_GATEWAY, FakeKubeApi, running_api
+from tests.component.harness import backend, free_port
+
+MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+SERVED = "x-gateway-destination-endpoint-served"
+GW = "gateway.networking.k8s.io/v1"
+
+
+def _meta(name: str, namespace: str | None = "default", **labels: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": labels}
+    if namespace:
+        meta["namespace"] = namespace
+    return meta
+
+
+def _gateway(port: int, cls: str = "sluice", name: str = "gw") -> dict[str, Any]:
+    listener = {"name": "http", "port": port, "protocol": "HTTP"}
+    return {"apiVersion": GW, "kind": "Gateway", "metadata": _meta(name),
+            "spec": {"gatewayClassName": cls, "listeners": [listener]}}  # fmt: skip
+
+
+def _class(name: str, controller: str) -> dict[str, Any]:
+    return {"apiVersion": GW, "kind": "GatewayClass", "metadata": _meta(name, None),
+            "spec": {"controllerName": controller}}  # fmt: skip
+
+
+def _route(name: str, backend_ref: dict[str, Any], prefix: str = "/", gw: str = "gw") -> dict:
+    return {"apiVersion": GW, "kind": "HTTPRoute", "metadata": _meta(name),
+            "spec": {"parentRefs": [{"name": gw}],
+                     "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": prefix}}],
+                                "backendRefs": [backend_ref]}]}}  # fmt: skip
+
+
+def _service(name: str, port: int) -> list[dict[str, Any]]:
+    """A Service and the EndpointSlice the cluster keeps for it (one address: 127.0.0.1)."""
+    return [
+        {"apiVersion": "v1", "kind": "Service", "metadata": _meta(name, app=name),
+         "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.10", "selector": {"app": name},
+                  "ports": [{"name": "http", "port": 80, "protocol": "TCP",
+                             "targetPort": 8080}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+         "metadata": _meta(f"{name}-abcde", **{"kubernetes.io/service-name": name, "app": name}),
+         "addressType": "IPv4",
+         "endpoints": [{"addresses": ["127.0.0.1"],
+                        "conditions": {"ready": True, "serving": True, "terminating": False},
+                        "nodeName": "node-1", "targetRef": {"kind": "Pod", "name": f"{name}-0"}}],
+         "ports": [{"name": "http", "port": port, "protocol": "TCP"}]},
+    ]  # fmt: skip
+
+
+def _pool(ports: list[int]) -> dict[str, Any]:
+    return {"apiVersion": "inference.networking.k8s.io/v1", "kind": "InferencePool",
+            "metadata": _meta("llama"),
+            "spec": {"selector": {"matchLabels": {"app": "llama"}},
+                     "targetPorts": [{"number": p} for p in ports],
+                     "endpointPickerRef": {"name": "unused-epp", "port": {"number": 9002},
+                                           "failureMode": "FailOpen"}}}  # fmt: skip
+
+
+def _pod(name: str, *, ready: bool, app: str = "llama") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": _meta(name, app=app),
+            "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai"}]},
+            "status": {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+                       "conditions": [{"type": "Initialized", "status": "True"},
+                                      {"type": "Ready", "status": "True" if ready else "False"}],
+                       "containerStatuses": [{"name": "vllm", "restartCount": 0}]}}  # fmt: skip
+
+
+def _epp_service() -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta("unused-epp"),
+            "spec": {"ports": [{"name": "grpc", "port": 9002}]}}  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def _gateway_on(api: FakeKubeApi, **api_kw: Any) -> AsyncIterator[RunningGateway]:
+    cluster = ClusterSource(ApiServer(url=api.url, **api_kw))
+    async with running_gateway(
+        [], address="127.0.0.1", admin_port=0, watch_interval_s=None, seed=1, cluster=cluster
+    ) as gw:
+        yield gw
+
+
+async def _until(gw: RunningGateway, done: Callable[[], bool]) -> None:
+    """Wait, reload by reload, until ``done()`` holds (the watch has delivered a change)."""
+    async with asyncio.timeout(10):
+        while not done():
+            await gw.reloader.wait_attempts(gw.reloader.attempts + 1)
+
+
+def _ok_backend(text: str) -> Any:
+    async def handler(request: Any) -> Any:
+        from aiohttp import web
+
+        return web.Response(text=text)
+
+    return backend(handler)
+
+
+@pytest.mark.single_loop
+async def test_pods_of_a_pool_come_and_go_with_the_cluster(tmp_path):
+    """A request for a pool whose only pod is not ready is held (scale from zero); the pod
+    turning Ready in the API releases it to that pod's ranks (the pool's targetPorts)."""
+    port = free_port()
+    spec = FleetSpec(replicas=(ReplicaSpec(), ReplicaSpec()), time_scale=0.05)
+    async with Fleet(spec) as fleet, running_api(FakeKubeApi()) as api:
+        ranks = [r.port for r in fleet.replicas]
+        api.put(
+            _class("sluice", "sluice.dev/gateway-controller"),
+            _gateway(port),
+            _route(
+                "llm",
+                {"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": "llama"},
+            ),
+            _pool(ranks),
+            _epp_service(),
+            _pod("llama-0", ready=False),
+            _pod("other-0", ready=True, app="other"),
+        )
+        async with _gateway_on(api) as gw, httpx.AsyncClient(timeout=30) as client:
+            target = gw.ctx.pools.current("default/llama")
+            assert target is not None
+            assert [(e.key, e.ready) for e in target.endpoints] == [
+                (f"127.0.0.1:{p}", False) for p in ranks
+            ]
+            activated = asyncio.Event()
+            gw.ctx.admission.activation_listeners.append(
+                lambda pool, active: activated.set() if active else None
+            )
+            body = {"model": MODEL, "prompt": "cold start", "max_tokens": 2}
+            held = asyncio.create_task(
+                client.post(f"http://127.0.0.1:{port}/v1/completions", json=body)
+            )
+            async with asyncio.timeout(5):
+                await activated.wait()
+            assert not held.done()
+            api.put(_pod("llama-0", ready=True))
+            async with asyncio.timeout(30):
+                answer = await held
+            assert answer.status_code == 200
+            assert answer.headers[SERVED] in {f"127.0.0.1:{p}" for p in ranks}
+            # a pod update that changes nothing Sluice reads rebuilds nothing
+            rebuilds = gw.cluster.rebuilds if gw.cluster else -1
+            ready = _pod("llama-0", ready=True)
+            ready["status"]["containerStatuses"][0]["restartCount"] = 3
+            api.put(ready)
+            api.delete(_pod("llama-0", ready=True))
+            await _until(gw, lambda: not gw.ctx.pools.current("default/llama").endpoints)
+            assert gw.cluster is not None
+            assert gw.cluster.rebuilds == rebuilds + 1
+
+
+async def test_routes_services_and_bad_objects_follow_the_api(tmp_path, caplog):
+    """Routes and Services are applied as they change; a broken HTTPRoute is left out (with
+    its error) while the rest applies; a Gateway of another controller is not served."""
+    caplog.set_level(logging.WARNING, "sluice")
+    port, foreign_port = free_port(), free_port()
+    async with (
+        _ok_backend("blue") as blue,
+        _ok_backend("green") as green,
+        running_api(FakeKubeApi()) as api,
+    ):
+        api.put(
+            _class("sluice", "sluice.dev/gateway-controller"),
+            _class("istio", "istio.io/gateway-controller"),
+            _gateway(port),
+            _gateway(foreign_port, cls="istio", name="theirs"),
+            *_service("blue", blue.port),
+            *_service("green", green.port),
+            _route("app", {"name": "blue", "port": 80}),
+        )
+        async with _gateway_on(api) as gw, httpx.AsyncClient(timeout=10) as client:
+            url = f"http://127.0.0.1:{port}/hello"
+            assert (await client.get(url)).text == "blue"
+            assert foreign_port not in gw.ctx.holder.table.ports
+            bad = _route("bad", {"name": "green", "port": 80}, prefix="/bad")
+            bad["spec"]["rules"][0]["colour"] = "red"
+            api.put(bad)
+            api.put(_route("app", {"name": "green", "port": 80}))
+            await _until(gw, lambda: _served_text(gw) == ("green",))
+            assert (await client.get(url)).text == "green"
+            assert (await client.get(f"http://127.0.0.1:{port}/bad/x")).text == "green"  # "/"
+            result = gw.reloader.last_result
+            assert result is not None
+            assert result.ok
+            assert any(
+                i.file == "kubernetes:HTTPRoute/default/bad" and i.path.endswith("colour")
+                for i in result.issues
+            ), result.issues
+            assert "kubernetes:HTTPRoute/default/bad" in caplog.text
+    assert "theirs" not in str(gw.ctx.holder.table.ports)
+
+
+def _served_text(gw: RunningGateway) -> tuple[str, ...]:
+    """The backendRef names of the HTTPRoute default/app in the running table."""
+    return tuple(n for r in gw.ctx.holder.table.rules if r.route == "default/app"
+                 for n in r.backend_names)  # fmt: skip
+
+
+async def test_a_watch_too_old_lists_again_and_an_outage_keeps_the_last_table(tmp_path):
+    """410 Gone: the watch lists again and sees what changed meanwhile. An API that fails
+    leaves the running table serving; it resumes when the API is back. Resources the API
+    does not serve (CRDs not installed) count as empty. The bearer token is sent."""
+    port = free_port()
+    async with (
+        _ok_backend("blue") as blue,
+        _ok_backend("green") as green,
+        running_api(FakeKubeApi(served=CORE_AND_GATEWAY, token="s3cret")) as api,
+    ):
+        token = tmp_path / "token"
+        token.write_text("s3cret\n")
+        api.put(
+            _class("sluice", "sluice/gateway-controller"),
+            _gateway(port),
+            *_service("blue", blue.port),
+            *_service("green", green.port),
+            _route("app", {"name": "blue", "port": 80}),
+        )
+        async with (
+            _gateway_on(api, token_file=str(token)) as gw,
+            httpx.AsyncClient(timeout=10) as client,
+        ):
+            url = f"http://127.0.0.1:{port}/"
+            assert (await client.get(url)).text == "blue"
+            await api.wait_watches(8)  # the core and Gateway API resources
+            lists = api.lists.count("gateway.networking.k8s.io/v1/httproutes")
+            # the watches end, the route changes and the history is forgotten before the
+            # watches come back: they ask for a version the server no longer has
+            api.drop_watches()
+            api.put(_route("app", {"name": "green", "port": 80}))
+            api.compact()
+            await _until(gw, lambda: _served_text(gw) == ("green",))
+            assert api.lists.count("gateway.networking.k8s.io/v1/httproutes") == lists + 1
+            assert (await client.get(url)).text == "green"
+            api.failing = True
+            api.drop_watches()
+            async with asyncio.timeout(5):
+                await api.refused.wait()
+            assert (await client.get(url)).text == "green"
+            api.failing = False
+            api.put(_route("app", {"name": "blue", "port": 80}))
+            await _until(gw, lambda: _served_text(gw) == ("blue",))
+            assert (await client.get(url)).text == "blue"
+
+
+@pytest.mark.single_loop
+async def test_sluice_serve_reads_a_cluster_by_its_api_url(tmp_path):
+    """`sluice serve --kubernetes-api URL` with no config file: listens on the cluster's
+    Gateway and routes by its objects; without either source it says what is missing."""
+    port, admin = free_port(), free_port()
+    async with _ok_backend("blue") as blue, running_api(FakeKubeApi()) as api:
+        api.put(
+            _class("sluice", "sluice.dev/gateway-controller"),
+            _gateway(port),
+            *_service("blue", blue.port),
+            _route("app", {"name": "blue", "port": 80}),
+        )
+        cmd = [*sluice_command(), "serve", "--kubernetes-api", api.url, "--namespace", "default",
+               "--address", "127.0.0.1", "--admin", f"127.0.0.1:{admin}"]  # fmt: skip
+        async with (
+            running_process(cmd, tmp_path / "sluice.log", f"http://127.0.0.1:{admin}/readyz", 20),
+            httpx.AsyncClient(timeout=10) as client,
+        ):
+            assert (await client.get(f"http://127.0.0.1:{port}/")).text == "blue"
+        assert "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes" in api.paths
+        assert "/api/v1/namespaces" in api.paths  # cluster-scoped kinds: never namespaced
+    bare = await asyncio.create_subprocess_exec(
+        *sluice_command(), "serve", stderr=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(20):
+        _, err = await bare.communicate()
+    assert bare.returncode == 2
+    assert b"--config or --kubernetes is required" in err
