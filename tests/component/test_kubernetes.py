@@ -7,13 +7,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from gateway.app import RunningGateway, running_gateway
-from gateway.kube import ApiServer, ClusterSource
+from gateway.kube import RESOURCES, ApiServer, ClusterSource
 from loadtests.fleet import Fleet, FleetSpec, ReplicaSpec
 from loadtests.targets import running_process, sluice_command
 from tests.component.fakekube import CORE_AND_GATEWAY, FakeKubeApi, running_api
@@ -288,3 +290,29 @@ async def test_sluice_serve_reads_a_cluster_by_its_api_url(tmp_path):
         _, err = await bare.communicate()
     assert bare.returncode == 2
     assert b"--config or --kubernetes is required" in err
+
+
+def test_the_manifests_grant_and_define_every_watched_resource():
+    """config/kubernetes: the ClusterRole lets Sluice list and watch every resource it asks
+    for, the Deployment runs as the bound ServiceAccount, and crds.yaml defines every
+    sluice.dev kind with the scope Sluice reads it at."""
+    folder = Path(__file__).resolve().parents[2] / "config" / "kubernetes"
+    docs = list(yaml.safe_load_all((folder / "sluice.yaml").read_text()))
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    granted = {(g, r) for rule in role["rules"] if {"list", "watch"} <= set(rule["verbs"])
+               for g in rule["apiGroups"] for r in rule["resources"]}  # fmt: skip
+    assert {(r.group, r.plural) for r in RESOURCES} <= granted
+    (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert binding["subjects"][0]["name"] == pod["serviceAccountName"]
+    assert "--kubernetes" in pod["containers"][0]["args"]
+    crds = {
+        (d["spec"]["names"]["plural"], d["spec"]["scope"])
+        for d in yaml.safe_load_all((folder / "crds.yaml").read_text())
+    }
+    assert crds == {
+        (r.plural, "Namespaced" if r.namespaced else "Cluster")
+        for r in RESOURCES
+        if r.group == "sluice.dev"
+    }
