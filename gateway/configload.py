@@ -105,6 +105,19 @@ def load_config(paths: Sequence[str], cluster: Sequence[RawDocument] | None = No
 def _parse_with_cluster(
     docs: list[RawDocument], cluster: Sequence[RawDocument]
 ) -> tuple[m.Config, tuple[ConfigIssue, ...]]:
+    """Files and cluster objects; then only the Pods some InferencePool selects (a cluster
+    has many more pods than pools use, and parsing each costs time at every rebuild)."""
+    pods = [d for d in cluster if _kind(d) == "Pod"]
+    config, warnings = _parse_isolated(docs, [d for d in cluster if _kind(d) != "Pod"])
+    selected = [d for d in pods if _is_selected(d, config.pools)]
+    pod_config, pod_warnings = _parse_isolated([], selected)
+    config = dataclasses.replace(config, pods=config.pods + pod_config.pods, from_cluster=True)
+    return config, warnings + pod_warnings
+
+
+def _parse_isolated(
+    docs: list[RawDocument], cluster: Sequence[RawDocument]
+) -> tuple[m.Config, tuple[ConfigIssue, ...]]:
     left_out: tuple[ConfigIssue, ...] = ()
     try:
         config, warnings = parse_config(docs + list(cluster))
@@ -118,4 +131,22 @@ def _parse_with_cluster(
             if i.file in bad
         )
         config, warnings = parse_config(docs + [d for d in cluster if d.file not in bad])
-    return dataclasses.replace(config, from_cluster=True), left_out + warnings
+    return config, left_out + warnings
+
+
+def _kind(doc: RawDocument) -> object:
+    return doc.data.get("kind") if isinstance(doc.data, dict) else None
+
+
+def _is_selected(doc: RawDocument, pools: tuple[m.InferencePool, ...]) -> bool:
+    meta = doc.data.get("metadata") if isinstance(doc.data, dict) else None
+    if not isinstance(meta, dict):
+        return True  # let the parser say what is wrong with it
+    labels = meta.get("labels") or {}
+    namespace = meta.get("namespace") or ""
+    return any(
+        p.meta.namespace == namespace
+        and (p.selector.match_labels or p.selector.match_expressions)
+        and p.selector.matches(labels)
+        for p in pools
+    )

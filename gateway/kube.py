@@ -184,7 +184,8 @@ class _Reflector:
     async def list(self) -> None:
         """Replace the objects with a full (paged) list; 404/403 make the resource absent."""
         items: dict[tuple[str, str], dict[str, Any]] = {}
-        params = {"limit": str(LIST_PAGE)}
+        page = str(self._source.list_page)
+        params = {"limit": page}
         try:
             while True:
                 body = await self._source.get_json(self._path(), params)
@@ -196,7 +197,7 @@ class _Reflector:
                 meta = body.get("metadata") or {}
                 if not meta.get("continue"):
                     break
-                params = {"limit": str(LIST_PAGE), "continue": str(meta["continue"])}
+                params = {"limit": page, "continue": str(meta["continue"])}
         except KubeError as exc:
             if exc.status not in (403, 404):
                 raise
@@ -227,7 +228,7 @@ class _Reflector:
         while True:
             try:
                 if self.absent:
-                    await asyncio.sleep(ABSENT_RETRY_S)
+                    await asyncio.sleep(self._source.absent_retry_s)
                     await self.list()
                     continue
                 if not self.version:
@@ -293,7 +294,11 @@ class ClusterSource:
         namespace: str | None = None,
         resources: tuple[Resource, ...] = RESOURCES,
         request_timeout_s: float = 30.0,
+        list_page: int = LIST_PAGE,
+        absent_retry_s: float = ABSENT_RETRY_S,
     ) -> None:
+        self.list_page = list_page
+        self.absent_retry_s = absent_retry_s
         self.api = api
         self.namespace = namespace
         self._request_timeout_s = request_timeout_s
@@ -369,13 +374,20 @@ class ClusterSource:
         self._tasks = [asyncio.create_task(r.run()) for r in self._reflectors]
 
     async def follow(self, rebuild: Callable[[], Awaitable[object]]) -> None:
-        """Call ``rebuild`` after changes, at most every ``SETTLE_S``; until cancelled."""
+        """Call ``rebuild`` after changes, until cancelled: at most every ``SETTLE_S``, and
+        in a large cluster never more than a third of the time (the pause after a rebuild
+        is at least twice as long as the rebuild took)."""
+        loop = asyncio.get_running_loop()
         while True:
             await self._changed.wait()
             self._changed.clear()
-            await rebuild()
+            started = loop.time()
+            try:
+                await rebuild()
+            except Exception:  # a bug must not stop every later update
+                log.exception("rebuilding the routing table from the cluster failed")
             self.rebuilds += 1
-            await asyncio.sleep(SETTLE_S)
+            await asyncio.sleep(max(SETTLE_S, 2 * (loop.time() - started)))
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from gateway.app import RunningGateway, running_gateway
-from gateway.kube import RESOURCES, ApiServer, ClusterSource
+from gateway.kube import RESOURCES, ApiServer, ClusterSource, KubeError
 from loadtests.fleet import Fleet, FleetSpec, ReplicaSpec
 from loadtests.targets import running_process, sluice_command
 from tests.component.fakekube import CORE_AND_GATEWAY, FakeKubeApi, running_api
@@ -316,3 +317,49 @@ def test_the_manifests_grant_and_define_every_watched_resource():
         for r in RESOURCES
         if r.group == "sluice.dev"
     }
+
+
+async def test_lists_are_paged_and_a_missing_kind_is_asked_for_again(tmp_path):
+    """Lists follow `continue` page by page. The Inference Extension's CRDs installed after
+    Sluice started: the pool kind, absent (404) at first, is listed again and served."""
+    port = free_port()
+    async with (
+        _ok_backend("blue") as blue,
+        running_api(FakeKubeApi(served=CORE_AND_GATEWAY)) as api,
+    ):
+        pods = [_pod(f"web-{i}", ready=True, app="web") for i in range(5)]
+        api.put(_class("sluice", "sluice.dev/gateway-controller"), _gateway(port), *pods)
+        api.put(*_service("blue", blue.port), _route("app", {"name": "blue", "port": 80}))
+        cluster = ClusterSource(ApiServer(url=api.url), list_page=2, absent_retry_s=0.05)
+        async with running_gateway(
+            [], address="127.0.0.1", admin_port=0, watch_interval_s=None, cluster=cluster
+        ) as gw:
+            assert api.lists.count("v1/pods") == 3  # 5 pods, 2 a page
+            assert len([d for d in cluster.documents() if d.data["kind"] == "Pod"]) == 5
+            assert gw.ctx.pools.current("default/llama") is None
+            api.served |= {"inference.networking.k8s.io/v1/inferencepools"}
+            api.put(_pool([blue.port]), _epp_service(), _pod("llama-0", ready=True),
+                    _route("app", {"group": "inference.networking.k8s.io",
+                                   "kind": "InferencePool", "name": "llama"}))  # fmt: skip
+            await _until(gw, lambda: gw.ctx.pools.current("default/llama") is not None)
+            target = gw.ctx.pools.current("default/llama")
+            assert [e.key for e in target.endpoints] == [f"127.0.0.1:{blue.port}"]
+
+
+def test_in_cluster_settings_come_from_the_pod(monkeypatch, tmp_path):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(KubeError, match="not running in a pod"):
+        ApiServer.in_cluster()
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "fd00::1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
+    api = ApiServer.in_cluster()
+    assert api.url == "https://[fd00::1]:6443"
+    assert api.token_file == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    assert isinstance(ApiServer(url="https://10.0.0.1:443").ssl_context(), ssl.SSLContext)
+    assert ApiServer(url="http://127.0.0.1:8001").ssl_context() is None
+    token = tmp_path / "token"
+    token.write_text("first\n")
+    with_token = ApiServer(url="http://127.0.0.1:8001", token_file=str(token))
+    assert with_token.headers()["Authorization"] == "Bearer first"
+    token.write_text("rotated")  # the kubelet rotates projected tokens: read on every request
+    assert with_token.headers()["Authorization"] == "Bearer rotated"
