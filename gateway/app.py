@@ -26,7 +26,7 @@ from gateway.kube import ClusterSource
 from gateway.listeners import ListenerSet
 from gateway.metrics import Metrics
 from gateway.poolmetrics import PoolCollector
-from gateway.reload import Reloader
+from gateway.reload import Reloader, unbound_issues
 from gateway.upstream import make_session
 
 __all__ = ["RunningGateway", "running_gateway", "serve_forever"]
@@ -84,14 +84,14 @@ async def running_gateway(
     metrics.registry.register(PoolCollector(ctx))
     listeners = ListenerSet(ctx, address=address)
     reloader = Reloader(ctx, listeners, paths, cluster.documents if cluster else None)
-    reloader.note_warnings(loaded.warnings)
     runner: web.AppRunner | None = None
     watcher = None
     follower: asyncio.Task[None] | None = None
     keda = KedaScaler(ctx.autoscaling, ctx.admission, lambda: ctx.holder.table)
     keda_port = None
     try:
-        await (await listeners.apply(loaded.table))()
+        await (await listeners.apply(loaded.table, skip_unbindable=cluster is not None))()
+        reloader.note_warnings(loaded.warnings + unbound_issues(listeners))
         ctx.pools.apply(loaded.table)
         ctx.rollouts.apply(loaded.table)
         ctx.rollouts.start()

@@ -2,7 +2,10 @@
 
 Applying a new table first binds every new port; if any bind fails, the new ones are closed
 again and the error is raised, so a reload either takes effect whole or not at all. Ports
-that are gone stop accepting; their open connections finish their requests.
+that are gone stop accepting; their open connections finish their requests. With
+``skip_unbindable`` (a config from a cluster, where one Gateway with a port the pod may not
+bind must not stop every other object's updates) a port that cannot be bound is left out,
+named in ``unbound``, and tried again at the next apply.
 """
 
 from __future__ import annotations
@@ -41,24 +44,34 @@ class ListenerSet:
         self._address = address
         self._factory = handler_factory
         self._bound: dict[int, _Bound] = {}
+        self.unbound: dict[int, str] = {}  # port → why it could not be bound (last apply)
 
     @property
     def ports(self) -> tuple[int, ...]:
         return tuple(sorted(self._bound))
 
-    async def apply(self, table: RoutingTable) -> Callable[[], Coroutine[Any, Any, None]]:
+    async def apply(
+        self, table: RoutingTable, *, skip_unbindable: bool = False
+    ) -> Callable[[], Coroutine[Any, Any, None]]:
         """Bind every port ``table`` needs; stop accepting on the ports it no longer has.
 
         Returns the drain of the removed ports' open connections, for the caller to run
         after it has swapped in the new table (so the new ports never serve the old one)."""
         wanted = set(table.ports)
         new: dict[int, _Bound] = {}
+        unbound: dict[int, str] = {}
         try:
             for port in sorted(wanted - set(self._bound)):
-                new[port] = await self._bind(port)
+                try:
+                    new[port] = await self._bind(port)
+                except OSError as exc:
+                    if not skip_unbindable:
+                        raise
+                    unbound[port] = str(exc)
         except OSError:
             await _close_all(new.values(), grace_s=0)
             raise
+        self.unbound = unbound
         self._bound.update(new)
         gone = [self._bound.pop(port) for port in set(self._bound) - wanted]
         for b in gone:

@@ -23,7 +23,7 @@ from gateway.listeners import ListenerSet
 from routing import RawDocument
 from routing.errors import ConfigError, ConfigIssue
 
-__all__ = ["ReloadResult", "Reloader"]
+__all__ = ["ReloadResult", "Reloader", "unbound_issues"]
 
 log = logging.getLogger("sluice.reload")
 DEFAULT_WATCH_INTERVAL_S = 1.0
@@ -34,6 +34,16 @@ class ReloadResult:
     ok: bool
     issues: tuple[ConfigIssue, ...]
     generation: int
+
+
+def unbound_issues(listeners: ListenerSet) -> tuple[ConfigIssue, ...]:
+    """The listener ports the last apply could not bind (cluster configs only)."""
+    return tuple(
+        ConfigIssue(file="listeners", document=0, path=f"port {port}",
+                    message=f"cannot listen: {why}; its Gateway listeners are not served",
+                    severity="warning")
+        for port, why in sorted(listeners.unbound.items())
+    )  # fmt: skip
 
 
 class Reloader:
@@ -76,7 +86,9 @@ class Reloader:
             # parsing is pure and can take tens of ms: keep it off the event loop
             cluster = self._cluster() if self._cluster is not None else None
             loaded = await asyncio.to_thread(load_config, self._paths, cluster)
-            drain = await self._listeners.apply(loaded.table)
+            drain = await self._listeners.apply(
+                loaded.table, skip_unbindable=self._cluster is not None
+            )
         except ConfigError as exc:
             return self._failed(exc.issues)
         except OSError as exc:
@@ -93,9 +105,13 @@ class Reloader:
         task.add_done_callback(self._ctx.background.discard)
         self._ctx.metrics.reloads.labels("ok").inc()
         self._ctx.metrics.config_timestamp.set(time.time())
-        self.note_warnings(loaded.warnings)
+        self.note_warnings(loaded.warnings + unbound_issues(self._listeners))
         log.info("config generation %d in force", holder.generation)
-        return ReloadResult(ok=True, issues=loaded.warnings, generation=holder.generation)
+        return ReloadResult(
+            ok=True,
+            issues=loaded.warnings + unbound_issues(self._listeners),
+            generation=holder.generation,
+        )
 
     def note_warnings(self, warnings: tuple[ConfigIssue, ...]) -> None:
         """Log the warnings not logged at the last good load."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -172,7 +173,8 @@ async def test_pods_of_a_pool_come_and_go_with_the_cluster(tmp_path):
 
 async def test_routes_services_and_bad_objects_follow_the_api(tmp_path, caplog):
     """Routes and Services are applied as they change; a broken HTTPRoute is left out (with
-    its error) while the rest applies; a Gateway of another controller is not served."""
+    its error) while the rest applies; a Gateway of another controller is not served; one
+    whose port cannot be bound is left out, and blocks nothing else."""
     caplog.set_level(logging.WARNING, "sluice")
     port, foreign_port = free_port(), free_port()
     async with (
@@ -180,6 +182,9 @@ async def test_routes_services_and_bad_objects_follow_the_api(tmp_path, caplog):
         _ok_backend("green") as green,
         running_api(FakeKubeApi()) as api,
     ):
+        taken = socket.create_server(("127.0.0.1", 0))  # another process holds this port
+        taken_port = taken.getsockname()[1]
+        api.put(_gateway(taken_port, name="taken"))
         api.put(
             _class("sluice", "sluice.dev/gateway-controller"),
             _class("istio", "istio.io/gateway-controller"),
@@ -208,6 +213,9 @@ async def test_routes_services_and_bad_objects_follow_the_api(tmp_path, caplog):
                 for i in result.issues
             ), result.issues
             assert "kubernetes:HTTPRoute/default/bad" in caplog.text
+            assert f"port {taken_port}: warning: cannot listen" in caplog.text
+            assert any(i.path == f"port {taken_port}" for i in result.issues)
+            taken.close()
     assert "theirs" not in str(gw.ctx.holder.table.ports)
 
 
