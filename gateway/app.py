@@ -107,7 +107,13 @@ async def running_gateway(
         if watch_interval_s:
             watcher = asyncio.create_task(reloader.watch(watch_interval_s))
         if cluster is not None:
-            follower = asyncio.create_task(cluster.follow(reloader.reload))
+            follower = asyncio.create_task(
+                cluster.follow(
+                    reloader.reload,
+                    pools=lambda: ctx.holder.table.config.pools,
+                    pending=lambda: bool(listeners.unbound),
+                )
+            )
         # start-up objects (config, modules) live for the whole process: move them out of
         # the collector's sight, so the first full collection does not pause traffic
         gc.collect()

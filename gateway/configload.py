@@ -21,6 +21,7 @@ import yaml
 
 from routing import RawDocument, RoutingTable, build_table, parse_config
 from routing import model as m
+from routing.backends import is_pod_selected
 from routing.errors import ConfigError, ConfigIssue
 
 __all__ = ["LoadedConfig", "config_files", "load_config"]
@@ -140,13 +141,6 @@ def _kind(doc: RawDocument) -> object:
 
 def _is_selected(doc: RawDocument, pools: tuple[m.InferencePool, ...]) -> bool:
     meta = doc.data.get("metadata") if isinstance(doc.data, dict) else None
-    if not isinstance(meta, dict):
+    if not isinstance(meta, dict) or not isinstance(meta.get("labels") or {}, dict):
         return True  # let the parser say what is wrong with it
-    labels = meta.get("labels") or {}
-    namespace = meta.get("namespace") or ""
-    return any(
-        p.meta.namespace == namespace
-        and (p.selector.match_labels or p.selector.match_expressions)
-        and p.selector.matches(labels)
-        for p in pools
-    )
+    return is_pod_selected(pools, str(meta.get("namespace") or ""), meta.get("labels") or {})

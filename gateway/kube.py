@@ -8,11 +8,14 @@ reloader, so the all-or-nothing swap, the listener changes and the drain are the
 Rules:
 - Read only: nothing is written to the API (no status conditions; see README).
 - A resource the API does not serve (a CRD that is not installed: 404) or may not be read
-  (403) counts as empty and is asked for again every ``ABSENT_RETRY_S``; it never stops the
-  others.
-- A watch that ends (the server's timeout, a dropped connection) resumes from the last
-  resourceVersion seen; one too old for the server (410 Gone) lists again and replaces what
-  it held. Failures back off exponentially, with jitter, up to ``MAX_BACKOFF_S``.
+  (403) before it was ever listed counts as empty and is asked for again every
+  ``ABSENT_RETRY_S``; it never stops the others. Once listed, its objects stand through any
+  error until a list succeeds again (as client-go's informers).
+- A watch that the server ends (its timeout) resumes from the last resourceVersion seen; one
+  too old for the server (410 Gone), or any failure, lists again. Failures back off
+  exponentially, with jitter, up to ``MAX_BACKOFF_S``; so does a watch that ends at once.
+- Start-up waits for the API's first answer; a kind that still fails after ``START_TRIES``
+  is left to the background, so one broken kind cannot keep the gateway from starting.
 - Bounded memory: Pods keep only what a pool reads (labels, IPs, readiness), every object
   loses ``managedFields`` and the last-applied annotation, and one watch event may not
   exceed ``MAX_EVENT_BYTES``. Pod updates that change none of those kept fields (a
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -36,6 +40,7 @@ import aiohttp
 
 from routing import RawDocument
 from routing import model as m
+from routing.backends import is_pod_selected
 
 __all__ = ["RESOURCES", "ApiServer", "ClusterSource", "KubeError", "Resource"]
 
@@ -48,6 +53,8 @@ MAX_BACKOFF_S = 30.0
 MAX_EVENT_BYTES = 8 * 1024 * 1024  # etcd caps an object at 1.5 MiB; this is a guard
 LIST_PAGE = 500
 SETTLE_S = 0.2  # rebuild at most this often while objects keep changing
+RETRY_S = 5.0  # a port that could not be bound, a failed rebuild: tried again this often
+START_TRIES = 5
 _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
@@ -146,6 +153,7 @@ def slim(obj: dict[str, Any]) -> dict[str, Any]:
             "kind": "Pod",
             "metadata": {k: meta[k] for k in kept if k in meta},
             "status": {
+                "phase": status.get("phase"),
                 "podIP": status.get("podIP"),
                 "podIPs": status.get("podIPs") or [],
                 "conditions": [
@@ -173,13 +181,17 @@ class _Reflector:
         self.resource = resource
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.version = ""  # resourceVersion to watch from; "" = list first
-        self.absent = False  # 404 or 403: counts as empty
+        self.absent = False  # 404 or 403 before any list succeeded: counts as empty
+        self.listed = False  # a list has succeeded: its objects stand until the next one
 
     def documents(self) -> Iterator[RawDocument]:
-        kind = self.resource.kind
+        # kind.group, as kubectl names it: the two InferencePool groups must not collide
+        group = f".{self.resource.group}" if self.resource.group else ""
         for (ns, name), obj in sorted(self.objects.items()):
             where = f"{ns}/{name}" if ns else name
-            yield RawDocument(file=f"kubernetes:{kind}/{where}", index=0, data=obj)
+            yield RawDocument(
+                file=f"kubernetes:{self.resource.kind}{group}/{where}", index=0, data=obj
+            )
 
     async def list(self) -> None:
         """Replace the objects with a full (paged) list; 404/403 make the resource absent."""
@@ -199,18 +211,18 @@ class _Reflector:
                     break
                 params = {"limit": page, "continue": str(meta["continue"])}
         except KubeError as exc:
-            if exc.status not in (403, 404):
-                raise
+            if exc.status not in (403, 404) or self.listed:
+                raise  # once listed, the objects stand (as client-go's) until a list works
             if not self.absent:
                 log.warning("%s %s: %s; taken as none", self.resource.kind, self._path(), exc)
             self.absent = True
-            self._replace({})
             return
         if self.absent:
             log.info("%s %s: served again", self.resource.kind, self._path())
         if not meta.get("resourceVersion"):
             raise KubeError(200, f"{self._path()}: a list without a resourceVersion")
         self.absent = False
+        self.listed = True
         self.version = str(meta["resourceVersion"])
         self._replace(items)
 
@@ -240,6 +252,7 @@ class _Reflector:
                 failures += 1
                 delay = min(MAX_BACKOFF_S, 0.5 * 2 ** min(failures, 10))
                 log.warning("%s watch: %s; again in %.1fs", self.resource.kind, exc, delay)
+                self.version = ""  # list again, then watch (client-go's ListAndWatch)
                 await asyncio.sleep(delay * random.uniform(1.0, 1.5))
 
     async def _watch(self) -> None:
@@ -249,17 +262,24 @@ class _Reflector:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(WATCH_TIMEOUT_S),
         }
+        loop = asyncio.get_running_loop()
+        started, events_seen = loop.time(), 0
         try:
             async with contextlib.aclosing(
                 self._source.stream_json(self._path(), params)
             ) as events:
                 async for event in events:
+                    events_seen += 1
                     if not self._apply(event):
                         return
         except KubeError as exc:
             if exc.status != 410:
                 raise
             self.version = ""  # the version is too old for the server (410 Gone): list again
+            return
+        if not events_seen and loop.time() - started < 1.0:
+            # a server that ends every watch at once must not get one request after another
+            raise KubeError(200, "the watch ended at once, with no event")
 
     def _apply(self, event: dict[str, Any]) -> bool:
         """Apply one watch event; False when the watch must stop and list again."""
@@ -273,15 +293,24 @@ class _Reflector:
         if version:
             self.version = str(version)
         key = _key(obj)
+        old = self.objects.get(key)
         if kind == "DELETED":
             if self.objects.pop(key, None) is not None:
-                self._source.changed()
+                self._changed(old, None)
         elif kind in ("ADDED", "MODIFIED"):
             item = slim({"apiVersion": self.resource.api_version, "kind": self.resource.kind} | obj)
-            if self.objects.get(key) != item:
+            if old != item:
                 self.objects[key] = item
-                self._source.changed()
+                self._changed(old, item)
         return True  # BOOKMARK: only its resourceVersion counts
+
+    def _changed(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        """Rebuild, unless this is a pod no pool selects, before or after (most of a
+        cluster's pods; a rebuild for a pool's change reads every pod anyway)."""
+        if self.resource.kind != "Pod" or any(
+            obj is not None and self._source.is_pool_pod(obj) for obj in (old, new)
+        ):
+            self._source.changed()
 
 
 class ClusterSource:
@@ -296,20 +325,30 @@ class ClusterSource:
         request_timeout_s: float = 30.0,
         list_page: int = LIST_PAGE,
         absent_retry_s: float = ABSENT_RETRY_S,
+        retry_s: float = RETRY_S,
     ) -> None:
         self.list_page = list_page
         self.absent_retry_s = absent_retry_s
+        self.retry_s = retry_s
         self.api = api
         self.namespace = namespace
         self._request_timeout_s = request_timeout_s
         self._reflectors = [_Reflector(self, r) for r in resources]
         self._changed = asyncio.Event()
+        self._pools: tuple[m.InferencePool, ...] | None = None  # None: every pod counts
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.rebuilds = 0
 
     def changed(self) -> None:
         self._changed.set()
+
+    def is_pool_pod(self, pod: dict[str, Any]) -> bool:
+        if self._pools is None:
+            return True
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        return is_pod_selected(self._pools, str(meta.get("namespace") or ""), labels)
 
     def documents(self) -> list[RawDocument]:
         return [doc for r in self._reflectors for doc in r.documents()]
@@ -358,36 +397,67 @@ class ClusterSource:
                 if len(buffer) > MAX_EVENT_BYTES:
                     raise KubeError(resp.status, f"a watch event over {MAX_EVENT_BYTES} bytes")
 
-    async def start(self, retry_s: float = 1.0) -> None:
-        """List every resource once (retrying while the API cannot be reached), then watch
-        them in the background."""
-        for reflector in self._reflectors:
-            while True:
+    async def start(self, tries: int = START_TRIES) -> None:
+        """List every resource once, then watch them in the background. Kinds whose list
+        fails are asked again every ``retry_s`` / 5: for ever while no kind has been listed
+        (the API cannot be reached), else ``tries`` times, after which they are left to the
+        background, so one broken kind (a failing CRD conversion webhook, say) cannot keep
+        the gateway from starting."""
+        pending = list(self._reflectors)
+        for attempt in itertools.count(1):
+            failed: list[tuple[_Reflector, Exception]] = []
+            for reflector in pending:
                 try:
                     await reflector.list()
-                    break
-                except (aiohttp.ClientError, OSError, TimeoutError, KubeError, ValueError) as exc:
-                    log.warning("listing %s: %s; again in %.1fs", reflector.resource.kind, exc,
-                                retry_s)  # fmt: skip
-                    await asyncio.sleep(retry_s)
+                except Exception as exc:
+                    failed.append((reflector, exc))
+            if not failed:
+                break
+            if attempt >= tries and len(failed) < len(self._reflectors):
+                for reflector, error in failed:
+                    log.error("listing %s: %s; starting without it, still trying",
+                              reflector.resource.kind, error)  # fmt: skip
+                break
+            for reflector, error in failed:
+                log.warning("listing %s: %s; again in %.1fs", reflector.resource.kind, error,
+                            self.retry_s / 5)  # fmt: skip
+            pending = [reflector for reflector, _ in failed]
+            await asyncio.sleep(self.retry_s / 5)
         self._changed.clear()
         self._tasks = [asyncio.create_task(r.run()) for r in self._reflectors]
 
-    async def follow(self, rebuild: Callable[[], Awaitable[object]]) -> None:
+    async def follow(
+        self,
+        rebuild: Callable[[], Awaitable[object]],
+        *,
+        pools: Callable[[], tuple[m.InferencePool, ...]],
+        pending: Callable[[], bool] = lambda: False,
+    ) -> None:
         """Call ``rebuild`` after changes, until cancelled: at most every ``SETTLE_S``, and
         in a large cluster never more than a third of the time (the pause after a rebuild
-        is at least twice as long as the rebuild took)."""
+        is at least twice as long as the rebuild took). ``pools``: the pools in force, so
+        pods none selects change nothing. ``pending``: something the last rebuild could not
+        do (a port to bind); then it is tried again every ``retry_s`` without a change."""
         loop = asyncio.get_running_loop()
         while True:
-            await self._changed.wait()
+            self._pools = pools()
+            if pending():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.retry_s):
+                        await self._changed.wait()
+            else:
+                await self._changed.wait()
             self._changed.clear()
             started = loop.time()
+            pause = SETTLE_S
             try:
                 await rebuild()
             except Exception:  # a bug must not stop every later update
                 log.exception("rebuilding the routing table from the cluster failed")
+                self._changed.set()  # try again, after a longer pause
+                pause = self.retry_s
             self.rebuilds += 1
-            await asyncio.sleep(max(SETTLE_S, 2 * (loop.time() - started)))
+            await asyncio.sleep(max(pause, 2 * (loop.time() - started)))
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -13,6 +13,7 @@ Cross-namespace references need a ReferenceGrant in the target namespace.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from routing import model as m
@@ -24,6 +25,7 @@ __all__ = [
     "Resolver",
     "ServiceTarget",
     "Target",
+    "is_pod_selected",
 ]
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -210,8 +212,23 @@ class Resolver:
         return _unique(endpoints)
 
 
+def is_pod_selected(
+    pools: Iterable[m.InferencePool], namespace: str, labels: Mapping[str, str]
+) -> bool:
+    """Whether a pod with these labels in ``namespace`` belongs to any of ``pools``."""
+    return any(
+        p.meta.namespace == namespace
+        and bool(p.selector.match_labels or p.selector.match_expressions)
+        and p.selector.matches(dict(labels))
+        for p in pools
+    )
+
+
 def _unique(endpoints: list[Endpoint]) -> tuple[Endpoint, ...]:
+    """One endpoint per address and port; a ready one wins (an IP a finished pod held may
+    belong to a new pod now)."""
     seen: dict[str, Endpoint] = {}
     for ep in endpoints:
-        seen.setdefault(ep.key, ep)
+        if ep.key not in seen or (ep.ready and not seen[ep.key].ready):
+            seen[ep.key] = ep
     return tuple(seen.values())

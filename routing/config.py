@@ -169,7 +169,8 @@ def _parse_pod(r: Reader, meta: m.Meta) -> m.Pod:
     raw_meta = r.raw("metadata")
     terminating = isinstance(raw_meta, dict) and raw_meta.get("deletionTimestamp") is not None
     status = r.raw("status")
-    if not isinstance(status, dict):
+    if not isinstance(status, dict) or status.get("phase") in ("Succeeded", "Failed"):
+        # a finished pod keeps its IP in status, which a new pod may be given
         return m.Pod(meta=meta, ips=(), ready=False)
     ips = [p.get("ip") for p in status.get("podIPs") or () if isinstance(p, dict)]
     ips = ips or [status.get("podIP")]

@@ -80,7 +80,10 @@ class FakeKubeApi:
         self.paths: list[str] = []  # the path of every request
         self.watching = asyncio.Condition()
         self.failing = False  # answer every request 500, as an API server in trouble
+        self.failing_resources: set[str] = set()  # answer these 500 (a broken CRD webhook)
         self.refused = asyncio.Event()  # set once a request was answered 500
+        self.not_found = asyncio.Event()  # set once a resource not served was asked for
+        self.empty_watches = False  # end every watch at once, with no event
         self.url = ""
 
     # ---- what tests call
@@ -152,7 +155,11 @@ class FakeKubeApi:
             namespace, rest = rest[1], rest[2:]
         resource = f"{group}/{version}/{rest[0]}".lstrip("/")
         if len(rest) != 1 or resource not in self.served:
+            self.not_found.set()
             return _status(404, f"the server could not find the requested resource {resource}")
+        if resource in self.failing_resources:
+            self.refused.set()
+            return _status(500, "conversion webhook for this kind failed")
         if request.query.get("watch") in ("1", "true"):
             return await self._watch(request, resource, namespace)
         return self._list(request, resource, namespace)
@@ -179,6 +186,8 @@ class FakeKubeApi:
         response = web.StreamResponse()
         response.content_type = "application/json"
         await response.prepare(request)
+        if self.empty_watches:
+            return response
         if since < self.oldest:
             gone = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
             await response.write(json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n")

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from aiohttp import web
 
 from gateway.app import RunningGateway, running_gateway
 from gateway.kube import RESOURCES, ApiServer, ClusterSource, KubeError
@@ -95,7 +96,7 @@ def _epp_service() -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def _gateway_on(api: FakeKubeApi, **api_kw: Any) -> AsyncIterator[RunningGateway]:
-    cluster = ClusterSource(ApiServer(url=api.url, **api_kw))
+    cluster = ClusterSource(ApiServer(url=api.url, **api_kw), retry_s=0.05)
     async with running_gateway(
         [], address="127.0.0.1", admin_port=0, watch_interval_s=None, seed=1, cluster=cluster
     ) as gw:
@@ -110,9 +111,7 @@ async def _until(gw: RunningGateway, done: Callable[[], bool]) -> None:
 
 
 def _ok_backend(text: str) -> Any:
-    async def handler(request: Any) -> Any:
-        from aiohttp import web
-
+    async def handler(request: web.Request) -> web.Response:
         return web.Response(text=text)
 
     return backend(handler)
@@ -160,8 +159,10 @@ async def test_pods_of_a_pool_come_and_go_with_the_cluster(tmp_path):
                 answer = await held
             assert answer.status_code == 200
             assert answer.headers[SERVED] in {f"127.0.0.1:{p}" for p in ranks}
-            # a pod update that changes nothing Sluice reads rebuilds nothing
+            # a pod update that changes nothing Sluice reads rebuilds nothing, nor does a
+            # change to a pod no pool selects
             rebuilds = gw.cluster.rebuilds if gw.cluster else -1
+            api.put(_pod("other-0", ready=False, app="other"))
             ready = _pod("llama-0", ready=True)
             ready["status"]["containerStatuses"][0]["restartCount"] = 3
             api.put(ready)
@@ -208,14 +209,20 @@ async def test_routes_services_and_bad_objects_follow_the_api(tmp_path, caplog):
             result = gw.reloader.last_result
             assert result is not None
             assert result.ok
-            assert any(
-                i.file == "kubernetes:HTTPRoute/default/bad" and i.path.endswith("colour")
-                for i in result.issues
-            ), result.issues
-            assert "kubernetes:HTTPRoute/default/bad" in caplog.text
+            bad_name = "kubernetes:HTTPRoute.gateway.networking.k8s.io/default/bad"
+            assert any(i.file == bad_name and i.path.endswith("colour") for i in result.issues), (
+                result.issues
+            )
+            assert bad_name in caplog.text
             assert f"port {taken_port}: warning: cannot listen" in caplog.text
             assert any(i.path == f"port {taken_port}" for i in result.issues)
-            taken.close()
+            admin = f"http://127.0.0.1:{gw.admin_port}/readyz"
+            ready = await client.get(admin)  # the other Gateways stay in rotation
+            assert ready.status_code == 200
+            assert ready.json()["unbound"] == [taken_port]
+            taken.close()  # the port is free now: tried again without any change
+            await _until(gw, lambda: taken_port in gw.listeners.ports)
+            assert (await client.get(admin)).json()["unbound"] == []
     assert "theirs" not in str(gw.ctx.holder.table.ports)
 
 
@@ -371,3 +378,51 @@ def test_in_cluster_settings_come_from_the_pod(monkeypatch, tmp_path):
     assert with_token.headers()["Authorization"] == "Bearer first"
     token.write_text("rotated")  # the kubelet rotates projected tokens: read on every request
     assert with_token.headers()["Authorization"] == "Bearer rotated"
+
+
+async def test_objects_stand_through_api_errors_and_one_broken_kind_does_not_block_start():
+    """A kind whose list keeps failing (500) is left to the background after a few tries at
+    start-up; the rest serves. Pods listed once stay through a 404 and a 500 on later lists
+    (client-go's informers do the same), so a pool keeps its endpoints."""
+    port = free_port()
+    async with _ok_backend("llama") as llama, running_api(FakeKubeApi()) as api:
+        api.failing_resources = {"v1/namespaces"}
+        api.put(_class("sluice", "sluice.dev/gateway-controller"), _gateway(port),
+                _pool([llama.port]), _epp_service(), _pod("llama-0", ready=True),
+                _route("llm", {"group": "inference.networking.k8s.io",
+                               "kind": "InferencePool", "name": "llama"}))  # fmt: skip
+        async with _gateway_on(api) as gw:
+            endpoints = gw.ctx.pools.current("default/llama").endpoints
+            assert [e.key for e in endpoints] == [f"127.0.0.1:{llama.port}"]
+            api.failing_resources = set()
+            api.served -= {"v1/pods"}
+            api.not_found.clear()
+            api.drop_watches()
+            async with asyncio.timeout(10):
+                await api.not_found.wait()  # the pods' relist after the dropped watch
+            api.served |= {"v1/pods"}
+            api.failing_resources = {"v1/pods"}
+            api.refused.clear()
+            async with asyncio.timeout(10):
+                await api.refused.wait()  # the next relist: 500
+            # any change rebuilds the table from what the store holds: the pods still
+            api.put(_route("probe", {"name": "unused-epp", "port": 9002}, prefix="/probe"))
+            await _until(gw, lambda: any(r.route == "default/probe" for r in
+                                         gw.ctx.holder.table.rules))  # fmt: skip
+            assert gw.ctx.pools.current("default/llama").endpoints == endpoints
+
+
+async def test_a_watch_that_ends_at_once_backs_off():
+    """client-go's rule: a watch that ends within a second with no event is a failure (and
+    backs off), not a reason to ask again at once."""
+    async with running_api(FakeKubeApi()) as api:
+        api.put(_class("sluice", "sluice.dev/gateway-controller"))
+        cluster = ClusterSource(ApiServer(url=api.url), resources=(RESOURCES[4],))
+        try:
+            await cluster.start()
+            api.empty_watches = True
+            reflector = cluster._reflectors[0]
+            with pytest.raises(KubeError, match="ended at once"):
+                await reflector._watch()
+        finally:
+            await cluster.close()

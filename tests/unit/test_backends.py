@@ -99,6 +99,11 @@ PODS = """
 ---
 apiVersion: v1
 kind: Pod
+metadata: {name: vllm-evicted, namespace: backends, labels: {app: vllm}}
+status: {phase: Failed, podIP: 10.2.0.1, conditions: [{type: Ready, status: "False"}]}
+---
+apiVersion: v1
+kind: Pod
 metadata: {name: vllm-0, namespace: backends, labels: {app: vllm, zone: a}}
 spec: {containers: [{name: vllm, image: vllm/vllm-openai, ports: [{containerPort: 8000}]}]}
 status:
@@ -443,7 +448,9 @@ def test_pool_targets_lists_each_routed_pool_once() -> None:
 
 def test_with_pods_a_pool_selects_pods_not_slices() -> None:
     """InferencePool's selector selects Pods: each pod IP on each targetPort; ready only with
-    condition Ready True and not terminating; the slices are Services' business then."""
+    condition Ready True and not terminating; a finished pod (Failed, Succeeded) is none,
+    though its IP stays in its status (and may be a new pod's); the slices are Services'
+    business then."""
     target = _resolve("{group: inference.networking.k8s.io, kind: InferencePool, name: pool}",
                       extra=PODS)  # fmt: skip
     assert isinstance(target, PoolTarget)
