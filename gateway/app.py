@@ -110,7 +110,7 @@ async def running_gateway(
             follower = asyncio.create_task(
                 cluster.follow(
                     reloader.reload,
-                    pools=lambda: ctx.holder.table.config.pools,
+                    in_force=lambda: ctx.holder.table.config,
                     pending=lambda: bool(listeners.unbound),
                 )
             )

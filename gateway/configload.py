@@ -21,10 +21,10 @@ import yaml
 
 from routing import RawDocument, RoutingTable, build_table, parse_config
 from routing import model as m
-from routing.backends import is_pod_selected
+from routing.backends import reads_object, referenced_services
 from routing.errors import ConfigError, ConfigIssue
 
-__all__ = ["LoadedConfig", "config_files", "load_config"]
+__all__ = ["LoadedConfig", "config_files", "is_read", "load_config"]
 
 _SUFFIXES = (".yaml", ".yml", ".json")
 _CHECKOUT_PRESETS = Path(__file__).resolve().parent.parent / "config" / "presets"
@@ -106,14 +106,25 @@ def load_config(paths: Sequence[str], cluster: Sequence[RawDocument] | None = No
 def _parse_with_cluster(
     docs: list[RawDocument], cluster: Sequence[RawDocument]
 ) -> tuple[m.Config, tuple[ConfigIssue, ...]]:
-    """Files and cluster objects; then only the Pods some InferencePool selects (a cluster
-    has many more pods than pools use, and parsing each costs time at every rebuild)."""
-    pods = [d for d in cluster if _kind(d) == "Pod"]
-    config, warnings = _parse_isolated(docs, [d for d in cluster if _kind(d) != "Pod"])
-    selected = [d for d in pods if _is_selected(d, config.pools)]
-    pod_config, pod_warnings = _parse_isolated([], selected)
-    config = dataclasses.replace(config, pods=config.pods + pod_config.pods, from_cluster=True)
-    return config, warnings + pod_warnings
+    """Files and cluster objects; of the cluster's Pods, Services and EndpointSlices, only
+    those the rest uses (a pool selects the pod, a route or pool names the Service): a
+    cluster has many more than Sluice serves, and each costs time at every rebuild."""
+    used = [d for d in cluster if _kind(d) not in _ON_DEMAND]
+    config, warnings = _parse_isolated(docs, used)
+    services = referenced_services(config)
+    wanted = [d for d in cluster if _kind(d) in _ON_DEMAND and is_read(d.data, config, services)]
+    more, more_warnings = _parse_isolated([], wanted)
+    config = dataclasses.replace(
+        config,
+        services=config.services + more.services,
+        slices=config.slices + more.slices,
+        pods=config.pods + more.pods,
+        from_cluster=True,
+    )
+    return config, warnings + more_warnings
+
+
+_ON_DEMAND = frozenset({"Pod", "Service", "EndpointSlice"})
 
 
 def _parse_isolated(
@@ -139,8 +150,15 @@ def _kind(doc: RawDocument) -> object:
     return doc.data.get("kind") if isinstance(doc.data, dict) else None
 
 
-def _is_selected(doc: RawDocument, pools: tuple[m.InferencePool, ...]) -> bool:
-    meta = doc.data.get("metadata") if isinstance(doc.data, dict) else None
-    if not isinstance(meta, dict) or not isinstance(meta.get("labels") or {}, dict):
-        return True  # let the parser say what is wrong with it
-    return is_pod_selected(pools, str(meta.get("namespace") or ""), meta.get("labels") or {})
+def is_read(obj: object, config: m.Config, services: frozenset[tuple[str, str]]) -> bool:
+    """Whether a table built from ``config`` reads the cluster object ``obj``: a Pod some
+    pool selects, a Service (or its EndpointSlice) something names, any other kind. A
+    malformed object is read, so the parser reports it."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    if not isinstance(obj, dict) or not isinstance(meta, dict):
+        return True
+    labels = meta.get("labels") or {}
+    if not isinstance(labels, dict):
+        return True
+    namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+    return reads_object(config, services, str(obj.get("kind")), namespace, name, labels)

@@ -38,9 +38,10 @@ from typing import Any
 
 import aiohttp
 
+from gateway.configload import is_read
 from routing import RawDocument
 from routing import model as m
-from routing.backends import is_pod_selected
+from routing.backends import referenced_services
 
 __all__ = ["RESOURCES", "ApiServer", "ClusterSource", "KubeError", "Resource"]
 
@@ -305,11 +306,10 @@ class _Reflector:
         return True  # BOOKMARK: only its resourceVersion counts
 
     def _changed(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        """Rebuild, unless this is a pod no pool selects, before or after (most of a
-        cluster's pods; a rebuild for a pool's change reads every pod anyway)."""
-        if self.resource.kind != "Pod" or any(
-            obj is not None and self._source.is_pool_pod(obj) for obj in (old, new)
-        ):
+        """Rebuild, unless the object is one the table in force does not use, before or
+        after: a pod no pool selects, a Service (or its slices) nothing names. Most of a
+        cluster's are; a rebuild for a change that starts using one reads them anyway."""
+        if any(obj is not None and self._source.is_used(obj) for obj in (old, new)):
             self._source.changed()
 
 
@@ -335,7 +335,8 @@ class ClusterSource:
         self._request_timeout_s = request_timeout_s
         self._reflectors = [_Reflector(self, r) for r in resources]
         self._changed = asyncio.Event()
-        self._pools: tuple[m.InferencePool, ...] | None = None  # None: every pod counts
+        self._in_force: m.Config | None = None  # the table's config: what it reads
+        self._services: frozenset[tuple[str, str]] = frozenset()
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.rebuilds = 0
@@ -343,12 +344,9 @@ class ClusterSource:
     def changed(self) -> None:
         self._changed.set()
 
-    def is_pool_pod(self, pod: dict[str, Any]) -> bool:
-        if self._pools is None:
-            return True
-        meta = pod.get("metadata") or {}
-        labels = meta.get("labels") or {}
-        return is_pod_selected(self._pools, str(meta.get("namespace") or ""), labels)
+    def is_used(self, obj: dict[str, Any]) -> bool:
+        """Whether the table in force reads ``obj`` (True until a table is in force)."""
+        return self._in_force is None or is_read(obj, self._in_force, self._services)
 
     def documents(self) -> list[RawDocument]:
         return [doc for r in self._reflectors for doc in r.documents()]
@@ -430,17 +428,19 @@ class ClusterSource:
         self,
         rebuild: Callable[[], Awaitable[object]],
         *,
-        pools: Callable[[], tuple[m.InferencePool, ...]],
+        in_force: Callable[[], m.Config],
         pending: Callable[[], bool] = lambda: False,
     ) -> None:
         """Call ``rebuild`` after changes, until cancelled: at most every ``SETTLE_S``, and
         in a large cluster never more than a third of the time (the pause after a rebuild
-        is at least twice as long as the rebuild took). ``pools``: the pools in force, so
-        pods none selects change nothing. ``pending``: something the last rebuild could not
+        is at least twice as long as the rebuild took). ``in_force``: the config of the
+        table in force, so objects it does not read (most pods, Services and slices of a
+        cluster) change nothing. ``pending``: something the last rebuild could not
         do (a port to bind); then it is tried again every ``retry_s`` without a change."""
         loop = asyncio.get_running_loop()
         while True:
-            self._pools = pools()
+            self._in_force = in_force()
+            self._services = referenced_services(self._in_force)
             if pending():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.retry_s):

@@ -26,6 +26,8 @@ __all__ = [
     "ServiceTarget",
     "Target",
     "is_pod_selected",
+    "reads_object",
+    "referenced_services",
 ]
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -222,6 +224,50 @@ def is_pod_selected(
         and p.selector.matches(dict(labels))
         for p in pools
     )
+
+
+def referenced_services(config: m.Config) -> frozenset[tuple[str, str]]:
+    """(namespace, name) of every Service a route's backendRef or mirror, or a pool's
+    endpointPickerRef, names: the only Services (and their EndpointSlices) a table reads."""
+    out: set[tuple[str, str]] = set()
+
+    def add(ref: m.ObjectRef, namespace: str) -> None:
+        if ref.group == m.CORE_GROUP and ref.kind == "Service":
+            out.add((ref.namespace or namespace, ref.name))
+
+    for route in config.routes:
+        ns = route.meta.namespace
+        for rule in route.rules:
+            filters = list(rule.filters)
+            for backend in rule.backend_refs:
+                add(backend.ref, ns)
+                filters.extend(backend.filters)
+            for f in filters:
+                if f.mirror is not None:
+                    add(f.mirror.backend, ns)
+    for pool in config.pools:
+        if pool.endpoint_picker is not None:
+            add(pool.endpoint_picker, pool.meta.namespace)
+    return frozenset(out)
+
+
+def reads_object(
+    config: m.Config,
+    services: frozenset[tuple[str, str]],
+    kind: str,
+    namespace: str,
+    name: str,
+    labels: Mapping[str, str],
+) -> bool:
+    """Whether a table built from ``config`` (whose ``referenced_services`` are
+    ``services``) reads this Pod, Service or EndpointSlice; True for every other kind."""
+    if kind == "Pod":
+        return is_pod_selected(config.pools, namespace, labels)
+    if kind == "Service":
+        return (namespace, name) in services
+    if kind == "EndpointSlice":
+        return (namespace, labels.get(SERVICE_NAME_LABEL, "")) in services
+    return True
 
 
 def _unique(endpoints: list[Endpoint]) -> tuple[Endpoint, ...]:

@@ -160,9 +160,9 @@ async def test_pods_of_a_pool_come_and_go_with_the_cluster(tmp_path):
             assert answer.status_code == 200
             assert answer.headers[SERVED] in {f"127.0.0.1:{p}" for p in ranks}
             # a pod update that changes nothing Sluice reads rebuilds nothing, nor does a
-            # change to a pod no pool selects
+            # change to a pod no pool selects or a Service nothing names
             rebuilds = gw.cluster.rebuilds if gw.cluster else -1
-            api.put(_pod("other-0", ready=False, app="other"))
+            api.put(_pod("other-0", ready=False, app="other"), *_service("unused", 1))
             ready = _pod("llama-0", ready=True)
             ready["status"]["containerStatuses"][0]["restartCount"] = 3
             api.put(ready)

@@ -14,7 +14,7 @@ import pytest
 
 from routing import CompiledRule, InvalidTarget, PoolTarget, ServiceTarget, Target, build_table
 from routing import model as m
-from routing.backends import Endpoint, Resolver
+from routing.backends import Endpoint, Resolver, reads_object, referenced_services
 from tests.unit.manifests import GATEWAY, config_of, request, route, table_of, winner
 
 SERVICE = """
@@ -483,3 +483,26 @@ spec:
     in_cluster = build_table(dataclasses.replace(config, from_cluster=True))
     assert 8081 not in in_cluster.ports
     assert any("no GatewayClass nobody" in i.message for i in in_cluster.issues)
+
+
+def test_the_services_a_table_reads_are_those_routes_and_pools_name() -> None:
+    mirror = (
+        "rules: [{backendRefs: [{name: svc, port: 8080, filters: [{type: RequestMirror, "
+        "requestMirror: {backendRef: {name: shadow, namespace: other, port: 80}}}]}], "
+        "filters: [{type: RequestMirror, requestMirror: {backendRef: {name: copy, port: 80}}}]}, "
+        "{backendRefs: [{group: inference.networking.k8s.io, kind: InferencePool, name: pool}]}]"
+    )
+    ports = "targetPorts: [{number: 8000}, {number: 8001}]"
+    picker = POOL.replace(ports, ports + "\n  endpointPickerRef: {name: epp, port: {number: 9002}}")
+    config = config_of(GATEWAY + SERVICE + picker + route("r", mirror, namespace="backends"))
+    services = referenced_services(config)
+    assert services == {("backends", "svc"), ("other", "shadow"), ("backends", "copy"),
+                        ("backends", "epp")}  # fmt: skip
+    labels = {"kubernetes.io/service-name": "svc"}
+    assert reads_object(config, services, "Service", "backends", "svc", {})
+    assert not reads_object(config, services, "Service", "default", "svc", {})
+    assert reads_object(config, services, "EndpointSlice", "backends", "svc-abc", labels)
+    assert not reads_object(config, services, "EndpointSlice", "backends", "x", {})
+    assert reads_object(config, services, "Pod", "backends", "p", {"app": "vllm"})
+    assert not reads_object(config, services, "Pod", "backends", "p", {"app": "web"})
+    assert reads_object(config, services, "HTTPRoute", "any", "r", {})
