@@ -22,7 +22,7 @@ from gateway.admin import build_admin_app
 from gateway.configload import LoadedConfig, load_config
 from gateway.context import Limits, ProxyContext, TableHolder
 from gateway.keda import KedaScaler
-from gateway.kube import ClusterSource
+from gateway.kube import ClusterCollector, ClusterSource
 from gateway.listeners import ListenerSet
 from gateway.metrics import Metrics
 from gateway.poolmetrics import PoolCollector
@@ -82,6 +82,8 @@ async def running_gateway(
         rng=random.Random(seed),
     )
     metrics.registry.register(PoolCollector(ctx))
+    if cluster is not None:
+        metrics.registry.register(ClusterCollector(cluster))
     listeners = ListenerSet(ctx, address=address)
     reloader = Reloader(ctx, listeners, paths, cluster.documents if cluster else None)
     runner: web.AppRunner | None = None

@@ -37,13 +37,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from gateway.configload import is_read
 from routing import RawDocument
 from routing import model as m
 from routing.backends import referenced_services
 
-__all__ = ["RESOURCES", "ApiServer", "ClusterSource", "KubeError", "Resource"]
+__all__ = ["RESOURCES", "ApiServer", "ClusterCollector", "ClusterSource", "KubeError", "Resource"]
 
 log = logging.getLogger("sluice.kube")
 
@@ -74,6 +76,11 @@ class Resource:
     kind: str
     plural: str
     namespaced: bool = True
+
+    @property
+    def label(self) -> str:
+        """kind.group, as kubectl names a resource (the metrics' ``resource`` label)."""
+        return f"{self.kind}.{self.group}" if self.group else self.kind
 
     @property
     def api_version(self) -> str:
@@ -184,6 +191,9 @@ class _Reflector:
         self.version = ""  # resourceVersion to watch from; "" = list first
         self.absent = False  # 404 or 403 before any list succeeded: counts as empty
         self.listed = False  # a list has succeeded: its objects stand until the next one
+        self.healthy = False  # the last list or watch worked (sluice_kubernetes_synced)
+        self.events: dict[str, int] = {}  # watch events by type
+        self.errors: dict[str, int] = {}  # failures by operation: list, watch
 
     def documents(self) -> Iterator[RawDocument]:
         # kind.group, as kubectl names it: the two InferencePool groups must not collide
@@ -217,13 +227,14 @@ class _Reflector:
             if not self.absent:
                 log.warning("%s %s: %s; taken as none", self.resource.kind, self._path(), exc)
             self.absent = True
+            self.healthy = False
             return
         if self.absent:
             log.info("%s %s: served again", self.resource.kind, self._path())
         if not meta.get("resourceVersion"):
             raise KubeError(200, f"{self._path()}: a list without a resourceVersion")
         self.absent = False
-        self.listed = True
+        self.listed = self.healthy = True
         self.version = str(meta["resourceVersion"])
         self._replace(items)
 
@@ -250,6 +261,7 @@ class _Reflector:
                 await self._watch()
                 failures = 0
             except Exception as exc:  # the loop must outlive any one bad answer
+                self.count_error("watch" if self.version else "list")
                 failures += 1
                 delay = min(MAX_BACKOFF_S, 0.5 * 2 ** min(failures, 10))
                 log.warning("%s watch: %s; again in %.1fs", self.resource.kind, exc, delay)
@@ -282,9 +294,14 @@ class _Reflector:
             # a server that ends every watch at once must not get one request after another
             raise KubeError(200, "the watch ended at once, with no event")
 
+    def count_error(self, operation: str) -> None:
+        self.healthy = False
+        self.errors[operation] = self.errors.get(operation, 0) + 1
+
     def _apply(self, event: dict[str, Any]) -> bool:
         """Apply one watch event; False when the watch must stop and list again."""
         kind, obj = event.get("type"), event.get("object") or {}
+        self.events[str(kind)] = self.events.get(str(kind), 0) + 1
         if kind == "ERROR":
             if obj.get("code") == 410:
                 self.version = ""
@@ -333,7 +350,7 @@ class ClusterSource:
         self.api = api
         self.namespace = namespace
         self._request_timeout_s = request_timeout_s
-        self._reflectors = [_Reflector(self, r) for r in resources]
+        self.reflectors = [_Reflector(self, r) for r in resources]
         self._changed = asyncio.Event()
         self._in_force: m.Config | None = None  # the table's config: what it reads
         self._services: frozenset[tuple[str, str]] = frozenset()
@@ -349,7 +366,7 @@ class ClusterSource:
         return self._in_force is None or is_read(obj, self._in_force, self._services)
 
     def documents(self) -> list[RawDocument]:
-        return [doc for r in self._reflectors for doc in r.documents()]
+        return [doc for r in self.reflectors for doc in r.documents()]
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -401,17 +418,18 @@ class ClusterSource:
         (the API cannot be reached), else ``tries`` times, after which they are left to the
         background, so one broken kind (a failing CRD conversion webhook, say) cannot keep
         the gateway from starting."""
-        pending = list(self._reflectors)
+        pending = list(self.reflectors)
         for attempt in itertools.count(1):
             failed: list[tuple[_Reflector, Exception]] = []
             for reflector in pending:
                 try:
                     await reflector.list()
                 except Exception as exc:
+                    reflector.count_error("list")
                     failed.append((reflector, exc))
             if not failed:
                 break
-            if attempt >= tries and len(failed) < len(self._reflectors):
+            if attempt >= tries and len(failed) < len(self.reflectors):
                 for reflector, error in failed:
                     log.error("listing %s: %s; starting without it, still trying",
                               reflector.resource.kind, error)  # fmt: skip
@@ -422,7 +440,7 @@ class ClusterSource:
             pending = [reflector for reflector, _ in failed]
             await asyncio.sleep(self.retry_s / 5)
         self._changed.clear()
-        self._tasks = [asyncio.create_task(r.run()) for r in self._reflectors]
+        self._tasks = [asyncio.create_task(r.run()) for r in self.reflectors]
 
     async def follow(
         self,
@@ -479,3 +497,42 @@ def _status_message(body: bytes) -> str:
     if isinstance(message, str):
         return message
     return body[:200].decode("utf-8", "replace")
+
+
+class ClusterCollector(Collector):
+    """What the cluster source holds and how its lists and watches fare, read at scrape
+    time (``resource`` is kind.group; bounded by the watched resources)."""
+
+    def __init__(self, source: ClusterSource) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        objects = GaugeMetricFamily(
+            "sluice_kubernetes_objects", "Objects held from the API.", labels=["resource"]
+        )
+        synced = GaugeMetricFamily(
+            "sluice_kubernetes_synced",
+            "1 while the resource's last list or watch worked (0: failing, or not served).",
+            labels=["resource"],
+        )
+        events = CounterMetricFamily(
+            "sluice_kubernetes_watch_events", "Watch events received.", labels=["resource", "type"]
+        )
+        errors = CounterMetricFamily(
+            "sluice_kubernetes_errors",
+            "Lists and watches that failed.",
+            labels=["resource", "operation"],
+        )
+        for r in self._source.reflectors:
+            label = r.resource.label
+            objects.add_metric([label], len(r.objects))
+            synced.add_metric([label], 1.0 if r.healthy else 0.0)
+            for kind, n in sorted(r.events.items()):
+                events.add_metric([label, kind], n)
+            for operation, n in sorted(r.errors.items()):
+                errors.add_metric([label, operation], n)
+        rebuilds = CounterMetricFamily(
+            "sluice_kubernetes_rebuilds", "Routing-table rebuilds after changes in the cluster."
+        )
+        rebuilds.add_metric([], self._source.rebuilds)
+        yield from (objects, synced, events, errors, rebuilds)

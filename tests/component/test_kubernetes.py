@@ -22,7 +22,7 @@ from gateway.kube import RESOURCES, ApiServer, ClusterSource, KubeError
 from loadtests.fleet import Fleet, FleetSpec, ReplicaSpec
 from loadtests.targets import running_process, sluice_command
 from tests.component.fakekube import CORE_AND_GATEWAY, FakeKubeApi, running_api
-from tests.component.harness import backend, free_port
+from tests.component.harness import backend, free_port, gauge
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 SERVED = "x-gateway-destination-endpoint-served"
@@ -272,10 +272,27 @@ async def test_a_watch_too_old_lists_again_and_an_outage_keeps_the_last_table(tm
             async with asyncio.timeout(5):
                 await api.refused.wait()
             assert (await client.get(url)).text == "green"
+            assert _total(gw, "sluice_kubernetes_errors_total") >= 1
             api.failing = False
             api.put(_route("app", {"name": "blue", "port": 80}))
             await _until(gw, lambda: _served_text(gw) == ("blue",))
             assert (await client.get(url)).text == "blue"
+            route = {"resource": "HTTPRoute.gateway.networking.k8s.io"}
+            assert gauge(gw, "sluice_kubernetes_objects", **route) == 1
+            assert gauge(gw, "sluice_kubernetes_synced", **route) == 1
+            absent = {"resource": "TrafficPolicy.sluice.dev"}  # its CRD is not installed
+            registry = gw.ctx.metrics.registry
+            assert registry.get_sample_value("sluice_kubernetes_synced", absent) == 0
+            assert gauge(gw, "sluice_kubernetes_rebuilds_total") >= 2
+
+
+def _total(gw: RunningGateway, name: str) -> float:
+    return sum(
+        sample.value
+        for family in gw.ctx.metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == name
+    )
 
 
 @pytest.mark.single_loop
@@ -421,7 +438,7 @@ async def test_a_watch_that_ends_at_once_backs_off():
         try:
             await cluster.start()
             api.empty_watches = True
-            reflector = cluster._reflectors[0]
+            reflector = cluster.reflectors[0]
             with pytest.raises(KubeError, match="ended at once"):
                 await reflector._watch()
         finally:
