@@ -113,6 +113,7 @@ async def running_gateway(
                 cluster.follow(
                     reloader.reload,
                     in_force=lambda: ctx.holder.table.config,
+                    busy=lambda: reloader.reloading,
                     pending=lambda: bool(listeners.unbound),
                 )
             )

@@ -352,8 +352,10 @@ class ClusterSource:
         self._request_timeout_s = request_timeout_s
         self.reflectors = [_Reflector(self, r) for r in resources]
         self._changed = asyncio.Event()
-        self._in_force: m.Config | None = None  # the table's config: what it reads
-        self._services: frozenset[tuple[str, str]] = frozenset()
+        # the config of the table in force, and whether one is being built (from follow)
+        self._in_force: Callable[[], m.Config] | None = None
+        self._busy: Callable[[], bool] = lambda: True
+        self._services: tuple[object, frozenset[tuple[str, str]]] = (None, frozenset())
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.rebuilds = 0
@@ -362,8 +364,15 @@ class ClusterSource:
         self._changed.set()
 
     def is_used(self, obj: dict[str, Any]) -> bool:
-        """Whether the table in force reads ``obj`` (True until a table is in force)."""
-        return self._in_force is None or is_read(obj, self._in_force, self._services)
+        """Whether the table in force reads ``obj``. While a table is being built, every
+        change counts: the new one may read an object the one in force does not (a pod a
+        new pool selects), and may have read its documents before that object changed."""
+        if self._in_force is None or self._busy():
+            return True
+        config = self._in_force()
+        if self._services[0] is not config:
+            self._services = (config, referenced_services(config))
+        return is_read(obj, config, self._services[1])
 
     def documents(self) -> list[RawDocument]:
         return [doc for r in self.reflectors for doc in r.documents()]
@@ -447,18 +456,19 @@ class ClusterSource:
         rebuild: Callable[[], Awaitable[object]],
         *,
         in_force: Callable[[], m.Config],
+        busy: Callable[[], bool],
         pending: Callable[[], bool] = lambda: False,
     ) -> None:
         """Call ``rebuild`` after changes, until cancelled: at most every ``SETTLE_S``, and
         in a large cluster never more than a third of the time (the pause after a rebuild
         is at least twice as long as the rebuild took). ``in_force``: the config of the
         table in force, so objects it does not read (most pods, Services and slices of a
-        cluster) change nothing. ``pending``: something the last rebuild could not
+        cluster) change nothing; ``busy``: whether a table is being built (by this loop or
+        a file reload). ``pending``: something the last rebuild could not
         do (a port to bind); then it is tried again every ``retry_s`` without a change."""
         loop = asyncio.get_running_loop()
+        self._in_force, self._busy = in_force, busy
         while True:
-            self._in_force = in_force()
-            self._services = referenced_services(self._in_force)
             if pending():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.retry_s):

@@ -65,6 +65,11 @@ class Reloader:
         self.attempts = 0
         self.last_result: ReloadResult | None = None
 
+    @property
+    def reloading(self) -> bool:
+        """A reload is in progress (it may not have read every source yet)."""
+        return self._lock.locked()
+
     async def reload(self) -> ReloadResult:
         async with self._lock:
             self._fingerprint = self._snapshot()
