@@ -26,7 +26,7 @@ from gateway.kube import ClusterCollector, ClusterSource
 from gateway.listeners import ListenerSet
 from gateway.metrics import Metrics
 from gateway.poolmetrics import PoolCollector
-from gateway.reload import Reloader, unbound_issues
+from gateway.reload import Reloader
 from gateway.upstream import make_session
 
 __all__ = ["RunningGateway", "running_gateway", "serve_forever"]
@@ -93,7 +93,7 @@ async def running_gateway(
     keda_port = None
     try:
         await (await listeners.apply(loaded.table, skip_unbindable=cluster is not None))()
-        reloader.note_warnings(loaded.warnings + unbound_issues(listeners))
+        reloader.note_loaded(loaded.warnings)
         ctx.pools.apply(loaded.table)
         ctx.rollouts.apply(loaded.table)
         ctx.rollouts.start()
@@ -115,6 +115,7 @@ async def running_gateway(
                     in_force=lambda: ctx.holder.table.config,
                     busy=lambda: reloader.reloading,
                     pending=lambda: bool(listeners.unbound),
+                    retry=reloader.rebind,
                 )
             )
         # start-up objects (config, modules) live for the whole process: move them out of

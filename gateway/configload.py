@@ -110,18 +110,13 @@ def _parse_with_cluster(
     those the rest uses (a pool selects the pod, a route or pool names the Service): a
     cluster has many more than Sluice serves, and each costs time at every rebuild."""
     used = [d for d in cluster if _kind(d) not in _ON_DEMAND]
-    config, warnings = _parse_isolated(docs, used)
-    services = referenced_services(config)
-    wanted = [d for d in cluster if _kind(d) in _ON_DEMAND and is_read(d.data, config, services)]
-    more, more_warnings = _parse_isolated([], wanted)
-    config = dataclasses.replace(
-        config,
-        services=config.services + more.services,
-        slices=config.slices + more.slices,
-        pods=config.pods + more.pods,
-        from_cluster=True,
-    )
-    return config, warnings + more_warnings
+    first, _ = _parse_isolated(docs, used)  # the pools and routes: what they read
+    services = referenced_services(first)
+    wanted = [d for d in cluster if _kind(d) in _ON_DEMAND and is_read(d.data, first, services)]
+    # all together again, so a file's object and a cluster's of one name meet (the later,
+    # the cluster's, wins with a warning, as between two files)
+    config, warnings = _parse_isolated(docs, used + wanted)
+    return dataclasses.replace(config, from_cluster=True), warnings
 
 
 _ON_DEMAND = frozenset({"Pod", "Service", "EndpointSlice"})

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
 import os
@@ -326,8 +325,7 @@ class _Reflector:
         """Rebuild, unless the object is one the table in force does not use, before or
         after: a pod no pool selects, a Service (or its slices) nothing names. Most of a
         cluster's are; a rebuild for a change that starts using one reads them anyway."""
-        if any(obj is not None and self._source.is_used(obj) for obj in (old, new)):
-            self._source.changed()
+        self._source.note(old, new)
 
 
 class ClusterSource:
@@ -356,6 +354,8 @@ class ClusterSource:
         self._in_force: Callable[[], m.Config] | None = None
         self._busy: Callable[[], bool] = lambda: True
         self._services: tuple[object, frozenset[tuple[str, str]]] = (None, frozenset())
+        self._rebuilding = False
+        self._deferred: list[tuple[dict[str, Any] | None, dict[str, Any] | None]] = []
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.rebuilds = 0
@@ -363,10 +363,21 @@ class ClusterSource:
     def changed(self) -> None:
         self._changed.set()
 
+    def note(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        """An object changed (``old`` → ``new``, either None): rebuild if the table reads
+        it. While ``follow`` rebuilds, the change is judged by the new table, once in force
+        (judged by the old one it might be missed; counted blindly, churn of objects no
+        table reads would chain rebuilds)."""
+        if self._rebuilding:
+            self._deferred.append((old, new))
+        elif any(obj is not None and self.is_used(obj) for obj in (old, new)):
+            self.changed()
+
     def is_used(self, obj: dict[str, Any]) -> bool:
-        """Whether the table in force reads ``obj``. While a table is being built, every
-        change counts: the new one may read an object the one in force does not (a pod a
-        new pool selects), and may have read its documents before that object changed."""
+        """Whether the table in force reads ``obj``. While a reload not started by
+        ``follow`` (a file's, SIGHUP) is building a table, every change counts: that table
+        may read an object the one in force does not (a pod a new pool selects), and may
+        have read its documents before the object changed."""
         if self._in_force is None or self._busy():
             return True
         config = self._in_force()
@@ -428,7 +439,8 @@ class ClusterSource:
         background, so one broken kind (a failing CRD conversion webhook, say) cannot keep
         the gateway from starting."""
         pending = list(self.reflectors)
-        for attempt in itertools.count(1):
+        tries_left = tries  # counted once the API has answered some kind's list
+        while True:
             failed: list[tuple[_Reflector, Exception]] = []
             for reflector in pending:
                 try:
@@ -438,13 +450,15 @@ class ClusterSource:
                     failed.append((reflector, exc))
             if not failed:
                 break
-            if attempt >= tries and len(failed) < len(self.reflectors):
-                for reflector, error in failed:
-                    log.error("listing %s: %s; starting without it, still trying",
-                              reflector.resource.kind, error)  # fmt: skip
-                break
+            if len(failed) < len(self.reflectors):
+                tries_left -= 1
+                if tries_left <= 0:
+                    for reflector, error in failed:
+                        log.error("listing %s: %s; starting without it, still trying",
+                                  reflector.resource.label, error)  # fmt: skip
+                    break
             for reflector, error in failed:
-                log.warning("listing %s: %s; again in %.1fs", reflector.resource.kind, error,
+                log.warning("listing %s: %s; again in %.1fs", reflector.resource.label, error,
                             self.retry_s / 5)  # fmt: skip
             pending = [reflector for reflector, _ in failed]
             await asyncio.sleep(self.retry_s / 5)
@@ -458,32 +472,42 @@ class ClusterSource:
         in_force: Callable[[], m.Config],
         busy: Callable[[], bool],
         pending: Callable[[], bool] = lambda: False,
+        retry: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         """Call ``rebuild`` after changes, until cancelled: at most every ``SETTLE_S``, and
         in a large cluster never more than a third of the time (the pause after a rebuild
         is at least twice as long as the rebuild took). ``in_force``: the config of the
         table in force, so objects it does not read (most pods, Services and slices of a
         cluster) change nothing; ``busy``: whether a table is being built (by this loop or
-        a file reload). ``pending``: something the last rebuild could not
-        do (a port to bind); then it is tried again every ``retry_s`` without a change."""
+        a file reload). ``pending``: something the last rebuild could not do (a port to
+        bind); then ``retry`` runs every ``retry_s`` until it is done or a change comes."""
         loop = asyncio.get_running_loop()
         self._in_force, self._busy = in_force, busy
         while True:
-            if pending():
+            if pending() and retry is not None:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.retry_s):
                         await self._changed.wait()
+                if not self._changed.is_set():
+                    await retry()  # nothing changed: no new table, only the retry
+                    continue
             else:
                 await self._changed.wait()
             self._changed.clear()
             started = loop.time()
             pause = SETTLE_S
+            self._rebuilding = True
             try:
                 await rebuild()
             except Exception:  # a bug must not stop every later update
                 log.exception("rebuilding the routing table from the cluster failed")
                 self._changed.set()  # try again, after a longer pause
                 pause = self.retry_s
+            finally:
+                self._rebuilding = False
+                deferred, self._deferred = self._deferred, []
+            if any(o is not None and self.is_used(o) for pair in deferred for o in pair):
+                self._changed.set()
             self.rebuilds += 1
             await asyncio.sleep(max(pause, 2 * (loop.time() - started)))
 

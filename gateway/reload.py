@@ -59,6 +59,7 @@ class Reloader:
         self._paths = tuple(paths)
         self._cluster = cluster
         self._logged: frozenset[ConfigIssue] = frozenset()
+        self._warnings: tuple[ConfigIssue, ...] = ()  # of the config in force
         self._lock = asyncio.Lock()
         self._fingerprint = self._snapshot()
         self._done = asyncio.Condition()
@@ -79,6 +80,18 @@ class Reloader:
             self.attempts += 1
             self._done.notify_all()
         return result
+
+    async def rebind(self) -> None:
+        """Bind again the listener ports the last apply could not (cluster configs), on
+        the table in force: no new table, so nothing else is reset."""
+        async with self._lock:
+            table = self._ctx.holder.table
+            drain = await self._listeners.apply(table, skip_unbindable=True)
+            await drain()  # the same table: no port is gone, nothing to drain
+            self.note_warnings(self._warnings + unbound_issues(self._listeners))
+        async with self._done:
+            self.attempts += 1
+            self._done.notify_all()
 
     async def wait_attempts(self, count: int) -> None:
         """Wait until ``count`` reloads (good or bad) have completed; for tests and tools."""
@@ -110,13 +123,18 @@ class Reloader:
         task.add_done_callback(self._ctx.background.discard)
         self._ctx.metrics.reloads.labels("ok").inc()
         self._ctx.metrics.config_timestamp.set(time.time())
-        self.note_warnings(loaded.warnings + unbound_issues(self._listeners))
+        self.note_loaded(loaded.warnings)
         log.info("config generation %d in force", holder.generation)
         return ReloadResult(
             ok=True,
             issues=loaded.warnings + unbound_issues(self._listeners),
             generation=holder.generation,
         )
+
+    def note_loaded(self, warnings: tuple[ConfigIssue, ...]) -> None:
+        """A config is in force with these warnings (and the ports it could not bind)."""
+        self._warnings = warnings
+        self.note_warnings(warnings + unbound_issues(self._listeners))
 
     def note_warnings(self, warnings: tuple[ConfigIssue, ...]) -> None:
         """Log the warnings not logged at the last good load."""

@@ -83,11 +83,12 @@ class Rollouts:
         for spec in table.rollouts.values():
             key = spec.meta.key
             old = self.live.get(key)
-            live[key] = (
-                Rollout.restore(spec.plan, old.status, now)
-                if old is not None
-                else Rollout.start(spec.plan, now)
-            )
+            if old is not None and old.plan == spec.plan:
+                live[key] = old  # unchanged: keep the analysis window it is filling
+            elif old is not None:
+                live[key] = Rollout.restore(spec.plan, old.status, now)
+            else:
+                live[key] = Rollout.start(spec.plan, now)
             self._specs[key] = spec
         self.live = live
         self._specs = {k: v for k, v in self._specs.items() if k in live}

@@ -474,6 +474,10 @@ class Rollout:
         return cls(plan, status, now)
 
     @property
+    def plan(self) -> RolloutPlan:
+        return self._plan
+
+    @property
     def weight(self) -> int:
         """The candidate's share now, in percent."""
         return self._weight

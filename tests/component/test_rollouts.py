@@ -168,8 +168,12 @@ async def test_rollout_state_survives_a_reload(tmp_path):
         admin = f"http://127.0.0.1:{gw.admin_port}"
         paused = await client.post(f"{admin}/rollouts/default/v2-rollout/pause")
         assert paused.json()["phase"] == "Paused"
+        live = gw.ctx.rollouts.live["default/v2-rollout"]
         (tmp_path / "config.yaml").write_text(_config(port, a.port, b.port, rollout) + "\n")
         assert (await gw.reloader.reload()).ok
+        # an unchanged Rollout keeps its object, and with it the analysis window it is
+        # filling (a cluster rebuilds the table whenever a pod comes or goes)
+        assert gw.ctx.rollouts.live["default/v2-rollout"] is live
         status = (await client.get(f"{admin}/rollouts")).json()["rollouts"]["default/v2-rollout"]
     assert status["phase"] == "Paused"
     assert status["weight"] == 20
