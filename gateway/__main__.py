@@ -107,7 +107,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cluster(args: argparse.Namespace) -> ClusterSource | None:
-    from gateway.kube import ApiServer, ClusterSource
+    from gateway.kube import ClusterSource
+    from gateway.kubeapi import ApiServer
 
     if args.kubernetes_api:
         api = ApiServer(url=args.kubernetes_api, token_file=args.kubernetes_token_file)
@@ -120,7 +121,7 @@ def _cluster(args: argparse.Namespace) -> ClusterSource | None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from gateway.app import running_gateway, serve_forever
-    from gateway.kube import KubeError
+    from gateway.kubeapi import KubeError
 
     _configure_logging(args.log_level)
     try:

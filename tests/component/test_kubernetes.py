@@ -18,7 +18,8 @@ import yaml
 from aiohttp import web
 
 from gateway.app import RunningGateway, running_gateway
-from gateway.kube import RESOURCES, ApiServer, ClusterSource, KubeError
+from gateway.kube import ClusterSource
+from gateway.kubeapi import RESOURCES, ApiServer, KubeError
 from loadtests.fleet import Fleet, FleetSpec, ReplicaSpec
 from loadtests.targets import running_process, sluice_command
 from tests.component.fakekube import CORE_AND_GATEWAY, FakeKubeApi, running_api
