@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -212,14 +213,18 @@ class FakeKubeApi:
 
 
 @contextlib.asynccontextmanager
-async def running_api(api: FakeKubeApi) -> AsyncIterator[FakeKubeApi]:
+async def running_api(
+    api: FakeKubeApi, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[FakeKubeApi]:
+    """Serve ``api`` on 127.0.0.1 (over TLS with ``ssl_context``, as a real API server)."""
     app = web.Application()
     app.router.add_route("GET", "/{tail:.*}", api._handle)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
     await site.start()
-    api.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    scheme = "https" if ssl_context else "http"
+    api.url = f"{scheme}://127.0.0.1:{runner.addresses[0][1]}"
     try:
         yield api
     finally:

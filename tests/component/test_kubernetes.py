@@ -12,14 +12,16 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
+import trustme
 import yaml
 from aiohttp import web
 
 from gateway.app import RunningGateway, running_gateway
 from gateway.kube import ClusterSource
-from gateway.kubeapi import RESOURCES, ApiServer, KubeError
+from gateway.kubeapi import RESOURCES, ApiClient, ApiServer, KubeError
 from loadtests.fleet import Fleet, FleetSpec, ReplicaSpec
 from loadtests.targets import running_process, sluice_command
 from tests.component.fakekube import CORE_AND_GATEWAY, FakeKubeApi, running_api
@@ -444,3 +446,25 @@ async def test_a_watch_that_ends_at_once_backs_off():
                 await reflector._watch()
         finally:
             await cluster.close()
+
+
+async def test_the_api_is_reached_over_tls_verified_by_the_cluster_ca(tmp_path):
+    """In a pod, the API is HTTPS and its certificate is checked against the service
+    account's ca.crt: listing works with that CA and fails without it."""
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    ca_file = tmp_path / "ca.crt"
+    ca.cert_pem.write_to_path(str(ca_file))
+    async with running_api(FakeKubeApi(), ssl_context=server) as api:
+        api.put(_class("sluice", "sluice.dev/gateway-controller"))
+        trusted = ApiClient(ApiServer(url=api.url, ca_file=str(ca_file)), request_timeout_s=10)
+        stranger = ApiClient(ApiServer(url=api.url), request_timeout_s=10)
+        try:
+            listed = await trusted.get_json(RESOURCES[4].path(None), {})
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await stranger.get_json(RESOURCES[4].path(None), {})
+        finally:
+            await trusted.close()
+            await stranger.close()
+    assert [item["metadata"]["name"] for item in listed["items"]] == ["sluice"]
