@@ -55,9 +55,11 @@ async def _healthz(request: web.Request) -> web.Response:
 async def _readyz(request: web.Request) -> web.Response:
     ctx, listeners = request.app[CTX], request.app[LISTENERS]
     # ports left out because they cannot be bound (a cluster's Gateway on a port this pod
-    # may not use) do not hold every other Gateway out of rotation
-    wanted = set(ctx.holder.table.ports) - set(listeners.unbound)
-    ready = wanted.issubset(listeners.ports)
+    # may not use) do not hold every other Gateway out of rotation; but a gateway with
+    # none of its ports bound serves nothing, and is not ready
+    table_ports = set(ctx.holder.table.ports)
+    wanted = table_ports - set(listeners.unbound)
+    ready = wanted.issubset(listeners.ports) and (bool(listeners.ports) or not table_ports)
     body = {"ready": ready, "generation": ctx.holder.generation, "ports": sorted(listeners.ports),
             "unbound": sorted(listeners.unbound)}  # fmt: skip
     return web.json_response(body, status=200 if ready else 503)

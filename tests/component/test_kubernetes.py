@@ -468,3 +468,16 @@ async def test_the_api_is_reached_over_tls_verified_by_the_cluster_ca(tmp_path):
             await trusted.close()
             await stranger.close()
     assert [item["metadata"]["name"] for item in listed["items"]] == ["sluice"]
+
+
+async def test_a_gateway_with_none_of_its_ports_bound_is_not_ready():
+    """One unbindable port among others leaves the replica ready (see above); when it is
+    the only one, the replica serves nothing and /readyz says so."""
+    async with running_api(FakeKubeApi()) as api:
+        with socket.create_server(("127.0.0.1", 0)) as taken:
+            port = taken.getsockname()[1]
+            api.put(_class("sluice", "sluice.dev/gateway-controller"), _gateway(port))
+            async with _gateway_on(api) as gw, httpx.AsyncClient(timeout=10) as client:
+                ready = await client.get(f"http://127.0.0.1:{gw.admin_port}/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["unbound"] == [port]
