@@ -13,6 +13,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+from gateway.app import RunningGateway
 from tests.component.harness import (
     backend,
     free_port,
@@ -68,22 +69,24 @@ def _config(port: int, v1: int, v2: int, rollout: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _split(tmp_path: Path, rollout: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+async def _split(
+    tmp_path: Path, rollout: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, str, RunningGateway]]:
     """A gateway splitting / between backends answering "v1" and "v2" under ``rollout``: a
-    client and the URL."""
+    client, the URL and the gateway."""
     port = free_port()
     async with (
         backend(_named("v1")) as a,
         backend(_named("v2")) as b,
-        gateway_on(tmp_path, _config(port, a.port, b.port, rollout)),
+        gateway_on(tmp_path, _config(port, a.port, b.port, rollout)) as gw,
         httpx.AsyncClient() as client,
     ):
-        yield client, f"http://127.0.0.1:{port}/"
+        yield client, f"http://127.0.0.1:{port}/", gw
 
 
 async def test_assignment_is_sticky_per_user_and_the_variant_is_named(tmp_path):
     rollout = _rollout("[{weight: 30, duration: 1h}]")
-    async with _split(tmp_path, rollout) as (client, url):
+    async with _split(tmp_path, rollout) as (client, url, _):
         first, second = {}, {}
         for round_ in (first, second):
             for user in range(300):
@@ -99,7 +102,7 @@ async def test_assignment_is_sticky_per_user_and_the_variant_is_named(tmp_path):
 
 async def test_a_client_without_a_sticky_key_gets_the_sticky_cookie(tmp_path):
     rollout = _rollout("[{weight: 50, duration: 1h}]", sticky="{cookie: sluice-ab}")
-    async with _split(tmp_path, rollout) as (fresh, url):
+    async with _split(tmp_path, rollout) as (fresh, url, _):
         variants = set()
         for _ in range(40):  # new clients: each gets a cookie and keeps its first variant
             fresh.cookies.clear()
@@ -119,7 +122,7 @@ async def test_a_client_without_a_sticky_key_gets_the_sticky_cookie(tmp_path):
 
 async def test_the_sticky_cookie_is_secure_when_the_client_came_over_https(tmp_path):
     rollout = _rollout("[{weight: 50, duration: 1h}]", sticky="{cookie: sluice-ab}")
-    async with _split(tmp_path, rollout) as (client, url):
+    async with _split(tmp_path, rollout) as (client, url, _):
         # a TLS-terminating proxy in front says the client's hop was HTTPS
         behind_tls = await client.get(url, headers={"X-Forwarded-Proto": "https, http"})
         client.cookies.clear()
@@ -157,19 +160,14 @@ async def test_a_failing_candidate_is_rolled_back_automatically(tmp_path):
 
 
 async def test_rollout_state_survives_a_reload(tmp_path):
-    port = free_port()
     rollout = _rollout("[{weight: 20, duration: 1h}]")
-    async with (
-        backend(_named("v1")) as a,
-        backend(_named("v2")) as b,
-        gateway_on(tmp_path, _config(port, a.port, b.port, rollout)) as gw,
-        httpx.AsyncClient() as client,
-    ):
+    async with _split(tmp_path, rollout) as (client, _, gw):
         admin = f"http://127.0.0.1:{gw.admin_port}"
         paused = await client.post(f"{admin}/rollouts/default/v2-rollout/pause")
         assert paused.json()["phase"] == "Paused"
         live = gw.ctx.rollouts.live["default/v2-rollout"]
-        (tmp_path / "config.yaml").write_text(_config(port, a.port, b.port, rollout) + "\n")
+        config = tmp_path / "config.yaml"
+        config.write_text(config.read_text() + "\n")  # the same config, a changed file
         assert (await gw.reloader.reload()).ok
         # an unchanged Rollout keeps its object, and with it the analysis window it is
         # filling (a cluster rebuilds the table whenever a pod comes or goes)
@@ -180,14 +178,8 @@ async def test_rollout_state_survives_a_reload(tmp_path):
 
 
 async def test_operator_actions_report_unix_times_and_a_finished_rollout_refuses_them(tmp_path):
-    port = free_port()
     rollout = _rollout("[{weight: 20, duration: 1h}]")
-    async with (
-        backend(_named("v1")) as a,
-        backend(_named("v2")) as b,
-        gateway_on(tmp_path, _config(port, a.port, b.port, rollout)) as gw,
-        httpx.AsyncClient() as client,
-    ):
+    async with _split(tmp_path, rollout) as (client, _, gw):
         actions = f"http://127.0.0.1:{gw.admin_port}/rollouts/default/v2-rollout"
         before = time.time()
         paused = await client.post(f"{actions}/pause")
