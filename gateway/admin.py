@@ -156,7 +156,9 @@ def effective_config(table: RoutingTable) -> dict[str, object]:
             "gateway": lt.gateway,
             "listener": lt.name,
             "port": lt.port,
+            "protocol": pt.protocol,
             "hostname": lt.hostname,
+            "certificates": [s.meta.key for s in lt.certificates],
             "virtual_hosts": [
                 {
                     "hostname": vh.hostname,
@@ -181,10 +183,14 @@ def effective_config(table: RoutingTable) -> dict[str, object]:
         for rule in table.rules
         for b in rule.backends
     }
+    resources = dataclasses.asdict(table.config)
+    for secret in resources["secrets"]:  # private keys never leave the process
+        if secret["key"] is not None:
+            secret["key"] = "(redacted)"
     return {
         "listeners": listeners,
         "backends": backends,
-        "resources": dataclasses.asdict(table.config),
+        "resources": resources,
         "warnings": list(table.warnings),
     }
 

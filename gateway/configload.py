@@ -19,9 +19,10 @@ from pathlib import Path
 
 import yaml
 
+from gateway.tls import certificate_issues
 from routing import RawDocument, RoutingTable, build_table, parse_config
 from routing import model as m
-from routing.backends import reads_object, referenced_services
+from routing.backends import reads_object, referenced_objects
 from routing.errors import ConfigError, ConfigIssue
 
 __all__ = ["LoadedConfig", "config_files", "is_read", "load_config"]
@@ -100,26 +101,36 @@ def load_config(paths: Sequence[str], cluster: Sequence[RawDocument] | None = No
     else:
         config, warnings = _parse_with_cluster(docs, cluster)
     table = build_table(config)
-    return LoadedConfig(table=table, warnings=warnings + table.issues, files=files)
+    # a certificate that does not load: a file's refuses the reload, as any error in a
+    # file; a cluster Secret's is a warning, and its listener is served without it
+    bad = certificate_issues(table)
+    if any(i.file in files for i in bad):
+        raise ConfigError(tuple(i for i in bad if i.file in files))
+    not_served = tuple(
+        dataclasses.replace(i, message=f"{i.message} (certificate not served)", severity="warning")
+        for i in bad
+    )
+    return LoadedConfig(table=table, warnings=warnings + table.issues + not_served, files=files)
 
 
 def _parse_with_cluster(
     docs: list[RawDocument], cluster: Sequence[RawDocument]
 ) -> tuple[m.Config, tuple[ConfigIssue, ...]]:
-    """Files and cluster objects; of the cluster's Pods, Services and EndpointSlices, only
-    those the rest uses (a pool selects the pod, a route or pool names the Service): a
-    cluster has many more than Sluice serves, and each costs time at every rebuild."""
+    """Files and cluster objects; of the cluster's Pods, Services, EndpointSlices and
+    Secrets, only those the rest uses (a pool selects the pod, a route or pool names the
+    Service, a listener the Secret): a cluster has many more than Sluice serves, and each
+    costs time at every rebuild."""
     used = [d for d in cluster if _kind(d) not in _ON_DEMAND]
     first, _ = _parse_isolated(docs, used)  # the pools and routes: what they read
-    services = referenced_services(first)
-    wanted = [d for d in cluster if _kind(d) in _ON_DEMAND and is_read(d.data, first, services)]
+    referenced = referenced_objects(first)
+    wanted = [d for d in cluster if _kind(d) in _ON_DEMAND and is_read(d.data, first, referenced)]
     # all together again, so a file's object and a cluster's of one name meet (the later,
     # the cluster's, wins with a warning, as between two files)
     config, warnings = _parse_isolated(docs, used + wanted)
     return dataclasses.replace(config, from_cluster=True), warnings
 
 
-_ON_DEMAND = frozenset({"Pod", "Service", "EndpointSlice"})
+_ON_DEMAND = frozenset({"Pod", "Service", "EndpointSlice", "Secret"})
 
 
 def _parse_isolated(
@@ -145,10 +156,10 @@ def _kind(doc: RawDocument) -> object:
     return doc.data.get("kind") if isinstance(doc.data, dict) else None
 
 
-def is_read(obj: object, config: m.Config, services: frozenset[tuple[str, str]]) -> bool:
+def is_read(obj: object, config: m.Config, referenced: frozenset[tuple[str, str, str]]) -> bool:
     """Whether a table built from ``config`` reads the cluster object ``obj``: a Pod some
-    pool selects, a Service (or its EndpointSlice) something names, any other kind. A
-    malformed object is read, so the parser reports it."""
+    pool selects, a Service (or its EndpointSlice) or Secret something names, any other
+    kind. A malformed object is read, so the parser reports it."""
     meta = obj.get("metadata") if isinstance(obj, dict) else None
     if not isinstance(obj, dict) or not isinstance(meta, dict):
         return True
@@ -156,4 +167,4 @@ def is_read(obj: object, config: m.Config, services: frozenset[tuple[str, str]])
     if not isinstance(labels, dict):
         return True
     namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
-    return reads_object(config, services, str(obj.get("kind")), namespace, name, labels)
+    return reads_object(config, referenced, str(obj.get("kind")), namespace, name, labels)

@@ -45,7 +45,7 @@ from gateway.kubeapi import (
 )
 from routing import RawDocument
 from routing import model as m
-from routing.backends import referenced_services
+from routing.backends import referenced_objects
 
 __all__ = ["ClusterCollector", "ClusterSource"]
 
@@ -87,11 +87,16 @@ class _Reflector:
                 file=f"kubernetes:{self.resource.kind}{group}/{where}", index=0, data=obj
             )
 
+    def _selected(self, params: dict[str, str]) -> dict[str, str]:
+        if self.resource.field_selector:
+            params["fieldSelector"] = self.resource.field_selector
+        return params
+
     async def list(self) -> None:
         """Replace the objects with a full (paged) list; 404/403 make the resource absent."""
         items: dict[tuple[str, str], dict[str, Any]] = {}
         page = str(self._source.list_page)
-        params = {"limit": page}
+        params = self._selected({"limit": page})
         try:
             while True:
                 body = await self._source.client.get_json(self._path(), params)
@@ -103,7 +108,7 @@ class _Reflector:
                 meta = body.get("metadata") or {}
                 if not meta.get("continue"):
                     break
-                params = {"limit": page, "continue": str(meta["continue"])}
+                params = self._selected({"limit": page, "continue": str(meta["continue"])})
         except KubeError as exc:
             if exc.status not in (403, 404) or self.listed:
                 raise  # once listed, the objects stand (as client-go's) until a list works
@@ -152,12 +157,14 @@ class _Reflector:
                 await asyncio.sleep(delay * random.uniform(1.0, 1.5))
 
     async def _watch(self) -> None:
-        params = {
-            "watch": "1",
-            "resourceVersion": self.version,
-            "allowWatchBookmarks": "true",
-            "timeoutSeconds": str(WATCH_TIMEOUT_S),
-        }
+        params = self._selected(
+            {
+                "watch": "1",
+                "resourceVersion": self.version,
+                "allowWatchBookmarks": "true",
+                "timeoutSeconds": str(WATCH_TIMEOUT_S),
+            }
+        )
         loop = asyncio.get_running_loop()
         started, events_seen = loop.time(), 0
         try:
@@ -237,7 +244,7 @@ class ClusterSource:
         # the config of the table in force, and whether one is being built (from follow)
         self._in_force: Callable[[], m.Config] | None = None
         self._busy: Callable[[], bool] = lambda: True
-        self._services: tuple[object, frozenset[tuple[str, str]]] = (None, frozenset())
+        self._referenced: tuple[object, frozenset[tuple[str, str, str]]] = (None, frozenset())
         self._rebuilding = False
         self._deferred: list[tuple[dict[str, Any] | None, dict[str, Any] | None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -264,9 +271,9 @@ class ClusterSource:
         if self._in_force is None or self._busy():
             return True
         config = self._in_force()
-        if self._services[0] is not config:
-            self._services = (config, referenced_services(config))
-        return is_read(obj, config, self._services[1])
+        if self._referenced[0] is not config:
+            self._referenced = (config, referenced_objects(config))
+        return is_read(obj, config, self._referenced[1])
 
     def documents(self) -> list[RawDocument]:
         return [doc for r in self.reflectors for doc in r.documents()]

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from routing import model as m
+from routing.tlsconfig import CERT_KEY, PRIVATE_KEY_KEY
 
 __all__ = ["RESOURCES", "ApiClient", "ApiServer", "KubeError", "Resource", "slim"]
 
@@ -42,6 +43,7 @@ class Resource:
     kind: str
     plural: str
     namespaced: bool = True
+    field_selector: str = ""  # asked of the API with every list and watch
 
     @property
     def label(self) -> str:
@@ -63,6 +65,8 @@ RESOURCES = (
     Resource("", "v1", "Namespace", "namespaces", namespaced=False),
     Resource("", "v1", "Service", "services"),
     Resource("", "v1", "Pod", "pods"),
+    # HTTPS listeners' certificates: TLS Secrets only, not every Secret of the cluster
+    Resource("", "v1", "Secret", "secrets", field_selector="type=kubernetes.io/tls"),
     Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
     Resource(m.GATEWAY_GROUP, "v1", "GatewayClass", "gatewayclasses", namespaced=False),
     Resource(m.GATEWAY_GROUP, "v1", "Gateway", "gateways"),
@@ -116,9 +120,21 @@ class ApiServer:
 
 
 def slim(obj: dict[str, Any]) -> dict[str, Any]:
-    """What Sluice keeps of an object: Pods only their labels, IPs and readiness; others
+    """What Sluice keeps of an object: Pods only their labels, IPs and readiness; Secrets
+    only their certificate and key (``tls.crt``, ``tls.key``), no other data; others
     everything but managedFields and the last-applied annotation."""
     meta = obj.get("metadata") or {}
+    if obj.get("kind") == "Secret":
+        data = obj.get("data") or {}
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                k: meta[k] for k in ("name", "namespace", "creationTimestamp") if k in meta
+            },
+            "type": obj.get("type") or "Opaque",
+            "data": {k: data[k] for k in (CERT_KEY, PRIVATE_KEY_KEY) if k in data},
+        }
     if obj.get("kind") == "Pod":
         status = obj.get("status") or {}
         kept = ("name", "namespace", "labels", "creationTimestamp", "deletionTimestamp")

@@ -25,13 +25,14 @@ from gateway.metrics import code_class
 from gateway.mirror import send_mirrors, send_shadow
 from gateway.rollouts import Assignment, client_uses_https, sticky_token
 from gateway.server import send_continue
+from gateway.tls import handshake_of
 from gateway.usage import CLIENT_GONE, StreamTap
 from gateway.websocket import is_websocket_upgrade, proxy_websocket
 from routing import model as m
 from routing.backends import InvalidTarget, PoolTarget
 from routing.errors import AdmissionRejectedError, InvalidBackendError, SluiceError
 from routing.hostnames import host_of
-from routing.matching import RequestFacts, match_request
+from routing.matching import RequestFacts, is_misdirected, match_request
 from routing.openai import model_of
 from routing.rewrite import (
     apply_header_modifier,
@@ -115,6 +116,22 @@ def _origin_form(request: web.BaseRequest) -> web.BaseRequest:
     return request.clone(rel_url=URL(target, encoded=True), headers=headers)
 
 
+def _check_server_name(table: RoutingTable, port: int, request: web.BaseRequest, host: str) -> None:
+    """A request whose Host another listener serves than the one its connection's handshake
+    chose (whose certificate the client checked) is misdirected: 421, and the client opens
+    a connection for that host."""
+    port_table = table.ports.get(port)
+    transport = request.transport
+    if port_table is None or transport is None:
+        return
+    sni, listener = handshake_of(transport.get_extra_info("ssl_object"))
+    if is_misdirected(port_table, listener, host):
+        named = f"for {sni}" if sni else "without a server name (SNI)"
+        raise RequestError(
+            421, "misdirected_request", f"this connection was made {named}; open one for {host}"
+        )
+
+
 def _facts(request: web.BaseRequest) -> RequestFacts:
     headers: dict[str, str] = {}
     for name, value in request.headers.items():
@@ -136,7 +153,10 @@ async def _route(
     ctx: ProxyContext, port: int, request: web.BaseRequest, record: Record
 ) -> web.StreamResponse:
     table = ctx.holder.table  # read once: the request finishes on this table
-    entry = match_request(table, port, _facts(request))
+    facts = _facts(request)
+    if request.secure:
+        _check_server_name(table, port, request, facts.host)
+    entry = match_request(table, port, facts)
     rule = entry.rule
     record.route = rule.route
     filters = rule.filters

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from routing import model as m
 
 __all__ = [
+    "ACCEPTED_CONTROLLERS",
     "Endpoint",
     "InvalidTarget",
     "PoolTarget",
@@ -27,7 +28,8 @@ __all__ = [
     "Target",
     "is_pod_selected",
     "reads_object",
-    "referenced_services",
+    "referenced_objects",
+    "unserved_reason",
 ]
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -226,14 +228,30 @@ def is_pod_selected(
     )
 
 
-def referenced_services(config: m.Config) -> frozenset[tuple[str, str]]:
-    """(namespace, name) of every Service a route's backendRef or mirror, or a pool's
-    endpointPickerRef, names: the only Services (and their EndpointSlices) a table reads."""
-    out: set[tuple[str, str]] = set()
+ACCEPTED_CONTROLLERS = frozenset({"sluice.dev/gateway-controller", "sluice/gateway-controller"})
+
+
+def unserved_reason(config: m.Config, gateway: m.Gateway) -> str | None:
+    """Why Sluice does not serve ``gateway`` (None: it does): its GatewayClass names another
+    controller, or, in a cluster, is not there (a Gateway of a class not yet there is
+    nobody's to serve)."""
+    cls = next((c for c in config.gateway_classes if c.meta.name == gateway.class_name), None)
+    if cls is None:
+        return f"no GatewayClass {gateway.class_name}" if config.from_cluster else None
+    if cls.controller_name not in ACCEPTED_CONTROLLERS:
+        return f"class {gateway.class_name} belongs to {cls.controller_name}"
+    return None
+
+
+def referenced_objects(config: m.Config) -> frozenset[tuple[str, str, str]]:
+    """(kind, namespace, name) of every Service a route's backendRef or mirror, or a pool's
+    endpointPickerRef, names, and of every Secret a listener's certificateRef names: the
+    only Services (and their EndpointSlices) and Secrets a table reads."""
+    out: set[tuple[str, str, str]] = set()
 
     def add(ref: m.ObjectRef, namespace: str) -> None:
-        if ref.group == m.CORE_GROUP and ref.kind == "Service":
-            out.add((ref.namespace or namespace, ref.name))
+        if ref.group == m.CORE_GROUP and ref.kind in ("Service", "Secret"):
+            out.add((ref.kind, ref.namespace or namespace, ref.name))
 
     for route in config.routes:
         ns = route.meta.namespace
@@ -248,25 +266,33 @@ def referenced_services(config: m.Config) -> frozenset[tuple[str, str]]:
     for pool in config.pools:
         if pool.endpoint_picker is not None:
             add(pool.endpoint_picker, pool.meta.namespace)
+    for gateway in config.gateways:
+        if unserved_reason(config, gateway) is not None:
+            continue  # another controller's certificates are not Sluice's to read
+        for listener in gateway.listeners:
+            for ref in listener.tls.certificate_refs if listener.tls else ():
+                if ref.kind == "Secret":
+                    add(ref, gateway.meta.namespace)
     return frozenset(out)
 
 
 def reads_object(
     config: m.Config,
-    services: frozenset[tuple[str, str]],
+    referenced: frozenset[tuple[str, str, str]],
     kind: str,
     namespace: str,
     name: str,
     labels: Mapping[str, str],
 ) -> bool:
-    """Whether a table built from ``config`` (whose ``referenced_services`` are
-    ``services``) reads this Pod, Service or EndpointSlice; True for every other kind."""
+    """Whether a table built from ``config`` (whose ``referenced_objects`` are
+    ``referenced``) reads this Pod, Service, EndpointSlice or Secret; True for every other
+    kind."""
     if kind == "Pod":
         return is_pod_selected(config.pools, namespace, labels)
-    if kind == "Service":
-        return (namespace, name) in services
+    if kind in ("Service", "Secret"):
+        return (kind, namespace, name) in referenced
     if kind == "EndpointSlice":
-        return (namespace, labels.get(SERVICE_NAME_LABEL, "")) in services
+        return ("Service", namespace, labels.get(SERVICE_NAME_LABEL, "")) in referenced
     return True
 
 

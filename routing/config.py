@@ -24,6 +24,7 @@ from routing.inference_config import (
 from routing.reader import IssueSink, Reader
 from routing.rolloutconfig import RolloutSpec, parse_rollout
 from routing.routeconfig import parse_httproute
+from routing.tlsconfig import parse_listener_tls, parse_secret
 from routing.trafficconfig import parse_traffic_policy
 
 __all__ = ["RawDocument", "parse_config"]
@@ -84,6 +85,7 @@ def parse_config(docs: Sequence[RawDocument]) -> tuple[m.Config, tuple[ConfigIss
         traffic_policies=tuple(o for o in objects if isinstance(o, m.TrafficPolicy)),
         rollouts=tuple(o for o in objects if isinstance(o, RolloutSpec)),
         pods=tuple(o for o in objects if isinstance(o, m.Pod)),
+        secrets=tuple(o for o in objects if isinstance(o, m.Secret)),
     )
     return config, tuple(issues)
 
@@ -216,7 +218,14 @@ def _parse_listener(r: Reader) -> m.Listener:
     if protocol and protocol not in ("HTTP", "HTTPS"):
         r.sink.warn(r.sub("protocol"), f"protocol {protocol} is not served; listener skipped")
     hostname = r.string("hostname")
-    r.ignore("tls")
+    tls = None
+    if r.has("tls"):
+        tls = parse_listener_tls(r.mapping("tls"), protocol)
+        if protocol == "HTTP":
+            r.sink.error(r.sub("tls"), "an HTTP listener takes no tls")
+    elif protocol == "HTTPS":
+        r.sink.error(r.sub("tls"), "an HTTPS listener needs tls with its certificateRefs")
+    r.raw("tls")
     allowed = r.mapping("allowedRoutes")
     ns = allowed.mapping("namespaces")
     raw_from = ns.string("from", "Same") or "Same"
@@ -239,6 +248,7 @@ def _parse_listener(r: Reader) -> m.Listener:
         allowed_from=allowed_from,
         allowed_selector=selector,
         allowed_kinds=kinds,
+        tls=tls,
     )
 
 
@@ -396,6 +406,7 @@ _PARSERS: dict[str, tuple[frozenset[str], _Parser]] = {
     "ReferenceGrant": (frozenset({m.GATEWAY_GROUP}), _parse_reference_grant),
     "Service": (frozenset({""}), _parse_service),
     "Pod": (frozenset({""}), _parse_pod),
+    "Secret": (frozenset({""}), parse_secret),
     "EndpointSlice": (frozenset({"discovery.k8s.io"}), _parse_endpoint_slice),
     "InferencePool": (
         frozenset({m.INFERENCE_GROUP, m.INFERENCE_X_GROUP}),

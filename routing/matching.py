@@ -25,7 +25,14 @@ from routing.table import (
     VirtualHost,
 )
 
-__all__ = ["RequestFacts", "match_request", "select_listener", "select_vhost"]
+__all__ = [
+    "RequestFacts",
+    "is_misdirected",
+    "match_request",
+    "select_listener",
+    "select_vhost",
+    "tls_listener",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,6 +62,26 @@ def select_listener(port_table: PortTable, host: str) -> ListenerTable | None:
         if hostname_matches(listener.hostname, host):
             return listener
     return None
+
+
+def tls_listener(port_table: PortTable, server_name: str | None) -> ListenerTable | None:
+    """The listener whose certificate a TLS handshake gets: the one ``server_name`` (SNI)
+    selects, as a Host would; without SNI, only a listener with no hostname (a client that
+    names no host gets no named listener's certificate)."""
+    if server_name:
+        return select_listener(port_table, server_name.lower().rstrip("."))
+    return next((lt for lt in port_table.listeners if lt.hostname is None), None)
+
+
+def is_misdirected(port_table: PortTable, handshake: tuple[str, str] | None, host: str) -> bool:
+    """A request over TLS whose Host selects another listener of the port than its
+    connection's handshake did (``handshake``: that listener's gateway and name; None for a
+    connection without TLS): answered 421, so one listener's certificate never fronts
+    another's routes."""
+    if handshake is None:
+        return False
+    chosen = select_listener(port_table, host)
+    return chosen is None or (chosen.gateway, chosen.name) != handshake
 
 
 def select_vhost(listener: ListenerTable, host: str) -> VirtualHost | None:

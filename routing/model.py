@@ -31,6 +31,7 @@ __all__ = [
     "HeaderModifier",
     "InferencePool",
     "Listener",
+    "ListenerTLS",
     "MatchKind",
     "Meta",
     "Namespace",
@@ -47,6 +48,7 @@ __all__ = [
     "RouteFilter",
     "RouteMatch",
     "RouteRule",
+    "Secret",
     "Service",
     "ServicePort",
     "SliceEndpoint",
@@ -137,6 +139,25 @@ class GatewayClass:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerTLS:
+    """A listener's ``tls``: ``Terminate`` with the Secrets holding its certificates."""
+
+    mode: str = "Terminate"
+    certificate_refs: tuple[ObjectRef, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Secret:
+    """A Secret's certificate (``tls.crt``: PEM, leaf first, then its chain) and private key
+    (``tls.key``: PEM); its other keys are not read."""
+
+    meta: Meta
+    type: str
+    certificate: str | None = field(default=None, repr=False)
+    key: str | None = field(default=None, repr=False)  # never in a log line
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Listener:
     name: str
     port: int
@@ -145,6 +166,7 @@ class Listener:
     allowed_from: AllowedFrom = AllowedFrom.SAME
     allowed_selector: LabelSelector | None = None
     allowed_kinds: tuple[tuple[str, str], ...] = ()
+    tls: ListenerTLS | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -489,6 +511,7 @@ class Config:
     traffic_policies: tuple[TrafficPolicy, ...] = ()
     rollouts: tuple[RolloutSpec, ...] = ()
     pods: tuple[Pod, ...] = ()
+    secrets: tuple[Secret, ...] = ()
     from_cluster: bool = False
 
     @property

@@ -14,12 +14,20 @@ from dataclasses import dataclass, field
 from typing import assert_never
 
 from routing import model as m
-from routing.backends import InvalidTarget, PoolTarget, Resolver, Target
+from routing.backends import (
+    ACCEPTED_CONTROLLERS,
+    InvalidTarget,
+    PoolTarget,
+    Resolver,
+    Target,
+    unserved_reason,
+)
 from routing.errors import ConfigIssue
 from routing.hostnames import intersect_hostnames, specificity
 from routing.pools import PoolSettings, build_pool_settings, presets_by_engine
 from routing.presets import Preset
 from routing.rolloutconfig import RolloutSpec, bind_rollout
+from routing.tlsconfig import listener_certificates
 
 __all__ = [
     "ACCEPTED_CONTROLLERS",
@@ -35,7 +43,6 @@ __all__ = [
     "build_table",
 ]
 
-ACCEPTED_CONTROLLERS = frozenset({"sluice.dev/gateway-controller", "sluice/gateway-controller"})
 _PATH_RANK = {m.PathKind.EXACT: 0, m.PathKind.REGEX: 1, m.PathKind.PREFIX: 2}
 
 
@@ -114,12 +121,15 @@ class ListenerTable:
     exact: Mapping[str, VirtualHost]
     wildcards: tuple[VirtualHost, ...]
     any_host: VirtualHost | None
+    # an HTTPS listener's certificates (the Secrets its certificateRefs resolve to)
+    certificates: tuple[m.Secret, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PortTable:
     port: int
     listeners: tuple[ListenerTable, ...]
+    protocol: str = "HTTP"  # or HTTPS: every listener of the port has this protocol
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,28 +184,93 @@ def build_table(config: m.Config) -> RoutingTable:
             per_listener.setdefault((gw.meta.key, listener.name), []).append(
                 _Attached(route=route, hostnames=hostnames, rules=compiled[route.meta.key])
             )
-    ports: dict[int, list[ListenerTable]] = {}
-    for gw in gateways:
-        for listener in gw.listeners:
-            if listener.protocol != "HTTP":
-                continue
-            attached_here = per_listener.get((gw.meta.key, listener.name), [])
-            ports.setdefault(listener.port, []).append(_listener_table(gw, listener, attached_here))
+    ports = _port_tables(config, gateways, per_listener, resolver, warnings)
     rollouts = _bind_rollouts(config, warnings)
     return RoutingTable(
         rollouts=rollouts,
-        ports={
-            port: PortTable(
-                port=port, listeners=tuple(sorted(ls, key=lambda t: specificity(t.hostname)))
-            )
-            for port, ls in ports.items()
-        },
+        ports=ports,
         config=config,
         issues=tuple(warnings),
         rules=tuple(rule for rules in compiled.values() for rule in rules),
         pools=build_pool_settings(config),
         presets=presets_by_engine(config.presets),
     )
+
+
+def _port_tables(
+    config: m.Config,
+    gateways: list[m.Gateway],
+    per_listener: dict[tuple[str, str], list[_Attached]],
+    resolver: Resolver,
+    warnings: list[ConfigIssue],
+) -> dict[int, PortTable]:
+    """The served listeners by port. A port has one protocol: the oldest Gateway's served
+    listener on it sets it (file order where nothing says how old), and a listener of the
+    other protocol there is a warning, not served; so is an HTTPS listener whose hostname an
+    older one on the port has (its certificate could never be chosen)."""
+    ports: dict[int, list[ListenerTable]] = {}
+    protocols: dict[int, tuple[str, str]] = {}  # port → (protocol, the listener that set it)
+    secrets = {s.meta.key: s for s in config.secrets}
+    for gw in sorted(gateways, key=lambda g: g.meta.creation):  # stable: file order stays
+        for listener in gw.listeners:
+            label = f"Gateway {gw.meta.key} listener {listener.name}"
+            if listener.protocol not in ("HTTP", "HTTPS"):
+                continue
+            first = protocols.get(listener.port)
+            if first is not None and first[0] != listener.protocol:
+                message = f"{label}: port {listener.port} is {first[0]} for {first[1]}; not served"
+                warnings.append(_warning(gw.meta, message))
+                continue
+            certificates: tuple[m.Secret, ...] = ()
+            if listener.protocol == "HTTPS":
+                same = [t for t in ports.get(listener.port, ()) if t.hostname == listener.hostname]
+                if same:
+                    where = f"Gateway {same[0].gateway} listener {same[0].name}"
+                    message = (
+                        f"{label}: {where} has its hostname on port {listener.port}; not served"
+                    )
+                    warnings.append(_warning(gw.meta, message))
+                    continue
+                certificates = _certificates(gw, listener, label, secrets, resolver, warnings)
+                if not certificates:
+                    continue
+            protocols.setdefault(listener.port, (listener.protocol, label))
+            attached_here = per_listener.get((gw.meta.key, listener.name), [])
+            table = _listener_table(gw, listener, attached_here, certificates)
+            ports.setdefault(listener.port, []).append(table)
+    return {
+        port: PortTable(
+            port=port,
+            listeners=tuple(sorted(ls, key=lambda t: specificity(t.hostname))),
+            protocol=protocols[port][0],
+        )
+        for port, ls in ports.items()
+    }
+
+
+def _certificates(
+    gw: m.Gateway,
+    listener: m.Listener,
+    label: str,
+    secrets: Mapping[str, m.Secret],
+    resolver: Resolver,
+    warnings: list[ConfigIssue],
+) -> tuple[m.Secret, ...]:
+    """An HTTPS listener's certificates; each ref that does not resolve is a warning, and a
+    listener left with none is not served (its Secret may arrive later)."""
+    if listener.tls is None:  # the parser refuses this; a listener built in code may not
+        warnings.append(_warning(gw.meta, f"{label}: HTTPS without tls; not served"))
+        return ()
+
+    def permitted(ref: m.ObjectRef, ns: str) -> bool:
+        return resolver.is_permitted(ref, ns, from_kind="Gateway", from_ns=gw.meta.namespace)
+
+    found, problems = listener_certificates(gw, listener.tls, secrets, permitted)
+    for problem in problems:
+        warnings.append(_warning(gw.meta, f"{label}: {problem}"))
+    if not found:
+        warnings.append(_warning(gw.meta, f"{label}: no usable certificate; not served"))
+    return found
 
 
 def _warning(meta: m.Meta, message: str) -> ConfigIssue:
@@ -225,21 +300,11 @@ def _bind_rollouts(
 
 
 def _served_gateways(config: m.Config, warnings: list[ConfigIssue]) -> list[m.Gateway]:
-    classes = {c.meta.name: c for c in config.gateway_classes}
     served = []
     for gw in config.gateways:
-        cls = classes.get(gw.class_name)
-        if cls is None and config.from_cluster:
-            # in a cluster a Gateway of a class not (yet) there is nobody's to serve
-            warnings.append(
-                _warning(gw.meta, f"Gateway {gw.meta.key}: no GatewayClass {gw.class_name}")
-            )
-            continue
-        if cls is not None and cls.controller_name not in ACCEPTED_CONTROLLERS:
-            message = (
-                f"Gateway {gw.meta.key}: class {gw.class_name} belongs to {cls.controller_name}"
-            )
-            warnings.append(_warning(gw.meta, message))
+        reason = unserved_reason(config, gw)
+        if reason is not None:
+            warnings.append(_warning(gw.meta, f"Gateway {gw.meta.key}: {reason}"))
             continue
         served.append(gw)
     return served
@@ -359,7 +424,10 @@ def _compile_filters(filters: tuple[m.RouteFilter, ...], resolver: Resolver, ns:
 
 
 def _listener_table(
-    gw: m.Gateway, listener: m.Listener, attached: list[_Attached]
+    gw: m.Gateway,
+    listener: m.Listener,
+    attached: list[_Attached],
+    certificates: tuple[m.Secret, ...] = (),
 ) -> ListenerTable:
     """Group the listener's rules into virtual hosts by effective hostname, each sorted."""
     by_host: dict[str | None, list[tuple[tuple[object, ...], MatchEntry]]] = {}
@@ -394,6 +462,7 @@ def _listener_table(
         exact={h: v for h, v in vhosts.items() if h is not None and not h.startswith("*.")},
         wildcards=tuple(wildcards),
         any_host=vhosts.get(None),
+        certificates=certificates,
     )
 
 

@@ -24,6 +24,7 @@ PLURALS = {
     "Namespace": "namespaces",
     "Service": "services",
     "Pod": "pods",
+    "Secret": "secrets",
     "EndpointSlice": "endpointslices",
     "GatewayClass": "gatewayclasses",
     "Gateway": "gateways",
@@ -43,6 +44,7 @@ CORE_AND_GATEWAY = frozenset(
         "v1/namespaces",
         "v1/services",
         "v1/pods",
+        "v1/secrets",
         "discovery.k8s.io/v1/endpointslices",
         "gateway.networking.k8s.io/v1/gatewayclasses",
         "gateway.networking.k8s.io/v1/gateways",
@@ -63,6 +65,7 @@ INFERENCE = frozenset(
 class _Watch:
     resource: str
     namespace: str | None
+    fields: dict[str, str] = field(default_factory=dict)
     queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
 
 
@@ -131,7 +134,11 @@ class FakeKubeApi:
         self.history.append((self.version, event, resource, obj))
         ns = obj["metadata"].get("namespace", "")
         for watch in self.watches:
-            if watch.resource == resource and watch.namespace in (None, ns):
+            if (
+                watch.resource == resource
+                and watch.namespace in (None, ns)
+                and _selected(obj, watch.fields)
+            ):
                 watch.queue.put_nowait({"type": event, "object": obj})
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -167,10 +174,11 @@ class FakeKubeApi:
 
     def _list(self, request: web.Request, resource: str, ns: str | None) -> web.Response:
         self.lists.append(resource)
+        fields = _field_selector(request)
         items = [
             {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
             for (obj_ns, _), obj in sorted(self.objects.get(resource, {}).items())
-            if ns is None or obj_ns == ns
+            if (ns is None or obj_ns == ns) and _selected(obj, fields)
         ]
         start = int(request.query.get("continue") or 0)
         limit = int(request.query.get("limit") or len(items) or 1)
@@ -193,12 +201,13 @@ class FakeKubeApi:
             gone = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
             await response.write(json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n")
             return response
-        watch = _Watch(resource=resource, namespace=ns)
+        watch = _Watch(resource=resource, namespace=ns, fields=_field_selector(request))
         for version, event, res, obj in self.history:
             if (
                 version > since
                 and res == resource
                 and ns in (None, obj["metadata"].get("namespace", ""))
+                and _selected(obj, watch.fields)
             ):
                 watch.queue.put_nowait({"type": event, "object": obj})
         self.watches.append(watch)
@@ -240,3 +249,19 @@ def _status(code: int, message: str) -> web.Response:
     body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
             "message": message}  # fmt: skip
     return web.json_response(body, status=code)
+
+
+def _field_selector(request: web.Request) -> dict[str, str]:
+    """``fieldSelector=a=b,c.d=e`` as {"a": "b", "c.d": "e"} (equality only)."""
+    raw = request.query.get("fieldSelector") or ""
+    return dict(term.split("=", 1) for term in raw.split(",") if "=" in term)
+
+
+def _selected(obj: dict[str, Any], fields: dict[str, str]) -> bool:
+    for path, wanted in fields.items():
+        value: Any = obj
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if str(value) != wanted:
+            return False
+    return True

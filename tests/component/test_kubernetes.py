@@ -437,7 +437,8 @@ async def test_a_watch_that_ends_at_once_backs_off():
     backs off), not a reason to ask again at once."""
     async with running_api(FakeKubeApi()) as api:
         api.put(_class("sluice", "sluice.dev/gateway-controller"))
-        cluster = ClusterSource(ApiServer(url=api.url), resources=(RESOURCES[4],))
+        classes = next(r for r in RESOURCES if r.kind == "GatewayClass")
+        cluster = ClusterSource(ApiServer(url=api.url), resources=(classes,))
         try:
             await cluster.start()
             api.empty_watches = True
@@ -460,10 +461,11 @@ async def test_the_api_is_reached_over_tls_verified_by_the_cluster_ca(tmp_path):
         api.put(_class("sluice", "sluice.dev/gateway-controller"))
         trusted = ApiClient(ApiServer(url=api.url, ca_file=str(ca_file)), request_timeout_s=10)
         stranger = ApiClient(ApiServer(url=api.url), request_timeout_s=10)
+        classes = next(r for r in RESOURCES if r.kind == "GatewayClass").path(None)
         try:
-            listed = await trusted.get_json(RESOURCES[4].path(None), {})
+            listed = await trusted.get_json(classes, {})
             with pytest.raises(aiohttp.ClientConnectorCertificateError):
-                await stranger.get_json(RESOURCES[4].path(None), {})
+                await stranger.get_json(classes, {})
         finally:
             await trusted.close()
             await stranger.close()

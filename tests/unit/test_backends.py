@@ -14,7 +14,7 @@ import pytest
 
 from routing import CompiledRule, InvalidTarget, PoolTarget, ServiceTarget, Target, build_table
 from routing import model as m
-from routing.backends import Endpoint, Resolver, reads_object, referenced_services
+from routing.backends import Endpoint, Resolver, reads_object, referenced_objects
 from tests.unit.manifests import GATEWAY, config_of, request, route, table_of, winner
 
 SERVICE = """
@@ -495,9 +495,13 @@ def test_the_services_a_table_reads_are_those_routes_and_pools_name() -> None:
     ports = "targetPorts: [{number: 8000}, {number: 8001}]"
     picker = POOL.replace(ports, ports + "\n  endpointPickerRef: {name: epp, port: {number: 9002}}")
     config = config_of(GATEWAY + SERVICE + picker + route("r", mirror, namespace="backends"))
-    services = referenced_services(config)
-    assert services == {("backends", "svc"), ("other", "shadow"), ("backends", "copy"),
-                        ("backends", "epp")}  # fmt: skip
+    services = referenced_objects(config)
+    assert services == {
+        ("Service", "backends", "svc"),
+        ("Service", "other", "shadow"),
+        ("Service", "backends", "copy"),
+        ("Service", "backends", "epp"),
+    }
     labels = {"kubernetes.io/service-name": "svc"}
     assert reads_object(config, services, "Service", "backends", "svc", {})
     assert not reads_object(config, services, "Service", "default", "svc", {})
