@@ -258,22 +258,24 @@ def gateway_config(
     return head + route + "".join(service_yaml(r.service, r.port) for r in refs)
 
 
-def gateway_head(port: int) -> str:
-    """The GatewayClass and a Gateway named ``gw`` with one HTTP listener on ``port``."""
-    return textwrap.dedent(f"""\
+def gateway_head(port: int, listeners: Sequence[str] = ()) -> str:
+    """The GatewayClass and a Gateway named ``gw`` with ``listeners`` (YAML flow mappings),
+    or else one HTTP listener on ``port``."""
+    items = listeners or (f"{{name: http, port: {port}, protocol: HTTP}}",)
+    head = textwrap.dedent("""\
         apiVersion: gateway.networking.k8s.io/v1
         kind: GatewayClass
-        metadata: {{name: sluice}}
-        spec: {{controllerName: sluice.dev/gateway-controller}}
+        metadata: {name: sluice}
+        spec: {controllerName: sluice.dev/gateway-controller}
         ---
         apiVersion: gateway.networking.k8s.io/v1
         kind: Gateway
-        metadata: {{name: gw, namespace: default}}
+        metadata: {name: gw, namespace: default}
         spec:
           gatewayClassName: sluice
           listeners:
-          - {{name: http, port: {port}, protocol: HTTP}}
         """)
+    return head + "".join(f"  - {item}\n" for item in items)
 
 
 def service_yaml(name: str, port: int) -> str:

@@ -20,9 +20,10 @@ from gateway.app import running_gateway
 from gateway.configload import is_read
 from gateway.kube import ClusterSource
 from gateway.kubeapi import ApiServer
+from loadtests.benchsupport import gateway_head
 from routing.backends import referenced_objects
 from tests.component.fakekube import FakeKubeApi, running_api
-from tests.component.harness import backend, free_port, gateway_on, service_yaml
+from tests.component.harness import backend, free_port, gateway_on, service_yaml, simple_route
 
 CA = trustme.CA()
 
@@ -41,37 +42,23 @@ data: {{tls.crt: {crt}, tls.key: {key_b64}}}
 """
 
 
-def _config(port: int, backend_port: int, listeners: str, secrets: str) -> str:
-    return f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: sluice}}
-spec: {{controllerName: sluice.dev/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: default}}
-spec:
-  gatewayClassName: sluice
-  listeners:
-{listeners}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: route, namespace: default}}
-spec:
-  parentRefs: [{{name: gw}}]
-  rules:
-  - backendRefs: [{{name: svc, port: 80}}]
-{service_yaml("svc", [backend_port])}{secrets}"""
+def _config(port: int, backend_port: int, listeners: list[str], secrets: str) -> str:
+    """Gateway ``gw`` with ``listeners``, a route to Service ``svc`` (``backend_port``) and
+    ``secrets``."""
+    routes = simple_route("svc") + service_yaml("svc", [backend_port])
+    return gateway_head(port, listeners) + routes + secrets
 
 
 def _https(name: str, port: int, secret: str, hostname: str | None = None) -> str:
     host = f", hostname: '{hostname}'" if hostname else ""
     return (
-        f"  - {{name: {name}, port: {port}, protocol: HTTPS{host}, "
-        f"tls: {{certificateRefs: [{{name: {secret}}}]}}}}\n"
+        f"{{name: {name}, port: {port}, protocol: HTTPS{host}, "
+        f"tls: {{certificateRefs: [{{name: {secret}}}]}}}}"
     )
+
+
+def _http(name: str, port: int) -> str:
+    return f"{{name: {name}, port: {port}, protocol: HTTP}}"
 
 
 async def _echo(request: web.Request) -> web.Response:
@@ -108,9 +95,7 @@ async def _get(port: int, sni: str | None, host: str, *, ca: trustme.CA = CA) ->
 async def test_an_https_listener_terminates_tls_with_its_secret(tmp_path):
     port, plain = free_port(), free_port()
     cert = CA.issue_cert("api.example.com")
-    listeners = _https("https", port, "api-cert") + (
-        f"  - {{name: http, port: {plain}, protocol: HTTP}}\n"
-    )
+    listeners = [_https("https", port, "api-cert"), _http("http", plain)]
     async with (
         backend(_echo) as b,
         gateway_on(tmp_path, _config(port, b.port, listeners, _secret("api-cert", cert))) as gw,
@@ -135,9 +120,10 @@ async def test_an_https_listener_terminates_tls_with_its_secret(tmp_path):
 async def test_sni_chooses_the_listeners_certificate_and_a_host_elsewhere_is_421(tmp_path):
     port = free_port()
     a, b = CA.issue_cert("a.example.com"), CA.issue_cert("*.b.example.com")
-    listeners = _https("a", port, "a-cert", "a.example.com") + _https(
-        "b", port, "b-cert", "*.b.example.com"
-    )
+    listeners = [
+        _https("a", port, "a-cert", "a.example.com"),
+        _https("b", port, "b-cert", "*.b.example.com"),
+    ]
     secrets = _secret("a-cert", a) + _secret("b-cert", b)
     async with (
         backend(_echo) as be,
@@ -165,7 +151,7 @@ async def test_sni_chooses_the_listeners_certificate_and_a_host_elsewhere_is_421
 async def test_a_client_without_sni_gets_the_listener_for_any_host_and_only_its_routes(tmp_path):
     port = free_port()
     named, anyhost = CA.issue_cert("a.example.com"), CA.issue_cert("gateway.example.com")
-    listeners = _https("a", port, "a-cert", "a.example.com") + _https("any", port, "any-cert")
+    listeners = [_https("a", port, "a-cert", "a.example.com"), _https("any", port, "any-cert")]
     secrets = _secret("a-cert", named) + _secret("any-cert", anyhost)
     async with (
         backend(_echo) as be,
@@ -181,7 +167,7 @@ async def test_a_client_without_sni_gets_the_listener_for_any_host_and_only_its_
 async def test_a_renewed_certificate_is_served_on_new_connections_without_rebinding(tmp_path):
     port = free_port()
     old_ca, new_ca = CA, trustme.CA()
-    listeners = _https("https", port, "cert")
+    listeners = [_https("https", port, "cert")]
     async with backend(_echo) as be:
         config = _config(port, be.port, listeners, _secret("cert", old_ca.issue_cert("s.test")))
         async with gateway_on(tmp_path, config) as gw:
@@ -202,7 +188,7 @@ async def test_a_certificate_that_does_not_load_refuses_the_reload_with_its_plac
     port = free_port()
     good, other = CA.issue_cert("s.test"), CA.issue_cert("s.test")
     async with backend(_echo) as be:
-        listeners = _https("https", port, "cert")
+        listeners = [_https("https", port, "cert")]
         async with gateway_on(
             tmp_path, _config(port, be.port, listeners, _secret("cert", good))
         ) as gw:
@@ -234,10 +220,10 @@ async def test_a_port_switches_between_http_and_https_on_reload(tmp_path):
     port = free_port()
     cert = CA.issue_cert("s.test")
     async with backend(_echo) as be:
-        http = f"  - {{name: web, port: {port}, protocol: HTTP}}\n"
+        http = [_http("web", port)]
         async with gateway_on(tmp_path, _config(port, be.port, http, "")) as gw:
             (tmp_path / "config.yaml").write_text(
-                _config(port, be.port, _https("web", port, "cert"), _secret("cert", cert))
+                _config(port, be.port, [_https("web", port, "cert")], _secret("cert", cert))
             )
             assert (await gw.reloader.reload()).ok
             assert (await _get(port, "s.test", "s.test")).body == "proto=https"
@@ -251,8 +237,8 @@ async def test_a_port_switches_between_http_and_https_on_reload(tmp_path):
 
 async def test_an_https_port_a_reload_drops_stops_listening(tmp_path):
     port, plain = free_port(), free_port()
-    http = f"  - {{name: web, port: {plain}, protocol: HTTP}}\n"
-    both = _https("https", port, "cert") + http
+    http = [_http("web", plain)]
+    both = [_https("https", port, "cert"), *http]
     async with backend(_echo) as be:
         secret = _secret("cert", CA.issue_cert("s.test"))
         async with gateway_on(tmp_path, _config(port, be.port, both, secret)) as gw:
@@ -286,7 +272,7 @@ async def test_in_a_cluster_the_listeners_secret_is_watched_and_others_are_not_r
                 "tls": {"certificateRefs": [{"name": "cert"}]}}  # fmt: skip
     async with backend(_echo) as be, running_api(FakeKubeApi()) as api:
         service_docs = [d for d in yaml.safe_load_all(service_yaml("svc", [be.port])) if d]
-        route = yaml.safe_load(_config(port, be.port, "", "").split("---")[2])
+        route = yaml.safe_load(simple_route("svc"))
         api.put(
             {"apiVersion": gw_api, "kind": "GatewayClass", "metadata": {"name": "sluice"},
              "spec": {"controllerName": "sluice.dev/gateway-controller"}},
