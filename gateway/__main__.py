@@ -49,6 +49,10 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         "--namespace", default=None,
         help="with --kubernetes: read namespaced resources of this namespace only",
     )  # fmt: skip
+    p.add_argument(
+        "--no-status", action="store_true",
+        help="with --kubernetes: write no status (conditions) back to the API",
+    )  # fmt: skip
     p.add_argument("--address", default="0.0.0.0", help="address the listeners bind")
     p.add_argument("--admin", default=DEFAULT_ADMIN, help="admin listener host:port")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -153,6 +157,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             loaded=loaded,
             keda_address=args.keda or None,
             cluster=cluster,
+            write_status=not args.no_status,
         ) as gw:
             logging.getLogger("sluice").info("admin on http://%s:%d", admin_host, gw.admin_port)
             await serve_forever(gw)

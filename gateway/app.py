@@ -23,6 +23,7 @@ from gateway.configload import LoadedConfig, load_config
 from gateway.context import Limits, ProxyContext, TableHolder
 from gateway.keda import KedaScaler
 from gateway.kube import ClusterCollector, ClusterSource
+from gateway.kubestatus import StatusWriter
 from gateway.listeners import ListenerSet
 from gateway.metrics import Metrics
 from gateway.poolmetrics import PoolCollector
@@ -44,6 +45,7 @@ class RunningGateway:
     cluster: ClusterSource | None
     keda: KedaScaler
     keda_port: int | None
+    status: StatusWriter | None = None
 
 
 @contextlib.asynccontextmanager
@@ -60,9 +62,11 @@ async def running_gateway(
     keda_address: str | None = None,
     autoscaling_interval_s: float = 1.0,
     cluster: ClusterSource | None = None,
+    write_status: bool = True,
 ) -> AsyncIterator[RunningGateway]:
     """Start a gateway on ``paths`` (and the objects of ``cluster``, listed before it
-    starts and followed while it runs); raises ``ConfigError`` if the config is invalid."""
+    starts and followed while it runs, its status written back unless not
+    ``write_status``); raises ``ConfigError`` if the config is invalid."""
     limits = limits or Limits()
     if cluster is not None:
         await cluster.start()
@@ -89,6 +93,8 @@ async def running_gateway(
     runner: web.AppRunner | None = None
     watcher = None
     follower: asyncio.Task[None] | None = None
+    status: StatusWriter | None = None
+    status_task: asyncio.Task[None] | None = None
     keda = KedaScaler(ctx.autoscaling, ctx.admission, lambda: ctx.holder.table)
     keda_port = None
     try:
@@ -118,6 +124,10 @@ async def running_gateway(
                     retry=reloader.rebind,
                 )
             )
+        if cluster is not None and write_status:
+            status = StatusWriter(cluster, lambda: ctx.holder.table, lambda: listeners.unbound)
+            reloader.applied.append(status.changed)
+            status_task = asyncio.create_task(status.run())
         # start-up objects (config, modules) live for the whole process: move them out of
         # the collector's sight, so the first full collection does not pause traffic
         gc.collect()
@@ -134,9 +144,10 @@ async def running_gateway(
             cluster=cluster,
             keda=keda,
             keda_port=keda_port,
+            status=status,
         )
     finally:
-        for task in (watcher, follower):
+        for task in (watcher, follower, status_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -59,6 +59,19 @@ RETRY_S = 5.0  # a port that could not be bound, a failed rebuild: tried again t
 START_TRIES = 5
 
 
+def _only_status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether an update touched only ``status`` (Pods aside: their status is what Sluice
+    reads of them)."""
+    if new.get("kind") == "Pod":
+        return False
+
+    def rest(obj: dict[str, Any]) -> dict[str, Any]:
+        meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
+        return {**{k: v for k, v in obj.items() if k != "status"}, "metadata": meta}
+
+    return rest(old) == rest(new)
+
+
 def _key(obj: dict[str, Any]) -> tuple[str, str]:
     meta = obj.get("metadata") or {}
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
@@ -249,6 +262,7 @@ class ClusterSource:
         self._deferred: list[tuple[dict[str, Any] | None, dict[str, Any] | None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.rebuilds = 0
+        self.status_writes: dict[str, int] = {}  # by result (gateway.kubestatus)
 
     def changed(self) -> None:
         self._changed.set()
@@ -258,6 +272,8 @@ class ClusterSource:
         it. While ``follow`` rebuilds, the change is judged by the new table, once in force
         (judged by the old one it might be missed; counted blindly, churn of objects no
         table reads would chain rebuilds)."""
+        if old is not None and new is not None and _only_status_changed(old, new):
+            return  # a controller's report (Sluice's own among them): nothing to route by
         if self._rebuilding:
             self._deferred.append((old, new))
         elif any(obj is not None and self.is_used(obj) for obj in (old, new)):
@@ -402,4 +418,11 @@ class ClusterCollector(Collector):
             "sluice_kubernetes_rebuilds", "Routing-table rebuilds after changes in the cluster."
         )
         rebuilds.add_metric([], self._source.rebuilds)
-        yield from (objects, synced, events, errors, rebuilds)
+        writes = CounterMetricFamily(
+            "sluice_kubernetes_status_writes",
+            "Status patches sent to the API, by result (ok, conflict, error).",
+            labels=["result"],
+        )
+        for result, n in sorted(self._source.status_writes.items()):
+            writes.add_metric([result], n)
+        yield from (objects, synced, events, errors, rebuilds, writes)

@@ -185,6 +185,17 @@ class ApiClient:
             raise KubeError(resp.status, "expected a JSON object")
         return data
 
+    async def patch_json(self, path: str, patch: dict[str, Any]) -> None:
+        """A JSON merge patch (RFC 7386), as ``kubectl patch --type merge`` sends it."""
+        timeout = aiohttp.ClientTimeout(total=self._request_timeout_s)
+        headers = self.api.headers() | {"Content-Type": "application/merge-patch+json"}
+        async with self._http().patch(
+            path, data=json.dumps(patch).encode(), headers=headers, timeout=timeout
+        ) as resp:
+            body = await resp.read()
+            if resp.status != 200:
+                raise KubeError(resp.status, _status_message(body))
+
     async def stream_json(
         self, path: str, params: dict[str, str]
     ) -> AsyncGenerator[dict[str, Any], None]:

@@ -65,6 +65,8 @@ class Reloader:
         self._done = asyncio.Condition()
         self.attempts = 0
         self.last_result: ReloadResult | None = None
+        # called after each table put in force and each rebind (the status writer)
+        self.applied: list[Callable[[], None]] = []
 
     @property
     def reloading(self) -> bool:
@@ -89,6 +91,8 @@ class Reloader:
             drain = await self._listeners.apply(table, skip_unbindable=True)
             await drain()  # the same table: no port is gone, nothing to drain
             self.note_warnings(self._warnings + unbound_issues(self._listeners))
+            for hook in self.applied:
+                hook()
         async with self._done:
             self.attempts += 1
             self._done.notify_all()
@@ -124,6 +128,8 @@ class Reloader:
         self._ctx.metrics.reloads.labels("ok").inc()
         self._ctx.metrics.config_timestamp.set(time.time())
         self.note_loaded(loaded.warnings)
+        for hook in self.applied:
+            hook()
         log.info("config generation %d in force", holder.generation)
         return ReloadResult(
             ok=True,

@@ -83,6 +83,8 @@ class PoolTarget:
 class InvalidTarget:
     name: str
     reason: str
+    # the Gateway API's reason for a route's ResolvedRefs=False
+    code: str = "BackendNotFound"  # or RefNotPermitted, InvalidKind
 
 
 Target = ServiceTarget | PoolTarget | InvalidTarget
@@ -110,12 +112,14 @@ class Resolver:
         ns = ref.namespace or from_ns
         label = f"{ns}/{ref.name}"
         if ns != from_ns and not self.is_permitted(ref, ns, from_kind=from_kind, from_ns=from_ns):
-            return InvalidTarget(name=label, reason=f"no ReferenceGrant in {ns} allows {label}")
+            reason = f"no ReferenceGrant in {ns} allows {label}"
+            return InvalidTarget(name=label, reason=reason, code="RefNotPermitted")
         if ref.group == "" and ref.kind == "Service":
             return self._service(ref, ns)
         if ref.kind == "InferencePool" and ref.group in (m.INFERENCE_GROUP, m.INFERENCE_X_GROUP):
             return self._pool(label)
-        return InvalidTarget(name=label, reason=f"unsupported backend kind {ref.group}/{ref.kind}")
+        reason = f"unsupported backend kind {ref.group}/{ref.kind}"
+        return InvalidTarget(name=label, reason=reason, code="InvalidKind")
 
     def is_permitted(self, ref: m.ObjectRef, ns: str, *, from_kind: str, from_ns: str) -> bool:
         for grant in self._grants:

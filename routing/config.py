@@ -155,6 +155,7 @@ def _parse_meta(r: Reader, doc: RawDocument, order: int, *, cluster_scoped: bool
         creation=creation or f"~{order:08d}",
         source=doc.file,
         document=doc.index,
+        generation=generation if isinstance(generation := r.raw("generation"), int) else 0,
     )
     r.finish()
     return meta

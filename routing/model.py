@@ -96,6 +96,7 @@ class Meta:
     creation: str = ""
     source: str = ""
     document: int = 0
+    generation: int = 0  # metadata.generation (a cluster's), for status' observedGeneration
 
     @property
     def key(self) -> str:

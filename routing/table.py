@@ -40,6 +40,7 @@ __all__ = [
     "RoutingTable",
     "VirtualHost",
     "WeightedBackend",
+    "allows_route",
     "build_table",
 ]
 
@@ -326,7 +327,7 @@ def _attach(
                     continue
                 if ref.port is not None and listener.port != ref.port:
                     continue
-                if not _allows(gw, listener, route, ns_labels):
+                if not allows_route(gw, listener, route, ns_labels):
                     continue
                 hostnames = intersect_hostnames(listener.hostname, route.hostnames)
                 if hostnames is None:
@@ -336,12 +337,13 @@ def _attach(
     return out
 
 
-def _allows(
+def allows_route(
     gw: m.Gateway,
     listener: m.Listener,
     route: m.HTTPRoute,
     ns_labels: dict[str, dict[str, str]],
 ) -> bool:
+    """The listener's ``allowedRoutes`` admit the route (kind and namespace)."""
     if listener.allowed_kinds and not any(
         g == m.GATEWAY_GROUP and k == "HTTPRoute" for g, k in listener.allowed_kinds
     ):

@@ -89,6 +89,8 @@ class FakeKubeApi:
         self.not_found = asyncio.Event()  # set once a resource not served was asked for
         self.empty_watches = False  # end every watch at once, with no event
         self.url = ""
+        self.patches: list[tuple[str, dict[str, Any]]] = []  # (path, patch) of each write
+        self.patched = asyncio.Condition()
 
     # ---- what tests call
 
@@ -172,6 +174,40 @@ class FakeKubeApi:
             return await self._watch(request, resource, namespace)
         return self._list(request, resource, namespace)
 
+    async def _patch(self, request: web.Request) -> web.Response:
+        """A merge patch of an object's ``status`` subresource, as the API server takes it:
+        only status changes, and a resourceVersion in the patch must be the object's."""
+        if request.headers.get("Content-Type") != "application/merge-patch+json":
+            return _status(415, "unsupported media type")
+        parts = request.path.strip("/").split("/")
+        parts = parts[1:] if parts[0] == "apis" else ["", *parts[1:]]
+        group, version, rest = parts[0], parts[1], parts[2:]
+        namespace = ""
+        if rest and rest[0] == "namespaces":
+            namespace, rest = rest[1], rest[2:]
+        resource = f"{group}/{version}/{rest[0]}".lstrip("/")
+        if len(rest) != 3 or rest[2] != "status":
+            return _status(405, "only status is written here")
+        obj = self.objects.get(resource, {}).get((namespace, rest[1]))
+        if obj is None:
+            return _status(404, f"{resource} {namespace}/{rest[1]} not found")
+        patch = await request.json()
+        wanted = (patch.get("metadata") or {}).get("resourceVersion")
+        if wanted is not None and wanted != obj["metadata"]["resourceVersion"]:
+            return _status(409, "the object has been modified; please apply your changes")
+        self.patches.append((request.path, patch))
+        obj["status"] = _merge(obj.get("status") or {}, patch.get("status") or {})
+        self.version += 1
+        obj["metadata"]["resourceVersion"] = str(self.version)
+        self._emit("MODIFIED", resource, obj)
+        async with self.patched:
+            self.patched.notify_all()
+        return web.json_response(obj)
+
+    async def wait_patches(self, count: int) -> None:
+        async with self.patched:
+            await self.patched.wait_for(lambda: len(self.patches) >= count)
+
     def _list(self, request: web.Request, resource: str, ns: str | None) -> web.Response:
         self.lists.append(resource)
         fields = _field_selector(request)
@@ -228,6 +264,7 @@ async def running_api(
     """Serve ``api`` on 127.0.0.1 (over TLS with ``ssl_context``, as a real API server)."""
     app = web.Application()
     app.router.add_route("GET", "/{tail:.*}", api._handle)
+    app.router.add_route("PATCH", "/{tail:.*}", api._patch)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
@@ -265,3 +302,16 @@ def _selected(obj: dict[str, Any], fields: dict[str, str]) -> bool:
         if str(value) != wanted:
             return False
     return True
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    """RFC 7386: mappings merge, null deletes, anything else (lists too) replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge(out.get(key), value)
+    return out

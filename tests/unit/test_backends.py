@@ -268,7 +268,9 @@ def test_cross_namespace_service_needs_a_reference_grant(grant: str, allowed: bo
     assert isinstance(target, ServiceTarget) is allowed
     if not allowed:
         assert target == InvalidTarget(
-            name="backends/svc", reason="no ReferenceGrant in backends allows backends/svc"
+            name="backends/svc",
+            reason="no ReferenceGrant in backends allows backends/svc",
+            code="RefNotPermitted",
         )
 
 
