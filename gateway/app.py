@@ -125,7 +125,7 @@ async def running_gateway(
                 )
             )
         if cluster is not None and write_status:
-            status = StatusWriter(cluster, lambda: ctx.holder.table, lambda: listeners.unbound)
+            status = StatusWriter(cluster, lambda: ctx.holder.table)
             reloader.applied.append(status.changed)
             status_task = asyncio.create_task(status.run())
         # start-up objects (config, modules) live for the whole process: move them out of

@@ -267,6 +267,11 @@ class ClusterSource:
     def changed(self) -> None:
         self._changed.set()
 
+    @property
+    def rebuild_pending(self) -> bool:
+        """A change waits for the next rebuild."""
+        return self._changed.is_set()
+
     def note(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         """An object changed (``old`` → ``new``, either None): rebuild if the table reads
         it. While ``follow`` rebuilds, the change is judged by the new table, once in force

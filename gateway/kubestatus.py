@@ -1,13 +1,15 @@
 """Status written back to the cluster: the conditions of Sluice's GatewayClasses, Gateways
 (and their listeners) and the HTTPRoutes attached to them (``routing.status`` decides them).
 
-After every table (and every port bound or lost) the writer compares what the table says
-with each object's status as the watch last delivered it, and patches ``/status`` only where
-they differ: a condition keeps its ``lastTransitionTime`` while its status stays. An
-HTTPRoute's ``parents`` entries of other controllers are kept as they are. Each patch names
-the resourceVersion it was computed from, so a concurrent write is refused (409) rather than
-overwritten; the object's next version brings the next try. Every replica writes, and only
-differences: replicas that agree write nothing twice.
+After every table the writer compares what the table says with each object's status as
+the watch last delivered it, and patches ``/status`` only where they differ: a condition
+keeps its ``lastTransitionTime`` while its status stays. An HTTPRoute's ``parents`` entries
+of other controllers stay as they are, and Sluice's are withdrawn when the route no longer
+names its Gateways. Objects the table left out (an error in them) are reported not
+accepted. Each patch names the resourceVersion it was computed from, so a concurrent write
+is refused (409) rather than overwritten, and compared again a second later. Every replica
+writes, and only differences; the status follows from the objects alone, so replicas that
+see the same objects write nothing twice.
 """
 
 from __future__ import annotations
@@ -15,20 +17,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
+
 from gateway.kube import ClusterSource
 from gateway.kubeapi import KubeError
-from routing.status import CONTROLLER, ObjectStatus, desired_statuses
+from gateway.tls import unloadable_secrets
+from routing.backends import ACCEPTED_CONTROLLERS
+from routing.model import GATEWAY_GROUP
+from routing.status import ObjectStatus, desired_statuses, left_out_statuses
 from routing.table import RoutingTable
 
 __all__ = ["StatusWriter"]
 
 log = logging.getLogger("sluice.kubernetes")
 
-RETRY_S = 1.0  # after a failed or refused write, the next comparison
+RETRY_S = 1.0  # after a failed or refused write, the next comparison (doubling)
+MAX_RETRY_S = 60.0
 
 
 class StatusWriter:
@@ -36,13 +44,11 @@ class StatusWriter:
         self,
         source: ClusterSource,
         table: Callable[[], RoutingTable],
-        unbound: Callable[[], Collection[int]],
         *,
         retry_s: float = RETRY_S,
     ) -> None:
         self._source = source
         self._table = table
-        self._unbound = unbound
         self._retry_s = retry_s
         self._changed = asyncio.Event()
         self.settled = asyncio.Event()  # the last comparison found every status as wanted
@@ -57,8 +63,11 @@ class StatusWriter:
         self._changed.set()
 
     async def run(self) -> None:
-        """Compare and write after each change, until cancelled."""
+        """Compare and write after each change, until cancelled. After a pass that left
+        something not as wanted, compare again after ``retry_s``, doubling to a minute
+        while it keeps failing."""
         self._changed.set()
+        delay = self._retry_s
         while True:
             await self._changed.wait()
             self._changed.clear()
@@ -67,19 +76,25 @@ class StatusWriter:
             except Exception:  # a bug must not stop later writes
                 log.exception("writing status to the cluster failed")
                 settled = False
-            if settled and not self._changed.is_set():
-                self.settled.set()
-            if not settled:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._retry_s):
-                        await self._changed.wait()
-                self._changed.set()
+            if settled:
+                delay = self._retry_s
+                if not self._changed.is_set():
+                    self.settled.set()
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._changed.wait()
+            delay = min(delay * 2, MAX_RETRY_S)
+            self._changed.set()
 
     async def publish(self) -> bool:
         """Patch every status that differs from the table's; True when all are as wanted."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        table = self._table()
+        desired = desired_statuses(table, frozenset(unloadable_secrets(table)))
+        desired += left_out_statuses(desired, self._cached_gateways(), self._cached_routes())
         settled = True
-        for wanted in desired_statuses(self._table(), frozenset(self._unbound())):
+        for wanted in desired:
             found = self._find(wanted)
             if found is None:
                 continue  # gone meanwhile, or not watched
@@ -90,13 +105,19 @@ class StatusWriter:
             key = (wanted.kind, wanted.namespace, wanted.name)
             if status == current or self._sent.get(key) == (version, _untimed(status)):
                 continue
+            if not version:  # unconditional, it could overwrite another controller's entries
+                continue
             patch = {"metadata": {"resourceVersion": version}, "status": status}
             try:
                 await self._source.client.patch_json(f"{path}/{wanted.name}/status", patch)
-            except KubeError as exc:
-                result = "conflict" if exc.status == 409 else "error"
+            except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+                status_code = exc.status if isinstance(exc, KubeError) else 0
+                result = "conflict" if status_code == 409 else "error"
                 if result == "error":
                     log.warning("status of %s %s: %s", wanted.kind, _name(wanted), exc)
+                if 400 <= status_code < 500 and status_code != 409:
+                    # refused for good (403: no RBAC for it; 422): not again for this version
+                    self._sent[key] = (version, _untimed(status))
                 self.writes[result] = self.writes.get(result, 0) + 1
                 settled = False
                 continue
@@ -104,11 +125,38 @@ class StatusWriter:
             self._sent[key] = (version, _untimed(status))
         return settled
 
+    def _objects(self, kind: str) -> list[dict[str, Any]]:
+        return [
+            obj
+            for r in self._source.reflectors
+            if r.resource.kind == kind and r.resource.group == GATEWAY_GROUP
+            for obj in r.objects.values()
+        ]
+
+    def _cached_gateways(self) -> list[tuple[str, str, str]]:
+        controllers = {
+            (c.get("metadata") or {}).get("name"): (c.get("spec") or {}).get("controllerName")
+            for c in self._objects("GatewayClass")
+        }
+        return [
+            (str(meta.get("namespace") or ""), str(meta.get("name") or ""),
+             str(controllers.get((g.get("spec") or {}).get("gatewayClassName")) or ""))
+            for g in self._objects("Gateway")
+            if (meta := g.get("metadata") or {})
+        ]  # fmt: skip
+
+    def _cached_routes(self) -> list[tuple[str, str, dict[str, Any]]]:
+        return [
+            (str(meta.get("namespace") or ""), str(meta.get("name") or ""), r.get("status") or {})
+            for r in self._objects("HTTPRoute")
+            if (meta := r.get("metadata") or {})
+        ]
+
     def _find(self, wanted: ObjectStatus) -> tuple[str, dict[str, Any]] | None:
         """The object's collection path and its last watched version."""
         for reflector in self._source.reflectors:
             resource = reflector.resource
-            if resource.kind != wanted.kind or resource.group != "gateway.networking.k8s.io":
+            if resource.kind != wanted.kind or resource.group != GATEWAY_GROUP:
                 continue
             obj = reflector.objects.get((wanted.namespace, wanted.name))
             if obj is not None:
@@ -125,15 +173,22 @@ def _merged(wanted: ObjectStatus, current: dict[str, Any], now: str) -> dict[str
     their ``lastTransitionTime``."""
     if wanted.kind == "HTTPRoute":
         before = current.get("parents") or []
-        others = [p for p in before if p.get("controllerName") != CONTROLLER]
-        mine = {_ref_key(p.get("parentRef")): p for p in before if p not in others}
-        ours = [
-            {**entry, "conditions": _conditions(
-                entry["conditions"], mine.get(_ref_key(entry["parentRef"]), {}), now
-            )}
-            for entry in wanted.status["parents"]
-        ]  # fmt: skip
-        return {**current, "parents": others + ours}
+        wanted_by_ref = {_ref_key(e["parentRef"]): e for e in wanted.status["parents"]}
+        parents = []
+        for entry in before:  # others' entries stay where they are; Sluice's are replaced
+            if entry.get("controllerName") not in ACCEPTED_CONTROLLERS:
+                parents.append(entry)
+                continue
+            new = wanted_by_ref.pop(_ref_key(entry.get("parentRef")), None)
+            if new is not None:
+                parents.append({**new, "conditions": _conditions(new["conditions"], entry, now)})
+        parents += [
+            {**e, "conditions": _conditions(e["conditions"], {}, now)}
+            for e in wanted_by_ref.values()
+        ]
+        if parents == before:
+            return current
+        return {**current, "parents": parents}
     merged = {**current, "conditions": _conditions(wanted.status["conditions"], current, now)}
     if "listeners" in wanted.status:
         before = {x.get("name"): x for x in current.get("listeners") or ()}

@@ -31,6 +31,7 @@ __all__ = [
     "certificate_issues",
     "handshake_of",
     "listener_context",
+    "unloadable_secrets",
 ]
 
 log = logging.getLogger("sluice.tls")
@@ -157,28 +158,37 @@ def listener_context(listener: ListenerTable) -> ssl.SSLContext | None:
     return _CACHE.context(_pairs(usable)) if usable else None
 
 
-def certificate_issues(table: RoutingTable) -> list[ConfigIssue]:
-    """Each certificate of an HTTPS listener that does not load, against its Secret's file,
-    document and field. Builds every listener's context on the way (a reload calls this in
-    its worker thread), so serving the table only finds them made."""
-    issues: dict[str, ConfigIssue] = {}
+def unloadable_secrets(table: RoutingTable) -> dict[str, tuple[m.Secret, str]]:
+    """The HTTPS listeners' Secrets whose certificate and key do not load, with why, by
+    ``ns/name``. Builds every listener's context on the way (a reload calls this in its
+    worker thread), so serving the table only finds them made."""
+    bad: dict[str, tuple[m.Secret, str]] = {}
     for port in table.ports.values():
         for listener in port.listeners:
             with contextlib.suppress(CertificateError):
                 listener_context(listener)
             for secret in listener.certificates:
-                if secret.meta.key in issues:
+                if secret.meta.key in bad:
                     continue
                 try:
                     _CACHE.context(_pairs((secret,)))
                 except CertificateError as exc:
-                    issues[secret.meta.key] = ConfigIssue(
-                        file=secret.meta.source,
-                        document=secret.meta.document,
-                        path=f"data.{CERT_KEY}",
-                        message=f"Secret {secret.meta.key}: {exc}",
-                    )
-    return list(issues.values())
+                    bad[secret.meta.key] = (secret, str(exc))
+    return bad
+
+
+def certificate_issues(table: RoutingTable) -> list[ConfigIssue]:
+    """Each certificate of an HTTPS listener that does not load, against its Secret's file,
+    document and field."""
+    return [
+        ConfigIssue(
+            file=secret.meta.source,
+            document=secret.meta.document,
+            path=f"data.{CERT_KEY}",
+            message=f"Secret {key}: {reason}",
+        )
+        for key, (secret, reason) in unloadable_secrets(table).items()
+    ]
 
 
 def handshake_of(ssl_object: object) -> tuple[str | None, tuple[str, str] | None]:

@@ -7,11 +7,14 @@ one entry in ``status.parents`` per parentRef to such a Gateway, with ``Accepted
 ``ResolvedRefs``. Reasons are the spec's (``apis/v1/gateway_types.go``,
 ``shared_types.go``). Conditions carry no time: the writer keeps a condition's
 ``lastTransitionTime`` while its status stays, and stamps the others.
+
+Everything here follows from the objects alone (nothing of one replica's own state, such
+as a port it could not bind), so replicas that see the same objects report the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,16 +24,16 @@ from routing.hostnames import intersect_hostnames
 from routing.table import RoutingTable, allows_route
 from routing.tlsconfig import listener_certificates
 
-__all__ = ["CONTROLLER", "ObjectStatus", "desired_statuses"]
+__all__ = ["ObjectStatus", "desired_statuses", "left_out_statuses"]
 
-CONTROLLER = "sluice.dev/gateway-controller"  # the name Sluice writes as controllerName
-_ROUTE_KINDS = ({"group": m.GATEWAY_GROUP, "kind": "HTTPRoute"},)
+_HTTP_ROUTE = {"group": m.GATEWAY_GROUP, "kind": "HTTPRoute"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ObjectStatus:
     """The status Sluice wants an object to have. For an HTTPRoute, ``status`` holds only
-    Sluice's entries of ``parents`` (others' entries are the writer's to keep)."""
+    Sluice's entries of ``parents`` (others' entries are the writer's to keep; none
+    withdraws Sluice's)."""
 
     kind: str  # GatewayClass, Gateway or HTTPRoute
     namespace: str  # "" for a GatewayClass
@@ -50,12 +53,44 @@ def _condition(
     }
 
 
-def desired_statuses(
-    table: RoutingTable, unbound_ports: Collection[int] = ()
-) -> list[ObjectStatus]:
-    """Every status Sluice owns for ``table`` (whose config came from a cluster).
-    ``unbound_ports``: listener ports this replica could not bind (not Programmed)."""
+@dataclass(slots=True)
+class _Facts:
+    """What every status of one table needs, indexed once."""
+
+    table: RoutingTable
+    resolver: Resolver
+    secrets: dict[str, m.Secret]
+    bad_secrets: Collection[str]
+    served: dict[tuple[str, str], str]  # (gateway, listener) → its port's protocol
+    invalid_routes: dict[str, InvalidTarget]  # route → its first unresolved backend
+    controllers: dict[str, str]  # GatewayClass → controllerName
+
+
+def _facts(table: RoutingTable, bad_secrets: Collection[str]) -> _Facts:
+    invalid: dict[str, InvalidTarget] = {}
+    for rule in table.rules:
+        for backend in rule.backends:
+            if isinstance(backend.target, InvalidTarget):
+                invalid.setdefault(rule.route, backend.target)
     config = table.config
+    return _Facts(
+        table=table,
+        resolver=Resolver(config),
+        secrets={s.meta.key: s for s in config.secrets},
+        bad_secrets=bad_secrets,
+        served={
+            (lt.gateway, lt.name): pt.protocol for pt in table.ports.values() for lt in pt.listeners
+        },
+        invalid_routes=invalid,
+        controllers={c.meta.name: c.controller_name for c in config.gateway_classes},
+    )
+
+
+def desired_statuses(table: RoutingTable, bad_secrets: Collection[str] = ()) -> list[ObjectStatus]:
+    """Every status Sluice owns for ``table`` (whose config came from a cluster).
+    ``bad_secrets``: Secrets (``ns/name``) whose certificate and key do not load."""
+    config = table.config
+    facts = _facts(table, bad_secrets)
     out = [
         ObjectStatus(
             kind="GatewayClass",
@@ -68,54 +103,96 @@ def desired_statuses(
         for c in config.gateway_classes
         if c.controller_name in ACCEPTED_CONTROLLERS
     ]
-    gateways = [g for g in config.gateways if unserved_reason(config, g) is None]
+    gateways = {g.meta.key: g for g in config.gateways if unserved_reason(config, g) is None}
     ns_labels = {n.meta.name: n.meta.label_map() for n in config.namespaces}
     attached: dict[tuple[str, str], int] = {}  # (gateway, listener) → routes attached
     for route in config.routes:
-        parents, listeners = _route_parents(table, route, gateways, ns_labels)
+        parents, listeners = _route_parents(facts, route, gateways, ns_labels)
         for key in listeners:
             attached[key] = attached.get(key, 0) + 1
-        if parents:
-            out.append(
-                ObjectStatus(
-                    kind="HTTPRoute",
-                    namespace=route.meta.namespace,
-                    name=route.meta.name,
-                    status={"parents": parents},
-                )
+        out.append(
+            ObjectStatus(
+                kind="HTTPRoute",
+                namespace=route.meta.namespace,
+                name=route.meta.name,
+                status={"parents": parents},  # none: Sluice's entries are withdrawn
             )
-    out += [_gateway_status(table, gw, attached, unbound_ports) for gw in gateways]
+        )
+    out += [_gateway_status(facts, gw, attached) for gw in gateways.values()]
+    return out
+
+
+def left_out_statuses(
+    desired: Iterable[ObjectStatus],
+    gateways: Iterable[tuple[str, str, str]],
+    routes: Iterable[tuple[str, str, Mapping[str, Any]]],
+) -> list[ObjectStatus]:
+    """For objects of Sluice's the table left out (an error in them: the log names it):
+    ``gateways`` (namespace, name, controllerName of their class) are not Accepted, and
+    Sluice's entries in ``routes`` (namespace, name, status) say the route is not."""
+    known = {(s.kind, s.namespace, s.name) for s in desired}
+    message = "the object has an error Sluice cannot serve it with (its log names the field)"
+    out = [
+        ObjectStatus(
+            kind="Gateway",
+            namespace=ns,
+            name=name,
+            status={
+                "conditions": [
+                    _condition("Accepted", False, "Invalid", message),
+                    _condition("Programmed", False, "Invalid", message),
+                ],
+                "listeners": [],
+            },
+        )
+        for ns, name, controller in gateways
+        if controller in ACCEPTED_CONTROLLERS and ("Gateway", ns, name) not in known
+    ]
+    for ns, name, status in routes:
+        ours = [p for p in status.get("parents") or ()
+                if p.get("controllerName") in ACCEPTED_CONTROLLERS]  # fmt: skip
+        if not ours or ("HTTPRoute", ns, name) in known:
+            continue
+        parents = [
+            {**p, "conditions": [_condition("Accepted", False, "UnsupportedValue", message)]}
+            for p in ours
+        ]
+        out.append(ObjectStatus(kind="HTTPRoute", namespace=ns, name=name,
+                                status={"parents": parents}))  # fmt: skip
     return out
 
 
 def _route_parents(
-    table: RoutingTable,
+    facts: _Facts,
     route: m.HTTPRoute,
-    gateways: list[m.Gateway],
+    gateways: dict[str, m.Gateway],
     ns_labels: dict[str, dict[str, str]],
 ) -> tuple[list[dict[str, Any]], set[tuple[str, str]]]:
     """The route's parents entries for Sluice's Gateways, and the listeners it attaches to."""
     generation = route.meta.generation
-    resolved = _resolved_refs(table, route)
+    invalid = facts.invalid_routes.get(route.meta.key)
+    resolved = (
+        _condition("ResolvedRefs", False, invalid.code, invalid.reason, generation)
+        if invalid is not None
+        else _condition("ResolvedRefs", True, "ResolvedRefs", "", generation)
+    )
     parents: list[dict[str, Any]] = []
     listeners: set[tuple[str, str]] = set()
     for ref in route.parent_refs:
         if ref.group != m.GATEWAY_GROUP or ref.kind != "Gateway":
             continue
-        ns = ref.namespace or route.meta.namespace
-        gw = next((g for g in gateways if g.meta.name == ref.name and g.meta.namespace == ns), None)
+        gw = gateways.get(f"{ref.namespace or route.meta.namespace}/{ref.name}")
         if gw is None:
             continue  # not a Gateway Sluice serves: its controller reports it
-        ok, reason, message, matched = _acceptance(route, ref, gw, ns_labels)
-        listeners.update((gw.meta.key, listener.name) for listener in matched)
+        ok, reason, message, allowed = _acceptance(route, ref, gw, ns_labels)
+        listeners.update((gw.meta.key, listener.name) for listener in allowed)
         parents.append(
             {
                 "parentRef": _parent_ref(ref),
-                "controllerName": CONTROLLER,
-                "conditions": [
-                    _condition("Accepted", ok, reason, message, generation),
-                    _condition("ResolvedRefs", resolved[0], resolved[1], resolved[2], generation),
-                ],
+                "controllerName": facts.controllers.get(
+                    gw.class_name, "sluice.dev/gateway-controller"
+                ),
+                "conditions": [_condition("Accepted", ok, reason, message, generation), resolved],
             }
         )
     return parents, listeners
@@ -136,7 +213,8 @@ def _acceptance(
     route: m.HTTPRoute, ref: m.ParentRef, gw: m.Gateway, ns_labels: dict[str, dict[str, str]]
 ) -> tuple[bool, str, str, list[m.Listener]]:
     """Whether ``route`` attaches to ``gw`` through ``ref``, the spec's reason, and the
-    listeners it attaches to."""
+    listeners whose allowedRoutes admit it (``attachedRoutes`` counts those, accepted by
+    hostname or not)."""
     candidates = [
         listener
         for listener in gw.listeners
@@ -148,36 +226,17 @@ def _acceptance(
     allowed = [x for x in candidates if allows_route(gw, x, route, ns_labels)]
     if not allowed:
         return False, "NotAllowedByListeners", "the listeners' allowedRoutes do not admit it", []
-    matched = [x for x in allowed if intersect_hostnames(x.hostname, route.hostnames) is not None]
-    if not matched:
-        return False, "NoMatchingListenerHostname", "no listener hostname matches its hostnames", []
-    return True, "Accepted", "", matched
-
-
-def _resolved_refs(table: RoutingTable, route: m.HTTPRoute) -> tuple[bool, str, str]:
-    for rule in table.rules:
-        if rule.route != route.meta.key:
-            continue
-        for backend in rule.backends:
-            if isinstance(backend.target, InvalidTarget):
-                return False, backend.target.code, backend.target.reason
-    return True, "ResolvedRefs", ""
+    if all(intersect_hostnames(x.hostname, route.hostnames) is None for x in allowed):
+        message = "no listener hostname matches its hostnames"
+        return False, "NoMatchingListenerHostname", message, allowed
+    return True, "Accepted", "", allowed
 
 
 def _gateway_status(
-    table: RoutingTable,
-    gw: m.Gateway,
-    attached: dict[tuple[str, str], int],
-    unbound_ports: Collection[int],
+    facts: _Facts, gw: m.Gateway, attached: dict[tuple[str, str], int]
 ) -> ObjectStatus:
     generation = gw.meta.generation
-    served = {
-        (lt.gateway, lt.name): pt.protocol for pt in table.ports.values() for lt in pt.listeners
-    }
-    listeners = [
-        _listener_status(table, gw, listener, served, attached, unbound_ports)
-        for listener in gw.listeners
-    ]
+    listeners = [_listener_status(facts, gw, listener, attached) for listener in gw.listeners]
     valid = [x for x in listeners if _is_true(x["conditions"], "Accepted")]
     programmed = [x for x in listeners if _is_true(x["conditions"], "Programmed")]
     conditions = [
@@ -197,42 +256,22 @@ def _gateway_status(
 
 
 def _listener_status(
-    table: RoutingTable,
-    gw: m.Gateway,
-    listener: m.Listener,
-    served: dict[tuple[str, str], str],
-    attached: dict[tuple[str, str], int],
-    unbound_ports: Collection[int],
+    facts: _Facts, gw: m.Gateway, listener: m.Listener, attached: dict[tuple[str, str], int]
 ) -> dict[str, Any]:
     generation = gw.meta.generation
     key = (gw.meta.key, listener.name)
-    supported = listener.protocol in ("HTTP", "HTTPS")
-    refs_ok, refs_reason, refs_message = True, "ResolvedRefs", ""
-    if listener.protocol == "HTTPS" and listener.tls is not None:
-        secrets = {s.meta.key: s for s in table.config.secrets}
-        resolver = Resolver(table.config)
-
-        def permitted(ref: m.ObjectRef, ns: str) -> bool:
-            return resolver.is_permitted(ref, ns, from_kind="Gateway", from_ns=gw.meta.namespace)
-
-        _found, problems = listener_certificates(gw, listener.tls, secrets, permitted)
-        if problems:
-            reason = (
-                "RefNotPermitted"
-                if all("ReferenceGrant" in p for p in problems)
-                else ("InvalidCertificateRef")
-            )
-            refs_ok, refs_reason, refs_message = False, reason, "; ".join(problems)
-    conflicted = supported and refs_ok and key not in served
-    if key in served and listener.port in unbound_ports:
-        programmed = ("Pending", f"port {listener.port} is not bound on this replica")
-    elif key in served:
-        programmed = ("Programmed", "")
-    else:
-        programmed = ("Invalid", "the listener is not served")
+    protocol_ok = listener.protocol in ("HTTP", "HTTPS")
+    kinds_ok = (
+        not listener.allowed_kinds or (m.GATEWAY_GROUP, "HTTPRoute") in listener.allowed_kinds
+    )
+    unsupported = [k for g, k in listener.allowed_kinds if (g, k) != (m.GATEWAY_GROUP, "HTTPRoute")]
+    refs = _listener_refs(facts, gw, listener, unsupported)
+    served = key in facts.served
+    usable = served and not _all_certificates_bad(facts, gw, listener)
+    conflict = "" if served or not protocol_ok else _conflict_reason(facts, gw, listener)
     conditions = [
         _condition("Accepted", True, "Accepted", "", generation)
-        if supported
+        if protocol_ok
         else _condition(
             "Accepted",
             False,
@@ -240,31 +279,69 @@ def _listener_status(
             f"{listener.protocol} is not served",
             generation,
         ),
-        _condition("ResolvedRefs", refs_ok, refs_reason, refs_message, generation),
-        _condition(
-            "Conflicted",
-            conflicted,
-            _conflict_reason(table, listener) if conflicted else "NoConflicts",
-            "",
-            generation,
-        ),
-        _condition("Programmed", programmed[0] == "Programmed", *programmed, generation),
+        _condition("ResolvedRefs", refs[0], refs[1], refs[2], generation),
+        _condition("Conflicted", bool(conflict), conflict or "NoConflicts", "", generation),
+        _condition("Programmed", True, "Programmed", "", generation)
+        if usable
+        else _condition("Programmed", False, "Invalid", "the listener is not served", generation),
     ]
     return {
         "name": listener.name,
-        "supportedKinds": list(_ROUTE_KINDS) if supported else [],
+        "supportedKinds": [dict(_HTTP_ROUTE)] if protocol_ok and kinds_ok else [],
         "attachedRoutes": attached.get(key, 0),
         "conditions": conditions,
     }
 
 
-def _conflict_reason(table: RoutingTable, listener: m.Listener) -> str:
-    port = table.ports.get(listener.port)
-    return (
-        "ProtocolConflict"
-        if port is not None and port.protocol != listener.protocol
-        else ("HostnameConflict")
+def _listener_refs(
+    facts: _Facts, gw: m.Gateway, listener: m.Listener, unsupported_kinds: list[str]
+) -> tuple[bool, str, str]:
+    if unsupported_kinds:
+        return False, "InvalidRouteKinds", f"not served: {', '.join(unsupported_kinds)}"
+    if listener.protocol != "HTTPS" or listener.tls is None:
+        return True, "ResolvedRefs", ""
+
+    def permitted(ref: m.ObjectRef, ns: str) -> bool:
+        return facts.resolver.is_permitted(ref, ns, from_kind="Gateway", from_ns=gw.meta.namespace)
+
+    found, problems = listener_certificates(gw, listener.tls, facts.secrets, permitted)
+    problems += tuple(
+        f"certificateRef {s.meta.key}: tls.crt and tls.key do not load"
+        for s in found
+        if s.meta.key in facts.bad_secrets
     )
+    if not problems:
+        return True, "ResolvedRefs", ""
+    reason = (
+        "RefNotPermitted"
+        if all("ReferenceGrant" in p for p in problems)
+        else "InvalidCertificateRef"
+    )
+    return False, reason, "; ".join(problems)
+
+
+def _all_certificates_bad(facts: _Facts, gw: m.Gateway, listener: m.Listener) -> bool:
+    """An HTTPS listener served whose every certificate fails to load: no handshake."""
+    for pt in facts.table.ports.values():
+        for lt in pt.listeners:
+            if (lt.gateway, lt.name) == (gw.meta.key, listener.name) and lt.certificates:
+                return all(s.meta.key in facts.bad_secrets for s in lt.certificates)
+    return False
+
+
+def _conflict_reason(facts: _Facts, gw: m.Gateway, listener: m.Listener) -> str:
+    """Why a valid listener is not served although nothing of its own is wrong: another
+    protocol has its port, or an older listener its hostname there ("" when neither)."""
+    port = facts.table.ports.get(listener.port)
+    if port is None:
+        return ""
+    if port.protocol != listener.protocol:
+        return "ProtocolConflict"
+    if listener.protocol == "HTTPS" and any(
+        lt.hostname == listener.hostname for lt in port.listeners
+    ):
+        return "HostnameConflict"
+    return ""
 
 
 def _is_true(conditions: Iterable[dict[str, Any]], kind: str) -> bool:

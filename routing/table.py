@@ -343,10 +343,12 @@ def allows_route(
     route: m.HTTPRoute,
     ns_labels: dict[str, dict[str, str]],
 ) -> bool:
-    """The listener's ``allowedRoutes`` admit the route (kind and namespace)."""
-    if listener.allowed_kinds and not any(
-        g == m.GATEWAY_GROUP and k == "HTTPRoute" for g, k in listener.allowed_kinds
-    ):
+    """The listener's ``allowedRoutes`` admit the route (kind and namespace). Without
+    ``kinds``, the listener's protocol decides: HTTP and HTTPS take HTTPRoutes."""
+    if listener.allowed_kinds:
+        if not any(g == m.GATEWAY_GROUP and k == "HTTPRoute" for g, k in listener.allowed_kinds):
+            return False
+    elif listener.protocol not in ("HTTP", "HTTPS"):
         return False
     match listener.allowed_from:
         case m.AllowedFrom.ALL:

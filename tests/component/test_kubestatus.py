@@ -15,7 +15,7 @@ from gateway.app import running_gateway
 from gateway.kube import ClusterSource
 from gateway.kubeapi import ApiServer
 from tests.component.fakekube import FakeKubeApi, running_api
-from tests.component.harness import free_port
+from tests.component.harness import free_port, until
 
 GW = "gateway.networking.k8s.io/v1"
 ISTIO = "istio.io/gateway-controller"
@@ -53,6 +53,15 @@ def _service(name: str) -> list[dict[str, Any]]:
          "addressType": "IPv4", "endpoints": [{"addresses": ["127.0.0.1"]}],
          "ports": [{"name": "http", "port": free_port()}]},
     ]  # fmt: skip
+
+
+async def _settled(writer: Any) -> None:
+    async with asyncio.timeout(10):
+        await writer.settled.wait()
+
+
+def _events(cluster: ClusterSource, kind: str) -> int:
+    return sum(sum(r.events.values()) for r in cluster.reflectors if r.resource.kind == kind)
 
 
 def _conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -162,14 +171,38 @@ async def test_status_reports_what_is_served_and_is_written_only_when_it_changes
             assert _conditions(listeners["secure"])["ResolvedRefs"] == ("True", "ResolvedRefs")
             # it settles, and comparing again writes nothing
             assert gw.status is not None
-            async with asyncio.timeout(10):
-                await gw.status.settled.wait()
+            await _settled(gw.status)
             before = len(api.patches)
             gw.status.changed()
-            async with asyncio.timeout(10):
-                await gw.status.settled.wait()
+            await _settled(gw.status)
             assert len(api.patches) == before
             assert "error" not in gw.status.writes  # (a 409 is possible: the watch behind)
+
+            # another controller's write to a route's status changes nothing Sluice routes
+            # by: no rebuild
+            events = _events(cluster, "HTTPRoute")
+            theirs_now = dict(api.objects["gateway.networking.k8s.io/v1/httproutes"][
+                ("default", "app")])  # fmt: skip
+            api.put({**theirs_now, "status": {"parents": [theirs_entry]}})
+            await until(lambda: _events(cluster, "HTTPRoute") > events)
+            assert not cluster.rebuild_pending
+
+            # a route that leaves Sluice's Gateway loses Sluice's entry; one whose spec
+            # Sluice cannot read is reported not accepted
+            later = _route("later", [{"name": "theirs"}], "svc")
+            astray = _route("astray", [{"name": "gw", "sectionName": "nowhere"}], "svc")
+            astray["spec"]["rules"][0]["colour"] = "red"  # an unknown field: left out
+            for changed in (later, astray):  # a spec update keeps the status (its subresource)
+                changed["status"] = _status(api, "httproutes", changed["metadata"]["name"])
+            api.put(later, astray)
+            async with asyncio.timeout(10):
+                while (
+                    _ours(_status(api, "httproutes", "later"))
+                    or _conditions(_ours(_status(api, "httproutes", "astray"))[0])["Accepted"][1]
+                    != "UnsupportedValue"
+                ):
+                    await api.wait_patches(len(api.patches) + 1)
+            assert "parents" in _status(api, "httproutes", "later")
 
 
 async def test_no_status_is_written_when_asked_not_to():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from routing.status import ObjectStatus, desired_statuses
+from routing.status import ObjectStatus, desired_statuses, left_out_statuses
 from tests.unit.manifests import GATEWAY_CLASS, gateway_doc, route, table_of
 
 
@@ -38,7 +38,7 @@ def test_routes_get_the_reason_they_do_not_attach_or_resolve() -> None:
         + route("elsewhere", "parentRefs: [{name: not-ours}]\nrules: []")
     )  # fmt: skip
     routes = _by_name(desired_statuses(table), "HTTPRoute")
-    assert "elsewhere" not in routes  # a Gateway Sluice does not serve: not its to report
+    assert routes["elsewhere"] == {"parents": []}  # not a Gateway of Sluice's: no entry
     [other_ns] = routes["other-ns"]["parents"]
     assert _reasons(other_ns)["Accepted"] == ("False", "NotAllowedByListeners")
     [wrong] = routes["wrong-host"]["parents"]
@@ -54,22 +54,60 @@ def test_routes_get_the_reason_they_do_not_attach_or_resolve() -> None:
                                 "name": "gw"}  # fmt: skip
 
 
-def test_listeners_report_conflicts_bad_certificates_and_unbound_ports() -> None:
+def test_listeners_report_bad_certificates_kinds_and_protocols() -> None:
     table = table_of(
         _gateway(
-            WEB,
-            "{name: same-port-tls, port: 80, protocol: HTTPS, hostname: b.example.com, "
+            "{name: tls, port: 443, protocol: HTTPS, hostname: b.example.com, "
             "tls: {certificateRefs: [{name: missing}]}}",
             "{name: udp, port: 53, protocol: UDP}",
+            "{name: grpc, port: 80, protocol: HTTP, allowedRoutes: {kinds: [{kind: GRPCRoute}]}}",
         )
+        + route("r", "parentRefs: [{name: gw}]\nrules: []")
     )
-    gw = _by_name(desired_statuses(table, unbound_ports={80}), "Gateway")["gw"]
-    listeners = {x["name"]: _reasons(x) for x in gw["listeners"]}
-    assert listeners["web"]["Programmed"] == ("False", "Pending")  # port 80 unbound here
-    assert listeners["same-port-tls"]["ResolvedRefs"] == ("False", "InvalidCertificateRef")
-    assert listeners["udp"]["Accepted"] == ("False", "UnsupportedProtocol")
-    assert _reasons(gw)["Programmed"] == ("False", "Invalid")
+    gw = _by_name(desired_statuses(table), "Gateway")["gw"]
+    listeners = {x["name"]: x for x in gw["listeners"]}
+    assert _reasons(listeners["tls"])["ResolvedRefs"] == ("False", "InvalidCertificateRef")
+    assert _reasons(listeners["tls"])["Programmed"] == ("False", "Invalid")
+    assert _reasons(listeners["udp"])["Accepted"] == ("False", "UnsupportedProtocol")
+    assert listeners["udp"]["supportedKinds"] == []
+    assert listeners["udp"]["attachedRoutes"] == 0  # a UDP listener takes no HTTPRoute
+    assert _reasons(listeners["grpc"])["ResolvedRefs"] == ("False", "InvalidRouteKinds")
+    assert listeners["grpc"]["supportedKinds"] == []
+    assert listeners["tls"]["attachedRoutes"] == 1  # attached, though not served
     assert _reasons(gw)["Accepted"] == ("True", "Accepted")
+    # a certificate that is there but does not load (the gateway found out)
+    bad = desired_statuses(table, bad_secrets={"default/missing"})
+    assert _by_name(bad, "Gateway")["gw"]["listeners"][0]["conditions"][1]["status"] == "False"
+
+
+def test_a_route_with_a_hostname_no_listener_has_still_counts_as_attached() -> None:
+    table = table_of(
+        _gateway(WEB)
+        + route("r", "parentRefs: [{name: gw}]\nhostnames: [b.example.com]\nrules: []")
+    )
+    statuses = desired_statuses(table)
+    [parent] = _by_name(statuses, "HTTPRoute")["r"]["parents"]
+    assert _reasons(parent)["Accepted"] == ("False", "NoMatchingListenerHostname")
+    assert _by_name(statuses, "Gateway")["gw"]["listeners"][0]["attachedRoutes"] == 1
+
+
+def test_objects_the_table_left_out_are_reported_not_accepted() -> None:
+    desired = desired_statuses(table_of(_gateway(WEB)))
+    ours = {"parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"},
+            "controllerName": "sluice.dev/gateway-controller", "conditions": []}  # fmt: skip
+    theirs = {**ours, "controllerName": "istio.io/gateway-controller"}
+    left = left_out_statuses(
+        desired,
+        gateways=[("default", "gw", "sluice.dev/gateway-controller"),
+                  ("default", "broken", "sluice.dev/gateway-controller"),
+                  ("default", "istio", "istio.io/gateway-controller")],
+        routes=[("default", "bad", {"parents": [ours, theirs]}),
+                ("default", "not-ours", {"parents": [theirs]})],
+    )  # fmt: skip
+    assert [(s.kind, s.name) for s in left] == [("Gateway", "broken"), ("HTTPRoute", "bad")]
+    assert _reasons(left[0].status)["Accepted"] == ("False", "Invalid")
+    [entry] = left[1].status["parents"]  # Sluice's only: the writer keeps the others
+    assert _reasons(entry)["Accepted"] == ("False", "UnsupportedValue")
 
 
 def test_a_listener_that_loses_its_port_to_another_protocol_is_conflicted() -> None:
@@ -100,6 +138,9 @@ stringData: {tls.crt: "-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE
 
 def test_only_sluices_classes_and_gateways_get_a_status() -> None:
     theirs = _gateway(WEB).replace("sluice.dev/gateway-controller", "istio.io/gateway-controller")
-    assert desired_statuses(table_of(theirs)) == []
+    not_ours = route("r", "parentRefs: [{name: gw}]\nrules: []")
+    statuses = desired_statuses(table_of(theirs + not_ours))
+    # the route gets no entry of Sluice's (an empty list withdraws any it had)
+    assert [(s.kind, s.name, s.status) for s in statuses] == [("HTTPRoute", "r", {"parents": []})]
     ours = desired_statuses(table_of(_gateway(WEB)))
     assert [(s.kind, s.name) for s in ours] == [("GatewayClass", "sluice"), ("Gateway", "gw")]
