@@ -22,7 +22,8 @@ from gateway.admin import build_admin_app
 from gateway.configload import LoadedConfig, load_config
 from gateway.context import Limits, ProxyContext, TableHolder
 from gateway.keda import KedaScaler
-from gateway.kube import ClusterCollector, ClusterSource
+from gateway.kube import ClusterSource
+from gateway.kubemetrics import ClusterCollector
 from gateway.kubestatus import StatusWriter
 from gateway.listeners import ListenerSet
 from gateway.metrics import Metrics

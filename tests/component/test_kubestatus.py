@@ -177,6 +177,10 @@ async def test_status_reports_what_is_served_and_is_written_only_when_it_changes
             await _settled(gw.status)
             assert len(api.patches) == before
             assert "error" not in gw.status.writes  # (a 409 is possible: the watch behind)
+            written = gw.ctx.metrics.registry.get_sample_value(
+                "sluice_kubernetes_status_writes_total", {"result": "ok"}
+            )
+            assert written == gw.status.writes["ok"] == len(api.patches)  # settled: none in flight
 
             # another controller's write to a route's status changes nothing Sluice routes
             # by: no rebuild
