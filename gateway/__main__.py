@@ -115,7 +115,11 @@ def _cluster(args: argparse.Namespace) -> ClusterSource | None:
     from gateway.kubeapi import ApiServer
 
     if args.kubernetes_api:
-        api = ApiServer(url=args.kubernetes_api, token_file=args.kubernetes_token_file)
+        api = ApiServer(
+            url=args.kubernetes_api,
+            token_file=args.kubernetes_token_file,
+            namespace=args.namespace or "default",  # where the status writer's Lease lives
+        )
     elif args.kubernetes:
         api = ApiServer.in_cluster()
     else:

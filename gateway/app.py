@@ -23,6 +23,7 @@ from gateway.configload import LoadedConfig, load_config
 from gateway.context import Limits, ProxyContext, TableHolder
 from gateway.keda import KedaScaler
 from gateway.kube import ClusterSource
+from gateway.kubelease import LeaderElector
 from gateway.kubemetrics import ClusterCollector
 from gateway.kubestatus import StatusWriter
 from gateway.listeners import ListenerSet
@@ -47,6 +48,7 @@ class RunningGateway:
     keda: KedaScaler
     keda_port: int | None
     status: StatusWriter | None = None
+    elector: LeaderElector | None = None
 
 
 @contextlib.asynccontextmanager
@@ -64,10 +66,12 @@ async def running_gateway(
     autoscaling_interval_s: float = 1.0,
     cluster: ClusterSource | None = None,
     write_status: bool = True,
+    status_lease_s: float = 15.0,
 ) -> AsyncIterator[RunningGateway]:
     """Start a gateway on ``paths`` (and the objects of ``cluster``, listed before it
     starts and followed while it runs, its status written back unless not
-    ``write_status``); raises ``ConfigError`` if the config is invalid."""
+    ``write_status``, by the replica holding a Lease of ``status_lease_s``); raises
+    ``ConfigError`` if the config is invalid."""
     limits = limits or Limits()
     if cluster is not None:
         await cluster.start()
@@ -96,6 +100,8 @@ async def running_gateway(
     follower: asyncio.Task[None] | None = None
     status: StatusWriter | None = None
     status_task: asyncio.Task[None] | None = None
+    elector: LeaderElector | None = None
+    elector_task: asyncio.Task[None] | None = None
     keda = KedaScaler(ctx.autoscaling, ctx.admission, lambda: ctx.holder.table)
     keda_port = None
     try:
@@ -126,9 +132,18 @@ async def running_gateway(
                 )
             )
         if cluster is not None and write_status:
-            status = StatusWriter(cluster, lambda: ctx.holder.table)
+            elector = LeaderElector(
+                cluster.client,
+                cluster.api.namespace,
+                lease_s=status_lease_s,
+                renew_s=status_lease_s / 7.5,
+                renew_deadline_s=status_lease_s * 2 / 3,
+                on_change=lambda leader: status.changed() if leader and status else None,
+            )
+            status = StatusWriter(cluster, lambda: ctx.holder.table, elector=elector)
             reloader.applied.append(status.changed)
             status_task = asyncio.create_task(status.run())
+            elector_task = asyncio.create_task(elector.run())
         # start-up objects (config, modules) live for the whole process: move them out of
         # the collector's sight, so the first full collection does not pause traffic
         gc.collect()
@@ -146,13 +161,16 @@ async def running_gateway(
             keda=keda,
             keda_port=keda_port,
             status=status,
+            elector=elector,
         )
     finally:
-        for task in (watcher, follower, status_task):
+        for task in (watcher, follower, status_task, elector_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if elector is not None:
+            await elector.release()  # before the cluster's client closes
         if cluster is not None:
             await cluster.close()
         await keda.close()

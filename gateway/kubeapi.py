@@ -8,6 +8,7 @@ an object only what Sluice reads, so memory stays bounded by what a table needs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import ssl
@@ -92,6 +93,7 @@ class ApiServer:
     url: str
     token_file: str | None = None
     ca_file: str | None = None
+    namespace: str = "default"  # Sluice's own (its pod's): where its Lease lives
 
     @classmethod
     def in_cluster(cls) -> ApiServer:
@@ -100,10 +102,17 @@ class ApiServer:
         if not host:
             raise KubeError(0, "KUBERNETES_SERVICE_HOST is not set: not running in a pod")
         host = f"[{host}]" if ":" in host else host
+        namespace = "default"
+        with (
+            contextlib.suppress(OSError),
+            open(f"{SERVICE_ACCOUNT_DIR}/namespace", encoding="utf-8") as fh,
+        ):
+            namespace = fh.read().strip() or namespace
         return cls(
             url=f"https://{host}:{port}",
             token_file=f"{SERVICE_ACCOUNT_DIR}/token",
             ca_file=f"{SERVICE_ACCOUNT_DIR}/ca.crt",
+            namespace=namespace,
         )
 
     def headers(self) -> dict[str, str]:
@@ -185,16 +194,24 @@ class ApiClient:
             raise KubeError(resp.status, "expected a JSON object")
         return data
 
-    async def patch_json(self, path: str, patch: dict[str, Any]) -> None:
+    async def patch_json(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
         """A JSON merge patch (RFC 7386), as ``kubectl patch --type merge`` sends it."""
+        return await self.send_json("PATCH", path, patch, "application/merge-patch+json")
+
+    async def send_json(
+        self, method: str, path: str, body: dict[str, Any], content_type: str = "application/json"
+    ) -> dict[str, Any]:
+        """A write (POST, PUT, PATCH); the object the API answers with."""
         timeout = aiohttp.ClientTimeout(total=self._request_timeout_s)
-        headers = self.api.headers() | {"Content-Type": "application/merge-patch+json"}
-        async with self._http().patch(
-            path, data=json.dumps(patch).encode(), headers=headers, timeout=timeout
+        headers = self.api.headers() | {"Content-Type": content_type}
+        async with self._http().request(
+            method, path, data=json.dumps(body).encode(), headers=headers, timeout=timeout
         ) as resp:
-            body = await resp.read()
-            if resp.status != 200:
-                raise KubeError(resp.status, _status_message(body))
+            data = await resp.read()
+            if resp.status not in (200, 201):
+                raise KubeError(resp.status, _status_message(data))
+        answer = json.loads(data)
+        return answer if isinstance(answer, dict) else {}
 
     async def stream_json(
         self, path: str, params: dict[str, str]

@@ -7,9 +7,9 @@ keeps its ``lastTransitionTime`` while its status stays. An HTTPRoute's ``parent
 of other controllers stay as they are, and Sluice's are withdrawn when the route no longer
 names its Gateways. Objects the table left out (an error in them) are reported not
 accepted. Each patch names the resourceVersion it was computed from, so a concurrent write
-is refused (409) rather than overwritten, and compared again a second later. Every replica
-writes, and only differences; the status follows from the objects alone, so replicas that
-see the same objects write nothing twice.
+is refused (409) rather than overwritten, and compared again a second later. With several
+replicas, the one holding the Lease writes (``gateway.kubelease``); the status follows from
+the objects alone, so the next leader finds it as it would have written it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import aiohttp
 
 from gateway.kube import ClusterSource
 from gateway.kubeapi import KubeError
+from gateway.kubelease import LeaderElector
 from gateway.tls import unloadable_secrets
 from routing.backends import ACCEPTED_CONTROLLERS
 from routing.model import GATEWAY_GROUP
@@ -45,10 +46,12 @@ class StatusWriter:
         source: ClusterSource,
         table: Callable[[], RoutingTable],
         *,
+        elector: LeaderElector | None = None,
         retry_s: float = RETRY_S,
     ) -> None:
         self._source = source
         self._table = table
+        self._elector = elector  # None: always write; else only while leading
         self._retry_s = retry_s
         self._changed = asyncio.Event()
         self.settled = asyncio.Event()  # the last comparison found every status as wanted
@@ -71,6 +74,8 @@ class StatusWriter:
         while True:
             await self._changed.wait()
             self._changed.clear()
+            if self._elector is not None and not self._elector.is_leader:
+                continue  # another replica writes; becoming the leader calls changed()
             try:
                 settled = await self.publish()
             except Exception:  # a bug must not stop later writes

@@ -38,6 +38,7 @@ PLURALS = {
     "InferencePoolPolicy": "inferencepoolpolicies",
     "ModelServerPreset": "modelserverpresets",
     "Rollout": "rollouts",
+    "Lease": "leases",
 }
 CORE_AND_GATEWAY = frozenset(
     {
@@ -50,6 +51,7 @@ CORE_AND_GATEWAY = frozenset(
         "gateway.networking.k8s.io/v1/gateways",
         "gateway.networking.k8s.io/v1/httproutes",
         "gateway.networking.k8s.io/v1beta1/referencegrants",
+        "coordination.k8s.io/v1/leases",  # Sluice writes its Lease; it does not watch them
     }
 )
 INFERENCE = frozenset(
@@ -161,9 +163,14 @@ class FakeKubeApi:
             return _status(404, "not found")
         group, version, rest = parts[0], parts[1], parts[2:]
         namespace = None
-        if len(rest) == 3 and rest[0] == "namespaces":
+        if len(rest) in (3, 4) and rest[0] == "namespaces":
             namespace, rest = rest[1], rest[2:]
         resource = f"{group}/{version}/{rest[0]}".lstrip("/")
+        if len(rest) == 2 and resource in self.served:  # one object, by name
+            obj = self.objects.get(resource, {}).get((namespace or "", rest[1]))
+            if obj is None:
+                return _status(404, f"{resource} {rest[1]} not found")
+            return web.json_response(obj)
         if len(rest) != 1 or resource not in self.served:
             self.not_found.set()
             return _status(404, f"the server could not find the requested resource {resource}")
@@ -203,6 +210,40 @@ class FakeKubeApi:
         async with self.patched:
             self.patched.notify_all()
         return web.json_response(obj)
+
+    async def _write(self, request: web.Request) -> web.Response:
+        """Create (POST to the collection) or replace (PUT to the object, conditional on a
+        resourceVersion in it) a whole object: what a Lease needs."""
+        parts = request.path.strip("/").split("/")
+        parts = parts[1:] if parts[0] == "apis" else ["", *parts[1:]]
+        group, version, rest = parts[0], parts[1], parts[2:]
+        namespace = ""
+        if rest and rest[0] == "namespaces":
+            namespace, rest = rest[1], rest[2:]
+        resource = f"{group}/{version}/{rest[0]}".lstrip("/")
+        if resource not in self.served:
+            return _status(404, f"the server could not find the requested resource {resource}")
+        obj = await request.json()
+        meta = obj.setdefault("metadata", {})
+        meta["namespace"] = namespace
+        bucket = self.objects.setdefault(resource, {})
+        key = (namespace, meta["name"])
+        if request.method == "POST":
+            if key in bucket:
+                return _status(409, f"{meta['name']} already exists")
+        else:
+            old = bucket.get(key)
+            if old is None:
+                return _status(404, f"{meta['name']} not found")
+            wanted = meta.get("resourceVersion")
+            if wanted is not None and wanted != old["metadata"]["resourceVersion"]:
+                return _status(409, "the object has been modified; please apply your changes")
+        self.version += 1
+        meta["resourceVersion"] = str(self.version)
+        event = "ADDED" if key not in bucket else "MODIFIED"
+        bucket[key] = obj
+        self._emit(event, resource, obj)
+        return web.json_response(obj, status=201 if request.method == "POST" else 200)
 
     async def wait_patches(self, count: int) -> None:
         async with self.patched:
@@ -265,6 +306,8 @@ async def running_api(
     app = web.Application()
     app.router.add_route("GET", "/{tail:.*}", api._handle)
     app.router.add_route("PATCH", "/{tail:.*}", api._patch)
+    app.router.add_route("POST", "/{tail:.*}", api._write)
+    app.router.add_route("PUT", "/{tail:.*}", api._write)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 from typing import Any
 
 import trustme
@@ -223,3 +224,51 @@ async def test_no_status_is_written_when_asked_not_to():
             assert gw.status is None
             assert await gw.reloader.reload()
         assert api.patches == []
+
+
+async def test_one_replica_writes_status_and_another_takes_over_when_it_stops():
+    """Two replicas: the one holding the Lease writes; the other writes nothing until the
+    first stops (and releases the Lease), then reports the next change itself."""
+    port = free_port()
+    async with running_api(FakeKubeApi()) as api, contextlib.AsyncExitStack() as stack:
+        api.put(
+            _class("sluice", "sluice.dev/gateway-controller"),
+            _gateway("gw", "sluice", [{"name": "web", "port": port, "protocol": "HTTP"}]),
+        )
+
+        async def replica() -> tuple[contextlib.AsyncExitStack, Any]:
+            own = contextlib.AsyncExitStack()
+            cluster = ClusterSource(ApiServer(url=api.url), retry_s=0.05)
+            gw = await own.enter_async_context(running_gateway(
+                [], address="127.0.0.1", admin_port=0, watch_interval_s=None, cluster=cluster,
+                status_lease_s=1.5,
+            ))  # fmt: skip
+            return own, gw
+
+        first_stack, first = await replica()
+        await until(lambda: first.elector.is_leader)
+        await _settled(first.status)
+        second_stack, second = await replica()
+        stack.push_async_callback(second_stack.aclose)
+        written = len(api.patches)
+        api.put(_route("r", [{"name": "gw"}], "svc"))
+        async with asyncio.timeout(10):
+            await api.wait_patches(written + 2)  # the route and the Gateway's count
+        await _settled(first.status)
+        assert not second.elector.is_leader
+        assert second.status.writes == {}  # it stood by: compared nothing, wrote nothing
+        assert not second.status.settled.is_set()
+        lease = api.objects["coordination.k8s.io/v1/leases"][("default", "sluice-status-writer")]
+        assert lease["spec"]["holderIdentity"] == first.elector.identity
+
+        await first_stack.aclose()  # stops, releasing the Lease
+        await until(lambda: second.elector.is_leader)
+        written = len(api.patches)
+        api.put(_route("r2", [{"name": "gw"}], "svc"))
+        async with asyncio.timeout(10):
+            await api.wait_patches(written + 2)
+        await _settled(second.status)
+        assert second.status.writes.get("ok", 0) >= 2
+        holder = api.objects["coordination.k8s.io/v1/leases"][("default", "sluice-status-writer")]
+        assert holder["spec"]["holderIdentity"] == second.elector.identity
+        assert holder["spec"]["leaseTransitions"] == 1
