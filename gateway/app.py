@@ -140,7 +140,9 @@ async def running_gateway(
                 renew_deadline_s=status_lease_s * 2 / 3,
                 on_change=lambda leader: status.changed() if leader and status else None,
             )
-            status = StatusWriter(cluster, lambda: ctx.holder.table, elector=elector)
+            status = StatusWriter(
+                cluster, lambda: ctx.holder.table, left_out=reloader.left_out, elector=elector
+            )
             reloader.applied.append(status.changed)
             status_task = asyncio.create_task(status.run())
             elector_task = asyncio.create_task(elector.run())
@@ -170,7 +172,9 @@ async def running_gateway(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         if elector is not None:
-            await elector.release()  # before the cluster's client closes
+            with contextlib.suppress(TimeoutError):  # a shutdown does not wait on the API
+                async with asyncio.timeout(2.0):
+                    await elector.release()  # before the cluster's client closes
         if cluster is not None:
             await cluster.close()
         await keda.close()

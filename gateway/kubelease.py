@@ -21,8 +21,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
-
 from gateway.kubeapi import ApiClient, KubeError
 
 __all__ = ["LeaderElector", "default_identity"]
@@ -67,24 +65,38 @@ class LeaderElector:
         self._on_change = on_change
         self._observed: tuple[object, float] | None = None  # (record, when we saw it change)
         self._renewed_at = 0.0
+        self._attempt_at = 0.0
+
+    @property
+    def leading(self) -> bool:
+        """This replica leads, and its last renewal is recent enough that no other replica
+        can have taken the Lease over."""
+        if not self.is_leader:
+            return False
+        return asyncio.get_running_loop().time() - self._renewed_at < self._renew_deadline_s
 
     async def run(self) -> None:
-        """Try to lead, and keep leading, until cancelled."""
+        """Try to lead, and keep leading, until cancelled. Each try is bounded by the renew
+        interval, so a hanging API cannot keep a leader leading past its deadline."""
         loop = asyncio.get_running_loop()
-        while True:
-            try:
-                await self._try()
-            except (KubeError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                log.warning("lease %s: %s", self._name, exc)
-            if self.is_leader and loop.time() - self._renewed_at > self._renew_deadline_s:
-                log.warning(
-                    "lease %s: not renewed in time; no longer the status writer", self._name
-                )
-                self._set(False)
-            await asyncio.sleep(self._renew_s)
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(max(self._renew_s * 2, 0.5)):
+                        await self._try()
+                except Exception as exc:  # the API down, a token unreadable, a bug
+                    log.warning("lease %s: %s", self._name, str(exc) or type(exc).__name__)
+                if self.is_leader and loop.time() - self._renewed_at > self._renew_deadline_s:
+                    message = "lease %s: not renewed in time; no longer the status writer"
+                    log.warning(message, self._name)
+                    self._set(False)
+                await asyncio.sleep(self._renew_s)
+        finally:
+            self._set(False)
 
     async def _try(self) -> None:
         loop = asyncio.get_running_loop()
+        self._attempt_at = loop.time()  # a renewal counts from when it was asked for
         try:
             lease = await self._client.get_json(f"{self._path}/{self._name}", {})
         except KubeError as exc:
@@ -135,7 +147,7 @@ class LeaderElector:
                     self._set(False)
                 return
             raise
-        self._renewed_at = asyncio.get_running_loop().time()
+        self._renewed_at = self._attempt_at
         self._set(True)
 
     def _set(self, leader: bool) -> None:
@@ -148,9 +160,7 @@ class LeaderElector:
 
     async def release(self) -> None:
         """Give the Lease up (on shutdown), so another replica need not wait for it to
-        expire."""
-        if not self.is_leader:
-            return
+        expire; also when a takeover cut short may have made this replica the holder."""
         self._set(False)
         try:
             lease = await self._client.get_json(f"{self._path}/{self._name}", {})
@@ -162,5 +172,5 @@ class LeaderElector:
             body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
                     "spec": spec}  # fmt: skip
             await self._client.send_json("PUT", f"{self._path}/{self._name}", body)
-        except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("lease %s: not released: %s", self._name, exc)
+        except Exception as exc:  # shutting down: say so and go on
+            log.warning("lease %s: not released: %s", self._name, str(exc) or type(exc).__name__)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,11 +46,13 @@ class StatusWriter:
         source: ClusterSource,
         table: Callable[[], RoutingTable],
         *,
+        left_out: Callable[[], Collection[tuple[str, str, str]]] = frozenset,
         elector: LeaderElector | None = None,
         retry_s: float = RETRY_S,
     ) -> None:
         self._source = source
         self._table = table
+        self._left_out = left_out  # (kind, ns, name) the loader left out of the table in force
         self._elector = elector  # None: always write; else only while leading
         self._retry_s = retry_s
         self._changed = asyncio.Event()
@@ -74,7 +76,7 @@ class StatusWriter:
         while True:
             await self._changed.wait()
             self._changed.clear()
-            if self._elector is not None and not self._elector.is_leader:
+            if self._elector is not None and not self._elector.leading:
                 continue  # another replica writes; becoming the leader calls changed()
             try:
                 settled = await self.publish()
@@ -97,9 +99,13 @@ class StatusWriter:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         table = self._table()
         desired = desired_statuses(table, frozenset(unloadable_secrets(table)))
-        desired += left_out_statuses(desired, self._cached_gateways(), self._cached_routes())
+        left_out = self._left_out()
+        if left_out:
+            desired += left_out_statuses(left_out, self._cached_gateways(), self._cached_routes())
         settled = True
         for wanted in desired:
+            if self._elector is not None and not self._elector.leading:
+                return False  # stepped down meanwhile: the new leader writes
             found = self._find(wanted)
             if found is None:
                 continue  # gone meanwhile, or not watched
@@ -138,24 +144,26 @@ class StatusWriter:
             for obj in r.objects.values()
         ]
 
-    def _cached_gateways(self) -> list[tuple[str, str, str]]:
+    def _cached_gateways(self) -> list[tuple[str, str, str, int]]:
         controllers = {
             (c.get("metadata") or {}).get("name"): (c.get("spec") or {}).get("controllerName")
             for c in self._objects("GatewayClass")
         }
         return [
             (str(meta.get("namespace") or ""), str(meta.get("name") or ""),
-             str(controllers.get((g.get("spec") or {}).get("gatewayClassName")) or ""))
+             str(controllers.get((g.get("spec") or {}).get("gatewayClassName")) or ""),
+             int(meta.get("generation") or 0))
             for g in self._objects("Gateway")
             if (meta := g.get("metadata") or {})
         ]  # fmt: skip
 
-    def _cached_routes(self) -> list[tuple[str, str, dict[str, Any]]]:
+    def _cached_routes(self) -> list[tuple[str, str, int, dict[str, Any]]]:
         return [
-            (str(meta.get("namespace") or ""), str(meta.get("name") or ""), r.get("status") or {})
+            (str(meta.get("namespace") or ""), str(meta.get("name") or ""),
+             int(meta.get("generation") or 0), r.get("status") or {})
             for r in self._objects("HTTPRoute")
             if (meta := r.get("metadata") or {})
-        ]
+        ]  # fmt: skip
 
     def _find(self, wanted: ObjectStatus) -> tuple[str, dict[str, Any]] | None:
         """The object's collection path and its last watched version."""
@@ -179,9 +187,13 @@ def _merged(wanted: ObjectStatus, current: dict[str, Any], now: str) -> dict[str
     if wanted.kind == "HTTPRoute":
         before = current.get("parents") or []
         wanted_by_ref = {_ref_key(e["parentRef"]): e for e in wanted.status["parents"]}
+        keep = {_ref_key(ref) for ref in wanted.status.get("keep", ())}
         parents = []
         for entry in before:  # others' entries stay where they are; Sluice's are replaced
-            if entry.get("controllerName") not in ACCEPTED_CONTROLLERS:
+            if (
+                entry.get("controllerName") not in ACCEPTED_CONTROLLERS
+                or _ref_key(entry.get("parentRef")) in keep
+            ):
                 parents.append(entry)
                 continue
             new = wanted_by_ref.pop(_ref_key(entry.get("parentRef")), None)

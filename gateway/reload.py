@@ -142,6 +142,18 @@ class Reloader:
         self._warnings = warnings
         self.note_warnings(warnings + unbound_issues(self._listeners))
 
+    def left_out(self) -> frozenset[tuple[str, str, str]]:
+        """(kind, namespace, name) of the cluster objects the config in force left out for
+        an error (``kubernetes:Kind.group/ns/name`` issues marked "object left out")."""
+        out = set()
+        for issue in self._warnings:
+            if not issue.file.startswith("kubernetes:") or "(object left out)" not in issue.message:
+                continue
+            kind_group, _, where = issue.file.removeprefix("kubernetes:").partition("/")
+            ns, _, name = where.rpartition("/")
+            out.add((kind_group.split(".", 1)[0], ns, name))
+        return frozenset(out)
+
     def note_warnings(self, warnings: tuple[ConfigIssue, ...]) -> None:
         """Log the warnings not logged at the last good load."""
         for warning in warnings:

@@ -32,8 +32,8 @@ _HTTP_ROUTE = {"group": m.GATEWAY_GROUP, "kind": "HTTPRoute"}
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ObjectStatus:
     """The status Sluice wants an object to have. For an HTTPRoute, ``status`` holds only
-    Sluice's entries of ``parents`` (others' entries are the writer's to keep; none
-    withdraws Sluice's)."""
+    Sluice's entries of ``parents`` (others' entries are the writer's to keep; Sluice's
+    not listed are withdrawn, except those whose parentRef is in ``keep``)."""
 
     kind: str  # GatewayClass, Gateway or HTTPRoute
     namespace: str  # "" for a GatewayClass
@@ -64,6 +64,7 @@ class _Facts:
     served: dict[tuple[str, str], str]  # (gateway, listener) → its port's protocol
     invalid_routes: dict[str, InvalidTarget]  # route → its first unresolved backend
     controllers: dict[str, str]  # GatewayClass → controllerName
+    gateways_seen: frozenset[str]  # every Gateway in the table's config, served or not
 
 
 def _facts(table: RoutingTable, bad_secrets: Collection[str]) -> _Facts:
@@ -83,6 +84,7 @@ def _facts(table: RoutingTable, bad_secrets: Collection[str]) -> _Facts:
         },
         invalid_routes=invalid,
         controllers={c.meta.name: c.controller_name for c in config.gateway_classes},
+        gateways_seen=frozenset(g.meta.key for g in config.gateways),
     )
 
 
@@ -107,15 +109,18 @@ def desired_statuses(table: RoutingTable, bad_secrets: Collection[str] = ()) -> 
     ns_labels = {n.meta.name: n.meta.label_map() for n in config.namespaces}
     attached: dict[tuple[str, str], int] = {}  # (gateway, listener) → routes attached
     for route in config.routes:
-        parents, listeners = _route_parents(facts, route, gateways, ns_labels)
+        parents, keep, listeners = _route_parents(facts, route, gateways, ns_labels)
         for key in listeners:
             attached[key] = attached.get(key, 0) + 1
+        status: dict[str, Any] = {"parents": parents}  # none: Sluice's entries are withdrawn
+        if keep:
+            status["keep"] = keep
         out.append(
             ObjectStatus(
                 kind="HTTPRoute",
                 namespace=route.meta.namespace,
                 name=route.meta.name,
-                status={"parents": parents},  # none: Sluice's entries are withdrawn
+                status=status,
             )
         )
     out += [_gateway_status(facts, gw, attached) for gw in gateways.values()]
@@ -123,14 +128,14 @@ def desired_statuses(table: RoutingTable, bad_secrets: Collection[str] = ()) -> 
 
 
 def left_out_statuses(
-    desired: Iterable[ObjectStatus],
-    gateways: Iterable[tuple[str, str, str]],
-    routes: Iterable[tuple[str, str, Mapping[str, Any]]],
+    left_out: Collection[tuple[str, str, str]],
+    gateways: Iterable[tuple[str, str, str, int]],
+    routes: Iterable[tuple[str, str, int, Mapping[str, Any]]],
 ) -> list[ObjectStatus]:
-    """For objects of Sluice's the table left out (an error in them: the log names it):
-    ``gateways`` (namespace, name, controllerName of their class) are not Accepted, and
-    Sluice's entries in ``routes`` (namespace, name, status) say the route is not."""
-    known = {(s.kind, s.namespace, s.name) for s in desired}
+    """For objects of Sluice's the loader left out for an error (``left_out``: kind,
+    namespace, name; the log names the field): ``gateways`` (namespace, name, controllerName
+    of their class, generation) are not Accepted, and Sluice's entries in ``routes``
+    (namespace, name, generation, status) say the route is not."""
     message = "the object has an error Sluice cannot serve it with (its log names the field)"
     out = [
         ObjectStatus(
@@ -139,24 +144,22 @@ def left_out_statuses(
             name=name,
             status={
                 "conditions": [
-                    _condition("Accepted", False, "Invalid", message),
-                    _condition("Programmed", False, "Invalid", message),
+                    _condition("Accepted", False, "Invalid", message, generation),
+                    _condition("Programmed", False, "Invalid", message, generation),
                 ],
                 "listeners": [],
             },
         )
-        for ns, name, controller in gateways
-        if controller in ACCEPTED_CONTROLLERS and ("Gateway", ns, name) not in known
+        for ns, name, controller, generation in gateways
+        if controller in ACCEPTED_CONTROLLERS and ("Gateway", ns, name) in left_out
     ]
-    for ns, name, status in routes:
+    for ns, name, generation, status in routes:
         ours = [p for p in status.get("parents") or ()
                 if p.get("controllerName") in ACCEPTED_CONTROLLERS]  # fmt: skip
-        if not ours or ("HTTPRoute", ns, name) in known:
+        if not ours or ("HTTPRoute", ns, name) not in left_out:
             continue
-        parents = [
-            {**p, "conditions": [_condition("Accepted", False, "UnsupportedValue", message)]}
-            for p in ours
-        ]
+        condition = _condition("Accepted", False, "UnsupportedValue", message, generation)
+        parents = [{**p, "conditions": [condition]} for p in ours]
         out.append(ObjectStatus(kind="HTTPRoute", namespace=ns, name=name,
                                 status={"parents": parents}))  # fmt: skip
     return out
@@ -167,8 +170,10 @@ def _route_parents(
     route: m.HTTPRoute,
     gateways: dict[str, m.Gateway],
     ns_labels: dict[str, dict[str, str]],
-) -> tuple[list[dict[str, Any]], set[tuple[str, str]]]:
-    """The route's parents entries for Sluice's Gateways, and the listeners it attaches to."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[tuple[str, str]]]:
+    """The route's parents entries for Sluice's Gateways, the parentRefs to Gateways this
+    table does not have (their entries are kept: the Gateway may be left out for an error,
+    or in a namespace this replica does not read), and the listeners it attaches to."""
     generation = route.meta.generation
     invalid = facts.invalid_routes.get(route.meta.key)
     resolved = (
@@ -177,13 +182,17 @@ def _route_parents(
         else _condition("ResolvedRefs", True, "ResolvedRefs", "", generation)
     )
     parents: list[dict[str, Any]] = []
+    keep: list[dict[str, Any]] = []  # parentRefs whose entries Sluice leaves as they are
     listeners: set[tuple[str, str]] = set()
     for ref in route.parent_refs:
         if ref.group != m.GATEWAY_GROUP or ref.kind != "Gateway":
             continue
-        gw = gateways.get(f"{ref.namespace or route.meta.namespace}/{ref.name}")
+        key = f"{ref.namespace or route.meta.namespace}/{ref.name}"
+        gw = gateways.get(key)
         if gw is None:
-            continue  # not a Gateway Sluice serves: its controller reports it
+            if key not in facts.gateways_seen:
+                keep.append(_parent_ref(ref))  # not in this table (left out, not visible)
+            continue  # another controller's Gateway: its controller reports it
         ok, reason, message, allowed = _acceptance(route, ref, gw, ns_labels)
         listeners.update((gw.meta.key, listener.name) for listener in allowed)
         parents.append(
@@ -195,7 +204,7 @@ def _route_parents(
                 "conditions": [_condition("Accepted", ok, reason, message, generation), resolved],
             }
         )
-    return parents, listeners
+    return parents, keep, listeners
 
 
 def _parent_ref(ref: m.ParentRef) -> dict[str, Any]:

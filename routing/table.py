@@ -343,12 +343,13 @@ def allows_route(
     route: m.HTTPRoute,
     ns_labels: dict[str, dict[str, str]],
 ) -> bool:
-    """The listener's ``allowedRoutes`` admit the route (kind and namespace). Without
-    ``kinds``, the listener's protocol decides: HTTP and HTTPS take HTTPRoutes."""
-    if listener.allowed_kinds:
-        if not any(g == m.GATEWAY_GROUP and k == "HTTPRoute" for g, k in listener.allowed_kinds):
-            return False
-    elif listener.protocol not in ("HTTP", "HTTPS"):
+    """The listener's ``allowedRoutes`` admit the route (kind and namespace); only HTTP and
+    HTTPS listeners take HTTPRoutes."""
+    if listener.protocol not in ("HTTP", "HTTPS"):
+        return False
+    if listener.allowed_kinds and not any(
+        g == m.GATEWAY_GROUP and k == "HTTPRoute" for g, k in listener.allowed_kinds
+    ):
         return False
     match listener.allowed_from:
         case m.AllowedFrom.ALL:

@@ -38,7 +38,8 @@ def test_routes_get_the_reason_they_do_not_attach_or_resolve() -> None:
         + route("elsewhere", "parentRefs: [{name: not-ours}]\nrules: []")
     )  # fmt: skip
     routes = _by_name(desired_statuses(table), "HTTPRoute")
-    assert routes["elsewhere"] == {"parents": []}  # not a Gateway of Sluice's: no entry
+    assert routes["elsewhere"]["parents"] == []  # a Gateway this table lacks: no entry
+    assert routes["elsewhere"]["keep"][0]["name"] == "not-ours"  # nor is one withdrawn
     [other_ns] = routes["other-ns"]["parents"]
     assert _reasons(other_ns)["Accepted"] == ("False", "NotAllowedByListeners")
     [wrong] = routes["wrong-host"]["parents"]
@@ -91,23 +92,36 @@ def test_a_route_with_a_hostname_no_listener_has_still_counts_as_attached() -> N
     assert _by_name(statuses, "Gateway")["gw"]["listeners"][0]["attachedRoutes"] == 1
 
 
-def test_objects_the_table_left_out_are_reported_not_accepted() -> None:
-    desired = desired_statuses(table_of(_gateway(WEB)))
+def test_objects_the_loader_left_out_are_reported_not_accepted() -> None:
     ours = {"parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"},
             "controllerName": "sluice.dev/gateway-controller", "conditions": []}  # fmt: skip
     theirs = {**ours, "controllerName": "istio.io/gateway-controller"}
     left = left_out_statuses(
-        desired,
-        gateways=[("default", "gw", "sluice.dev/gateway-controller"),
-                  ("default", "broken", "sluice.dev/gateway-controller"),
-                  ("default", "istio", "istio.io/gateway-controller")],
-        routes=[("default", "bad", {"parents": [ours, theirs]}),
-                ("default", "not-ours", {"parents": [theirs]})],
+        {("Gateway", "default", "broken"), ("HTTPRoute", "default", "bad"),
+         ("Gateway", "default", "istio"), ("HTTPRoute", "default", "not-ours")},
+        gateways=[("default", "gw", "sluice.dev/gateway-controller", 1),  # not left out
+                  ("default", "broken", "sluice.dev/gateway-controller", 2),
+                  ("default", "istio", "istio.io/gateway-controller", 1)],
+        routes=[("default", "bad", 3, {"parents": [ours, theirs]}),
+                ("default", "not-ours", 1, {"parents": [theirs]})],
     )  # fmt: skip
     assert [(s.kind, s.name) for s in left] == [("Gateway", "broken"), ("HTTPRoute", "bad")]
     assert _reasons(left[0].status)["Accepted"] == ("False", "Invalid")
+    assert left[0].status["conditions"][0]["observedGeneration"] == 2
     [entry] = left[1].status["parents"]  # Sluice's only: the writer keeps the others
     assert _reasons(entry)["Accepted"] == ("False", "UnsupportedValue")
+
+
+def test_a_routes_entry_for_a_gateway_missing_from_the_table_is_kept() -> None:
+    # the Gateway may be left out for an error, or in a namespace this replica does not
+    # read: Sluice's entry for it is neither rewritten nor withdrawn
+    table = table_of(
+        _gateway(WEB) + route("r", "parentRefs: [{name: gw}, {name: gone}]\nrules: []")
+    )
+    status = _by_name(desired_statuses(table), "HTTPRoute")["r"]
+    assert [p["parentRef"]["name"] for p in status["parents"]] == ["gw"]
+    assert status["keep"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                               "name": "gone"}]  # fmt: skip
 
 
 def test_a_listener_that_loses_its_port_to_another_protocol_is_conflicted() -> None:
