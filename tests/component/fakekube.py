@@ -186,13 +186,7 @@ class FakeKubeApi:
         only status changes, and a resourceVersion in the patch must be the object's."""
         if request.headers.get("Content-Type") != "application/merge-patch+json":
             return _status(415, "unsupported media type")
-        parts = request.path.strip("/").split("/")
-        parts = parts[1:] if parts[0] == "apis" else ["", *parts[1:]]
-        group, version, rest = parts[0], parts[1], parts[2:]
-        namespace = ""
-        if rest and rest[0] == "namespaces":
-            namespace, rest = rest[1], rest[2:]
-        resource = f"{group}/{version}/{rest[0]}".lstrip("/")
+        resource, namespace, rest = _locate(request.path)
         if len(rest) != 3 or rest[2] != "status":
             return _status(405, "only status is written here")
         obj = self.objects.get(resource, {}).get((namespace, rest[1]))
@@ -214,13 +208,7 @@ class FakeKubeApi:
     async def _write(self, request: web.Request) -> web.Response:
         """Create (POST to the collection) or replace (PUT to the object, conditional on a
         resourceVersion in it) a whole object: what a Lease needs."""
-        parts = request.path.strip("/").split("/")
-        parts = parts[1:] if parts[0] == "apis" else ["", *parts[1:]]
-        group, version, rest = parts[0], parts[1], parts[2:]
-        namespace = ""
-        if rest and rest[0] == "namespaces":
-            namespace, rest = rest[1], rest[2:]
-        resource = f"{group}/{version}/{rest[0]}".lstrip("/")
+        resource, namespace, _ = _locate(request.path)
         if resource not in self.served:
             return _status(404, f"the server could not find the requested resource {resource}")
         obj = await request.json()
@@ -358,3 +346,15 @@ def _merge(target: Any, patch: Any) -> Any:
         else:
             out[key] = _merge(out.get(key), value)
     return out
+
+
+def _locate(path: str) -> tuple[str, str, list[str]]:
+    """A write's path as (group/version/plural, namespace or "", what follows the plural:
+    [plural, name, subresource...])."""
+    parts = path.strip("/").split("/")
+    parts = parts[1:] if parts[0] == "apis" else ["", *parts[1:]]
+    group, version, rest = parts[0], parts[1], parts[2:]
+    namespace = ""
+    if rest and rest[0] == "namespaces":
+        namespace, rest = rest[1], rest[2:]
+    return f"{group}/{version}/{rest[0]}".lstrip("/"), namespace, rest
