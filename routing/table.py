@@ -16,10 +16,8 @@ from typing import assert_never
 from routing import model as m
 from routing.backends import (
     ACCEPTED_CONTROLLERS,
-    InvalidTarget,
     PoolTarget,
     Resolver,
-    Target,
     unserved_reason,
 )
 from routing.errors import ConfigIssue
@@ -27,6 +25,7 @@ from routing.hostnames import intersect_hostnames, specificity
 from routing.pools import PoolSettings, build_pool_settings, presets_by_engine
 from routing.presets import Preset
 from routing.rolloutconfig import RolloutSpec, bind_rollout
+from routing.rules import CompiledRule, FilterSet, MirrorTarget, WeightedBackend, compile_route
 from routing.tlsconfig import listener_certificates
 
 __all__ = [
@@ -45,48 +44,6 @@ __all__ = [
 ]
 
 _PATH_RANK = {m.PathKind.EXACT: 0, m.PathKind.REGEX: 1, m.PathKind.PREFIX: 2}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MirrorTarget:
-    target: Target
-    numerator: int
-    denominator: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FilterSet:
-    request_headers: m.HeaderModifier | None = None
-    response_headers: m.HeaderModifier | None = None
-    redirect: m.RequestRedirect | None = None
-    rewrite: m.URLRewrite | None = None
-    mirrors: tuple[MirrorTarget, ...] = ()
-    cors: m.CorsPolicy | None = None
-    unsupported: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WeightedBackend:
-    target: Target
-    weight: int
-    filters: FilterSet
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CompiledRule:
-    route: str
-    index: int
-    name: str | None
-    filters: FilterSet
-    backends: tuple[WeightedBackend, ...]
-    cumulative: tuple[int, ...]
-    timeouts: m.Timeouts
-    retry: m.RetryPolicy | None
-    backend_names: tuple[str, ...] = ()  # backendRef names, in backends order (A/B variants)
-
-    @property
-    def total_weight(self) -> int:
-        return self.cumulative[-1] if self.cumulative else 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,7 +128,7 @@ def build_table(config: m.Config) -> RoutingTable:
     warnings: list[ConfigIssue] = []
     gateways = _served_gateways(config, warnings)
     ns_labels = {n.meta.name: n.meta.label_map() for n in config.namespaces}
-    compiled = {r.meta.key: _compile_route(r, resolver) for r in config.routes}
+    compiled = {r.meta.key: compile_route(r, resolver) for r in config.routes}
     per_listener: dict[tuple[str, str], list[_Attached]] = {}
     for route in config.routes:
         attached = _attach(route, gateways, ns_labels)
@@ -362,70 +319,6 @@ def allows_route(
             return selector is not None and selector.matches(labels)
         case _:
             assert_never(listener.allowed_from)
-
-
-def _compile_route(route: m.HTTPRoute, resolver: Resolver) -> tuple[CompiledRule, ...]:
-    return tuple(_compile_rule(route, i, rule, resolver) for i, rule in enumerate(route.rules))
-
-
-def _compile_rule(
-    route: m.HTTPRoute, index: int, rule: m.RouteRule, resolver: Resolver
-) -> CompiledRule:
-    ns = route.meta.namespace
-    backends = tuple(
-        WeightedBackend(
-            target=resolver.resolve(b.ref, from_kind="HTTPRoute", from_ns=ns),
-            weight=b.weight,
-            filters=_compile_filters(b.filters, resolver, ns),
-        )
-        for b in rule.backend_refs
-    )
-    cumulative: list[int] = []
-    total = 0
-    for b in backends:
-        total += b.weight
-        cumulative.append(total)
-    return CompiledRule(
-        route=route.meta.key,
-        index=index,
-        name=rule.name,
-        filters=_compile_filters(rule.filters, resolver, ns),
-        backends=backends,
-        cumulative=tuple(cumulative),
-        timeouts=rule.timeouts,
-        retry=rule.retry,
-        backend_names=tuple(b.ref.name for b in rule.backend_refs),
-    )
-
-
-def _compile_filters(filters: tuple[m.RouteFilter, ...], resolver: Resolver, ns: str) -> FilterSet:
-    mirrors = []
-    unsupported = None
-    for f in filters:
-        if f.mirror is not None:
-            target = resolver.resolve(f.mirror.backend, from_kind="HTTPRoute", from_ns=ns)
-            # An unresolvable mirror is skipped: the spec never lets a mirror fail the request.
-            if not isinstance(target, InvalidTarget):
-                mirrors.append(
-                    MirrorTarget(
-                        target=target,
-                        numerator=f.mirror.numerator,
-                        denominator=f.mirror.denominator,
-                    )
-                )
-        elif f.extension is not None:
-            unsupported = f"ExtensionRef {f.extension.kind}/{f.extension.name} is not supported"
-    by_type = {f.type: f for f in filters}
-    empty = m.RouteFilter(type="")
-    return FilterSet(
-        request_headers=by_type.get("RequestHeaderModifier", empty).request_headers,
-        response_headers=by_type.get("ResponseHeaderModifier", empty).response_headers,
-        redirect=by_type.get("RequestRedirect", empty).redirect,
-        rewrite=by_type.get("URLRewrite", empty).rewrite,
-        cors=by_type.get("CORS", empty).cors,
-        mirrors=tuple(mirrors),
-        unsupported=unsupported,
-    )
 
 
 def _listener_table(
