@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -49,6 +50,11 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         "--namespace", default=None,
         help="with --kubernetes: read namespaced resources of this namespace only",
     )  # fmt: skip
+    p.add_argument(
+        "--kubeconfig", default="", metavar="PATH",
+        help="read the cluster a kubeconfig's context names (outside a cluster)",
+    )  # fmt: skip
+    p.add_argument("--context", default=None, help="with --kubeconfig: this context")
     p.add_argument(
         "--no-status", action="store_true",
         help="with --kubernetes: write no status (conditions) back to the API",
@@ -114,7 +120,13 @@ def _cluster(args: argparse.Namespace) -> ClusterSource | None:
     from gateway.kube import ClusterSource
     from gateway.kubeapi import ApiServer
 
-    if args.kubernetes_api:
+    if args.kubeconfig:
+        from gateway.kubeconfig import from_kubeconfig
+
+        api = from_kubeconfig(args.kubeconfig, args.context)
+        if args.namespace:
+            api = dataclasses.replace(api, namespace=args.namespace)
+    elif args.kubernetes_api:
         api = ApiServer(
             url=args.kubernetes_api,
             token_file=args.kubernetes_token_file,
@@ -135,11 +147,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         cluster = _cluster(args)
     except KubeError as exc:
-        print(f"sluice: --kubernetes: {exc}", file=sys.stderr)
+        print(f"sluice: kubernetes: {exc}", file=sys.stderr)
         return 2
     paths = args.config or []
     if not paths and cluster is None:
-        print("sluice serve: --config or --kubernetes is required", file=sys.stderr)
+        print("sluice serve: --config, --kubernetes or --kubeconfig is required", file=sys.stderr)
         return 2
     loaded = None
     if cluster is None:  # with a cluster, the first load waits for its objects

@@ -13,11 +13,12 @@ import json
 import os
 import ssl
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
+from gateway.tls import pem_file
 from routing import model as m
 from routing.tlsconfig import CERT_KEY, PRIVATE_KEY_KEY
 
@@ -30,10 +31,11 @@ _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 class KubeError(Exception):
-    """The API answered something Sluice cannot use (status code or body)."""
+    """The API answered something Sluice cannot use (status code or body); status 0: no
+    answer yet (the settings, a kubeconfig, are wrong)."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}")
+        super().__init__(f"{status}: {message}" if status else message)
         self.status = status
 
 
@@ -94,6 +96,13 @@ class ApiServer:
     token_file: str | None = None
     ca_file: str | None = None
     namespace: str = "default"  # Sluice's own (its pod's): where its Lease lives
+    # from a kubeconfig (gateway.kubeconfig): a fixed token, the CA and a client
+    # certificate as PEM text, and whether the server's certificate goes unchecked
+    token: str | None = field(default=None, repr=False)
+    ca_data: str | None = None
+    client_certificate: str | None = None
+    client_key: str | None = field(default=None, repr=False)
+    insecure: bool = False
 
     @classmethod
     def in_cluster(cls) -> ApiServer:
@@ -120,12 +129,22 @@ class ApiServer:
         if self.token_file:
             with open(self.token_file, encoding="utf-8") as fh:
                 headers["Authorization"] = f"Bearer {fh.read().strip()}"
+        elif self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if not self.url.startswith("https:"):
             return None
-        return ssl.create_default_context(cafile=self.ca_file)
+        ctx = ssl.create_default_context(cafile=self.ca_file, cadata=self.ca_data)
+        if self.insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if self.client_certificate and self.client_key:
+            pem = f"{self.client_key.strip()}\n{self.client_certificate.strip()}\n".encode()
+            with pem_file(pem) as path:
+                ctx.load_cert_chain(path)
+        return ctx
 
 
 def slim(obj: dict[str, Any]) -> dict[str, Any]:

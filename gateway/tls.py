@@ -31,6 +31,7 @@ __all__ = [
     "certificate_issues",
     "handshake_of",
     "listener_context",
+    "pem_file",
     "unloadable_secrets",
 ]
 
@@ -102,7 +103,7 @@ def _build(pairs: _Pairs) -> ssl.SSLContext:
     for certificate, key in pairs:
         pem = f"{key.strip()}\n{certificate.strip()}\n".encode()
         try:
-            with _pem_file(pem) as path:
+            with pem_file(pem) as path:
                 ctx.load_cert_chain(path, password=_no_passphrase)
         except _EncryptedKeyError:
             raise CertificateError("tls.key is encrypted; give it without a passphrase") from None
@@ -114,7 +115,7 @@ def _build(pairs: _Pairs) -> ssl.SSLContext:
 
 
 @contextlib.contextmanager
-def _pem_file(pem: bytes) -> Iterator[str]:
+def pem_file(pem: bytes) -> Iterator[str]:
     """A path the ssl module can load ``pem`` from (it reads certificates and keys from
     files only): an anonymous in-memory file where the system has them (Linux), else a
     private temporary file (mode 0600) removed as soon as it is read."""

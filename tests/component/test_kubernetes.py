@@ -325,7 +325,7 @@ async def test_sluice_serve_reads_a_cluster_by_its_api_url(tmp_path):
     async with asyncio.timeout(20):
         _, err = await bare.communicate()
     assert bare.returncode == 2
-    assert b"--config or --kubernetes is required" in err
+    assert b"--config, --kubernetes or --kubeconfig is required" in err
 
 
 def test_the_manifests_grant_and_define_every_watched_resource():
