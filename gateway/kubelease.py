@@ -133,12 +133,16 @@ class LeaderElector:
             "leaseTransitions": transitions,
         }
 
-    async def _write(self, method: str, path: str, spec: dict[str, Any], version: object) -> None:
+    def _lease(self, spec: dict[str, Any], version: object) -> dict[str, Any]:
+        """The Lease object to write: conditional on ``version`` when there is one."""
         meta: dict[str, Any] = {"name": self._name}
         if version is not None:
             meta["resourceVersion"] = version
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
                 "spec": spec}  # fmt: skip
+
+    async def _write(self, method: str, path: str, spec: dict[str, Any], version: object) -> None:
+        body = self._lease(spec, version)
         try:
             await self._client.send_json(method, path, body)
         except KubeError as exc:
@@ -168,9 +172,7 @@ class LeaderElector:
                 return
             spec = {**(lease.get("spec") or {}), "holderIdentity": "", "leaseDurationSeconds": 1}
             version = (lease.get("metadata") or {}).get("resourceVersion")
-            meta = {"name": self._name, "resourceVersion": version}
-            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
-                    "spec": spec}  # fmt: skip
+            body = self._lease(spec, version)
             await self._client.send_json("PUT", f"{self._path}/{self._name}", body)
         except Exception as exc:  # shutting down: say so and go on
             log.warning("lease %s: not released: %s", self._name, str(exc) or type(exc).__name__)

@@ -61,7 +61,7 @@ class _Facts:
     resolver: Resolver
     secrets: dict[str, m.Secret]
     bad_secrets: Collection[str]
-    served: dict[tuple[str, str], str]  # (gateway, listener) → its port's protocol
+    served: dict[tuple[str, str], tuple[m.Secret, ...]]  # (gateway, listener) → certificates
     invalid_routes: dict[str, InvalidTarget]  # route → its first unresolved backend
     controllers: dict[str, str]  # GatewayClass → controllerName
     gateways_seen: frozenset[str]  # every Gateway in the table's config, served or not
@@ -80,7 +80,9 @@ def _facts(table: RoutingTable, bad_secrets: Collection[str]) -> _Facts:
         secrets={s.meta.key: s for s in config.secrets},
         bad_secrets=bad_secrets,
         served={
-            (lt.gateway, lt.name): pt.protocol for pt in table.ports.values() for lt in pt.listeners
+            (lt.gateway, lt.name): lt.certificates
+            for pt in table.ports.values()
+            for lt in pt.listeners
         },
         invalid_routes=invalid,
         controllers={c.meta.name: c.controller_name for c in config.gateway_classes},
@@ -276,7 +278,11 @@ def _listener_status(
     unsupported = [k for g, k in listener.allowed_kinds if (g, k) != (m.GATEWAY_GROUP, "HTTPRoute")]
     refs = _listener_refs(facts, gw, listener, unsupported)
     served = key in facts.served
-    usable = served and not _all_certificates_bad(facts, gw, listener)
+    certificates = facts.served.get(key, ())
+    # served, and not an HTTPS listener whose every certificate fails to load (no handshake)
+    usable = served and not (
+        certificates and all(c.meta.key in facts.bad_secrets for c in certificates)
+    )
     conflict = "" if served or not protocol_ok else _conflict_reason(facts, gw, listener)
     conditions = [
         _condition("Accepted", True, "Accepted", "", generation)
@@ -310,10 +316,7 @@ def _listener_refs(
     if listener.protocol != "HTTPS" or listener.tls is None:
         return True, "ResolvedRefs", ""
 
-    def permitted(ref: m.ObjectRef, ns: str) -> bool:
-        return facts.resolver.is_permitted(ref, ns, from_kind="Gateway", from_ns=gw.meta.namespace)
-
-    found, problems = listener_certificates(gw, listener.tls, facts.secrets, permitted)
+    found, problems = listener_certificates(gw, listener.tls, facts.secrets, facts.resolver)
     problems += tuple(
         f"certificateRef {s.meta.key}: tls.crt and tls.key do not load"
         for s in found
@@ -327,15 +330,6 @@ def _listener_refs(
         else "InvalidCertificateRef"
     )
     return False, reason, "; ".join(problems)
-
-
-def _all_certificates_bad(facts: _Facts, gw: m.Gateway, listener: m.Listener) -> bool:
-    """An HTTPS listener served whose every certificate fails to load: no handshake."""
-    for pt in facts.table.ports.values():
-        for lt in pt.listeners:
-            if (lt.gateway, lt.name) == (gw.meta.key, listener.name) and lt.certificates:
-                return all(s.meta.key in facts.bad_secrets for s in lt.certificates)
-    return False
 
 
 def _conflict_reason(facts: _Facts, gw: m.Gateway, listener: m.Listener) -> str:

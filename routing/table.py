@@ -220,10 +220,7 @@ def _certificates(
         warnings.append(_warning(gw.meta, f"{label}: HTTPS without tls; not served"))
         return ()
 
-    def permitted(ref: m.ObjectRef, ns: str) -> bool:
-        return resolver.is_permitted(ref, ns, from_kind="Gateway", from_ns=gw.meta.namespace)
-
-    found, problems = listener_certificates(gw, listener.tls, secrets, permitted)
+    found, problems = listener_certificates(gw, listener.tls, secrets, resolver)
     for problem in problems:
         warnings.append(_warning(gw.meta, f"{label}: {problem}"))
     if not found:

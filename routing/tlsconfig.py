@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from routing import model as m
+from routing.backends import Resolver
 from routing.reader import Reader
 
 __all__ = [
@@ -106,12 +107,11 @@ def listener_certificates(
     gateway: m.Gateway,
     tls: m.ListenerTLS,
     secrets: Mapping[str, m.Secret],
-    permitted: Callable[[m.ObjectRef, str], bool],
+    resolver: Resolver,
 ) -> tuple[tuple[m.Secret, ...], tuple[str, ...]]:
     """The Secrets a listener's ``certificateRefs`` resolve to, and why each other ref does
     not (unsupported kind, missing Secret, no certificate in it, another namespace without
-    a ReferenceGrant). ``permitted(ref, namespace)``: a ReferenceGrant allows the Gateway's
-    reference into ``namespace``."""
+    a ReferenceGrant that lets the Gateway in)."""
     found: list[m.Secret] = []
     problems: list[str] = []
     for ref in tls.certificate_refs:
@@ -120,7 +120,10 @@ def listener_certificates(
         if ref.group != m.CORE_GROUP or ref.kind != "Secret":
             problems.append(f"certificateRef {label}: unsupported kind {ref.group}/{ref.kind}")
             continue
-        if ns != gateway.meta.namespace and not permitted(ref, ns):
+        from_ns = gateway.meta.namespace
+        if ns != from_ns and not resolver.is_permitted(
+            ref, ns, from_kind="Gateway", from_ns=from_ns
+        ):
             problems.append(f"certificateRef {label}: no ReferenceGrant in {ns} allows it")
             continue
         secret = secrets.get(label)

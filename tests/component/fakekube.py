@@ -154,18 +154,10 @@ class FakeKubeApi:
         if self.failing:
             self.refused.set()
             return _status(500, "etcdserver: request timed out")
-        parts = request.path.strip("/").split("/")
-        if parts[0] == "api":
-            parts = ["", *parts[1:]]
-        elif parts[0] == "apis":
-            parts = parts[1:]
-        else:
+        if not request.path.startswith(("/api/", "/apis/")):
             return _status(404, "not found")
-        group, version, rest = parts[0], parts[1], parts[2:]
-        namespace = None
-        if len(rest) in (3, 4) and rest[0] == "namespaces":
-            namespace, rest = rest[1], rest[2:]
-        resource = f"{group}/{version}/{rest[0]}".lstrip("/")
+        resource, ns, rest = _locate(request.path)
+        namespace = ns or None  # None: every namespace
         if len(rest) == 2 and resource in self.served:  # one object, by name
             obj = self.objects.get(resource, {}).get((namespace or "", rest[1]))
             if obj is None:
@@ -349,12 +341,12 @@ def _merge(target: Any, patch: Any) -> Any:
 
 
 def _locate(path: str) -> tuple[str, str, list[str]]:
-    """A write's path as (group/version/plural, namespace or "", what follows the plural:
+    """A request's path as (group/version/plural, namespace or "", what follows the plural:
     [plural, name, subresource...])."""
     parts = path.strip("/").split("/")
     parts = parts[1:] if parts[0] == "apis" else ["", *parts[1:]]
     group, version, rest = parts[0], parts[1], parts[2:]
     namespace = ""
-    if rest and rest[0] == "namespaces":
+    if len(rest) >= 3 and rest[0] == "namespaces":  # not the list of Namespaces itself
         namespace, rest = rest[1], rest[2:]
     return f"{group}/{version}/{rest[0]}".lstrip("/"), namespace, rest
